@@ -1,0 +1,597 @@
+//! The [`Store`] facade: opening with recovery, appends with their
+//! durability point, reads by offset, queue, time, key and id, retention
+//! and clean close.
+//!
+//! It wires the CommitLog, the ConsumeQueues, the key index and the
+//! checkpoint together; the background threads that move them forward live
+//! in [`crate::services`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use rill_common::{Clock, SystemClock, TopicName};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::checkpoint::{Checkpoint, CheckpointFile};
+use crate::commitlog::{Appended, CommitLog, ScanReport};
+use crate::config::StoreConfig;
+use crate::consume_queue::{ConsumeQueues, CqEntry};
+use crate::error::{Error, Result};
+use crate::index::{self, KeyIndex};
+use crate::record::{self, MessageToStore, Prepared, RecordView, StoredMessage};
+use crate::retention::{self, DeleteReason, DiskUsage, RetentionReport, StatvfsDisk};
+use crate::services::{self, Signal};
+
+/// Outcome of a read from a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadStatus {
+    /// Messages were found (possibly fewer than asked, or none if all were filtered out).
+    Found,
+    /// The offset is the queue's end: nothing new yet.
+    NoNewMessages,
+    /// The offset was deleted by retention; resume from `min_offset`.
+    OffsetMoved,
+    /// The offset lies beyond the queue's end; resume from `max_offset`.
+    OffsetOverflow,
+    /// The queue has never received a message.
+    NoSuchQueue,
+}
+
+/// Messages read from a queue, with where to continue.
+#[derive(Debug, Clone)]
+pub struct QueueRead {
+    /// What happened.
+    pub status: ReadStatus,
+    /// The messages, in queue order.
+    pub messages: Vec<StoredMessage>,
+    /// The offset to read next.
+    pub next_offset: u64,
+    /// The queue's smallest available offset.
+    pub min_offset: u64,
+    /// One past the queue's last offset.
+    pub max_offset: u64,
+}
+
+/// How the last open went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryInfo {
+    /// The previous run did not close cleanly.
+    pub unclean_shutdown: bool,
+    /// Where the replay started.
+    pub replayed_from: u64,
+    /// Records replayed into queues and index.
+    pub records_replayed: u64,
+    /// Offset where a torn record was cut off.
+    pub truncated_at: Option<u64>,
+}
+
+/// Bounds of one queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueState {
+    /// Topic.
+    pub topic: String,
+    /// Queue id.
+    pub queue_id: u32,
+    /// Smallest available offset.
+    pub min_offset: u64,
+    /// One past the last offset.
+    pub max_offset: u64,
+}
+
+/// A summary of the store for people and scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreState {
+    /// Root directory.
+    pub data_dir: PathBuf,
+    /// Whether appends wait for fdatasync.
+    pub sync_flush: bool,
+    /// Oldest retained CommitLog offset.
+    pub min_offset: u64,
+    /// End of written data.
+    pub committed: u64,
+    /// End of flushed data.
+    pub flushed: u64,
+    /// End of data visible in queues.
+    pub dispatched: u64,
+    /// CommitLog segment files.
+    pub segments: usize,
+    /// Every queue's bounds, sorted.
+    pub queues: Vec<QueueState>,
+    /// Index files.
+    pub index_files: usize,
+    /// What the last open found.
+    pub recovery: RecoveryInfo,
+}
+
+/// Durability progress, broadcast to waiting appends.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FlushState {
+    pub flushed: u64,
+    pub error: Option<Arc<Error>>,
+}
+
+/// State shared with the background threads.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: StoreConfig,
+    pub clock: Arc<dyn Clock>,
+    pub disk: Arc<dyn DiskUsage>,
+    pub log: CommitLog,
+    pub queues: ConsumeQueues,
+    pub index: KeyIndex,
+    pub checkpoint: CheckpointFile,
+    pub dispatched: AtomicU64,
+    pub dispatch_tx: watch::Sender<u64>,
+    pub flush_tx: watch::Sender<FlushState>,
+    pub flush_signal: Signal,
+    pub dispatch_signal: Signal,
+    pub shutdown: AtomicBool,
+    pub retention_lock: Mutex<()>,
+    pub recovery: RecoveryInfo,
+}
+
+/// The storage engine of one broker. Cheap to clone; clones share the store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    handle: Arc<Handle>,
+}
+
+/// Owns the background threads; the last clone of a [`Store`] to go stops them.
+#[derive(Debug)]
+struct Handle {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Without close() the abort marker stays and the next open recovers.
+        self.stop();
+    }
+}
+
+impl Handle {
+    /// Refuses further appends and joins the background threads (the
+    /// dispatcher first drains what was written).
+    fn stop(&self) {
+        let inner = &self.inner;
+        inner.log.close();
+        inner.shutdown.store(true, Ordering::Release);
+        inner.flush_signal.notify();
+        inner.dispatch_signal.notify();
+        for t in self.threads.lock().drain(..) {
+            t.thread().unpark();
+            if t.join().is_err() {
+                tracing::error!("a store thread panicked");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Writes one record's entries into its queue and the index.
+    pub(crate) fn dispatch_record(&self, v: &RecordView<'_>) -> Result<()> {
+        let topic = TopicName::new(v.topic)?;
+        let tag = raw_property(v.properties, record::keys::TAGS);
+        let queue = self.queues.get_or_create(&topic, v.queue_id())?;
+        queue.put(v.queue_offset(), v.physical_offset(), v.size() as u32, record::tag_hash(tag))?;
+        let keys = raw_property(v.properties, record::keys::KEYS);
+        let id = raw_property(v.properties, record::keys::UNIQ_KEY);
+        if keys.is_some() || id.is_some() {
+            let mut all: Vec<String> = keys
+                .into_iter()
+                .flat_map(|k| k.split(record::keys::KEY_SEPARATOR))
+                .filter(|k| !k.is_empty())
+                .map(|k| index::topic_key(v.topic, k))
+                .collect();
+            all.extend(id.map(index::id_key));
+            self.index.add_message(v.physical_offset(), v.store_timestamp(), all.iter().map(String::as_str))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes queues and index, then records progress in the checkpoint.
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        for (_, q) in self.queues.all() {
+            q.flush()?;
+        }
+        self.index.flush()?;
+        let log_flushed = self.log.flushed();
+        let cp = Checkpoint {
+            log_flushed,
+            dispatched: dispatched.min(log_flushed),
+            written_at: self.clock.now_millis(),
+        };
+        self.checkpoint.store(&cp)
+    }
+}
+
+
+impl Inner {
+    /// Deletes expired segments, and old ones under disk pressure, then
+    /// moves queue and index minimums past them.
+    pub(crate) fn run_retention(&self) -> Result<RetentionReport> {
+        let _one_at_a_time = self.retention_lock.lock();
+        let cfg = self.config.retention;
+        let mut report = RetentionReport::default();
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        // Disk pressure first: measure again after each deletion.
+        while report.deleted.len() < 64 {
+            let ratio = self
+                .disk
+                .used_ratio(&self.config.data_dir)
+                .map_err(Error::io("measure disk usage of", &self.config.data_dir))?;
+            if ratio <= cfg.disk_max_used_ratio {
+                break;
+            }
+            let segments = self.log.segments();
+            if segments.len() < 2 || segments[0].end() > dispatched {
+                tracing::error!(ratio, "disk is over its limit and no CommitLog segment can be deleted");
+                break;
+            }
+            let oldest = segments[0].base();
+            tracing::warn!(ratio, limit = cfg.disk_max_used_ratio, segment = oldest, "disk over limit; deleting oldest segment");
+            if self.log.delete_oldest()?.is_none() {
+                break;
+            }
+            report.deleted.push((oldest, DeleteReason::DiskPressure));
+        }
+        let now = self.clock.now_millis();
+        for (seg, last) in self.log.full_segment_times() {
+            if seg.end() > dispatched || !retention::is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc) {
+                break;
+            }
+            if self.log.delete_oldest()?.is_none() {
+                break;
+            }
+            report.deleted.push((seg.base(), DeleteReason::Expired));
+        }
+        report.min_offset = self.log.min_offset();
+        if !report.deleted.is_empty() {
+            for (_, q) in self.queues.all() {
+                q.drop_below(report.min_offset)?;
+            }
+            self.index.drop_below(report.min_offset)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Finds `key`'s value in raw `k\u1v\u2` properties without allocating.
+fn raw_property<'a>(props: &'a [u8], key: &str) -> Option<&'a str> {
+    props.split(|&b| b == 2).find_map(|pair| {
+        let sep = pair.iter().position(|&b| b == 1)?;
+        (&pair[..sep] == key.as_bytes()).then(|| std::str::from_utf8(&pair[sep + 1..]).ok()).flatten()
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store, recovering from an unclean stop.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        Self::open_with(config, Arc::new(SystemClock), Arc::new(StatvfsDisk))
+    }
+
+    /// [`Store::open`] with an injected clock and disk-usage probe.
+    pub fn open_with(config: StoreConfig, clock: Arc<dyn Clock>, disk: Arc<dyn DiskUsage>) -> Result<Self> {
+        config.validate()?;
+        let root = config.data_dir.clone();
+        crate::mapped::ensure_dir(&root)?;
+        let checkpoint = CheckpointFile::new(&root);
+        let unclean = checkpoint.was_unclean();
+        let cp = checkpoint.load()?;
+        let log =
+            CommitLog::open(root.join("commitlog"), config.segment_size, Arc::clone(&clock), config.verify_crc_on_read)?;
+        let queues = ConsumeQueues::open(root.join("consumequeue"), config.consume_queue_entries_per_file)?;
+        let index = KeyIndex::open(root.join("index"), config.index.slots, config.index.max_entries)?;
+        let (dispatch_tx, _) = watch::channel(0);
+        let (flush_tx, _) = watch::channel(FlushState::default());
+        let mut inner = Inner {
+            config,
+            clock,
+            disk,
+            log,
+            queues,
+            index,
+            checkpoint,
+            dispatched: AtomicU64::new(0),
+            dispatch_tx,
+            flush_tx,
+            flush_signal: Signal::default(),
+            dispatch_signal: Signal::default(),
+            shutdown: AtomicBool::new(false),
+            retention_lock: Mutex::new(()),
+            recovery: RecoveryInfo::default(),
+        };
+        let report = recover(&inner, cp)?;
+        if unclean {
+            tracing::warn!(
+                from = report.from,
+                end = report.end,
+                replayed = report.records,
+                truncated_at = ?report.truncated_at,
+                "recovered after an unclean shutdown"
+            );
+        }
+        inner.recovery = RecoveryInfo {
+            unclean_shutdown: unclean,
+            replayed_from: report.from,
+            records_replayed: report.records,
+            truncated_at: report.truncated_at,
+        };
+        inner.dispatched.store(report.end, Ordering::Release);
+        inner.dispatch_tx.send_replace(report.end);
+        inner.flush_tx.send_replace(FlushState { flushed: report.end, error: None });
+        inner.write_checkpoint()?;
+        inner.checkpoint.mark_open()?;
+        let inner = Arc::new(inner);
+        let threads = services::start(&inner).map_err(Error::io("start threads for", &inner.config.data_dir))?;
+        Ok(Self { handle: Arc::new(Handle { inner, threads: Mutex::new(threads) }) })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StoreConfig {
+        &self.handle.inner.config
+    }
+
+    /// Appends a message. Resolves once it is durable as configured: in the
+    /// page cache (async flush) or on disk (sync flush, group commit).
+    pub async fn append(&self, msg: MessageToStore) -> Result<Appended> {
+        let inner = &self.handle.inner;
+        let prepared = Prepared::new(msg, inner.config.max_message_size as usize)?;
+        let appended = inner.log.append(&prepared)?;
+        inner.dispatch_signal.notify();
+        if inner.config.flush.is_sync() {
+            self.wait_flushed(appended.end()).await?;
+        }
+        Ok(appended)
+    }
+
+    /// Appends several messages; resolves when all of them are durable.
+    pub async fn append_batch(&self, msgs: Vec<MessageToStore>) -> Result<Vec<Appended>> {
+        let inner = &self.handle.inner;
+        let max = inner.config.max_message_size as usize;
+        let prepared = msgs.into_iter().map(|m| Prepared::new(m, max)).collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(prepared.len());
+        for p in &prepared {
+            out.push(inner.log.append(p)?);
+        }
+        inner.dispatch_signal.notify();
+        if let (true, Some(last)) = (inner.config.flush.is_sync(), out.last()) {
+            self.wait_flushed(last.end()).await?;
+        }
+        Ok(out)
+    }
+
+    async fn wait_flushed(&self, end: u64) -> Result<()> {
+        let inner = &self.handle.inner;
+        let mut rx = inner.flush_tx.subscribe();
+        inner.flush_signal.notify();
+        let state = rx.wait_for(|s| s.flushed >= end || s.error.is_some()).await.map_err(|_| Error::Closed)?.clone();
+        match state.error {
+            Some(e) if state.flushed < end => Err(match &*e {
+                Error::Poisoned { path, source } => Error::Poisoned { path: path.clone(), source: Arc::clone(source) },
+                _ => Error::Closed,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until queues and index include everything below `offset`.
+    pub async fn wait_dispatched(&self, offset: u64) -> Result<()> {
+        let mut rx = self.handle.inner.dispatch_tx.subscribe();
+        rx.wait_for(|d| *d >= offset).await.map(|_| ()).map_err(|_| Error::Closed)
+    }
+
+    /// A receiver of the dispatched offset, for long-polling consumers.
+    pub fn dispatch_watch(&self) -> watch::Receiver<u64> {
+        self.handle.inner.dispatch_tx.subscribe()
+    }
+
+    /// Reads the message at a CommitLog offset.
+    pub fn read(&self, physical_offset: u64) -> Result<StoredMessage> {
+        self.handle.inner.log.read(physical_offset)
+    }
+
+    /// Reads up to `max` messages from a queue starting at `offset`.
+    pub fn read_queue(&self, topic: &str, queue_id: u32, offset: u64, max: usize) -> Result<QueueRead> {
+        self.read_queue_filtered(topic, queue_id, offset, max, max, |_| true)
+    }
+
+    /// Like [`Store::read_queue`], keeping only entries `keep` accepts (for
+    /// tag filtering by hash) and looking at no more than `max_scan` entries.
+    pub fn read_queue_filtered(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        max_scan: usize,
+        keep: impl Fn(&CqEntry) -> bool,
+    ) -> Result<QueueRead> {
+        let inner = &self.handle.inner;
+        let Some(q) = inner.queues.get(topic, queue_id) else {
+            return Ok(QueueRead {
+                status: ReadStatus::NoSuchQueue,
+                messages: Vec::new(),
+                next_offset: 0,
+                min_offset: 0,
+                max_offset: 0,
+            });
+        };
+        let (min, max_off) = (q.min_offset(), q.max_offset());
+        let mut out = QueueRead {
+            status: ReadStatus::Found,
+            messages: Vec::new(),
+            next_offset: offset,
+            min_offset: min,
+            max_offset: max_off,
+        };
+        if offset < min {
+            out.status = ReadStatus::OffsetMoved;
+            out.next_offset = min;
+            return Ok(out);
+        }
+        if offset > max_off {
+            out.status = ReadStatus::OffsetOverflow;
+            out.next_offset = max_off;
+            return Ok(out);
+        }
+        if offset == max_off {
+            out.status = ReadStatus::NoNewMessages;
+            return Ok(out);
+        }
+        let mut next = offset;
+        while next < max_off && out.messages.len() < max && ((next - offset) as usize) < max_scan {
+            let Some(entry) = q.get(next) else { break };
+            if keep(&entry) {
+                match inner.log.read(entry.physical_offset) {
+                    Ok(m) => out.messages.push(m),
+                    Err(Error::OffsetMoved { .. }) => {
+                        // Retention ran between the bounds check and the read.
+                        out.status = ReadStatus::OffsetMoved;
+                        out.messages.clear();
+                        out.next_offset = q.min_offset();
+                        out.min_offset = q.min_offset();
+                        return Ok(out);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            next += 1;
+        }
+        out.next_offset = next;
+        Ok(out)
+    }
+
+    /// `(min, max)` logical offsets of a queue, if it exists.
+    pub fn queue_bounds(&self, topic: &str, queue_id: u32) -> Option<(u64, u64)> {
+        self.handle.inner.queues.get(topic, queue_id).map(|q| (q.min_offset(), q.max_offset()))
+    }
+
+    /// The first offset of a queue stored at or after `timestamp` (ms).
+    pub fn offset_for_time(&self, topic: &str, queue_id: u32, timestamp: i64) -> Option<u64> {
+        let inner = &self.handle.inner;
+        let q = inner.queues.get(topic, queue_id)?;
+        Some(q.offset_by_time(timestamp, |phy| inner.log.read(phy).ok().map(|m| m.store_timestamp)))
+    }
+
+    /// Messages of `topic` carrying business key `key`, stored in `[begin, end]` (ms), newest first.
+    pub fn query_by_key(&self, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> Result<Vec<StoredMessage>> {
+        let inner = &self.handle.inner;
+        let candidates = inner.index.lookup(&index::topic_key(topic, key), begin, end, max.saturating_mul(2));
+        let mut out = Vec::new();
+        for offset in candidates {
+            match inner.log.read(offset) {
+                Ok(m) if m.topic.as_str() == topic
+                    && m.properties.keys().any(|k| k == key)
+                    && (begin..=end).contains(&m.store_timestamp) =>
+                {
+                    out.push(m)
+                }
+                Ok(_) | Err(Error::OffsetMoved { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The message with unique id `id`, if it is still retained.
+    pub fn message_by_id(&self, id: &str) -> Result<Option<StoredMessage>> {
+        let inner = &self.handle.inner;
+        for offset in inner.index.lookup(&index::id_key(id), i64::MIN, i64::MAX, 16) {
+            match inner.log.read(offset) {
+                Ok(m) if m.properties.unique_id() == Some(id) => return Ok(Some(m)),
+                Ok(_) | Err(Error::OffsetMoved { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs one retention pass now.
+    pub fn run_retention(&self) -> Result<RetentionReport> {
+        self.handle.inner.run_retention()
+    }
+
+    /// Current bounds, progress and queues.
+    pub fn state(&self) -> StoreState {
+        let i = &self.handle.inner;
+        let mut queues: Vec<QueueState> = i
+            .queues
+            .all()
+            .into_iter()
+            .map(|((t, q), cq)| QueueState {
+                topic: t.to_string(),
+                queue_id: q,
+                min_offset: cq.min_offset(),
+                max_offset: cq.max_offset(),
+            })
+            .collect();
+        queues.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        StoreState {
+            data_dir: i.config.data_dir.clone(),
+            sync_flush: i.config.flush.is_sync(),
+            min_offset: i.log.min_offset(),
+            committed: i.log.committed(),
+            flushed: i.log.flushed(),
+            dispatched: i.dispatched.load(Ordering::Acquire),
+            segments: i.log.segments().len(),
+            queues,
+            index_files: i.index.file_count(),
+            recovery: i.recovery.clone(),
+        }
+    }
+
+    /// Stops appends, drains the dispatcher, flushes everything, writes the
+    /// checkpoint and marks the stop as clean. Other clones become unusable.
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.handle.inner;
+        self.handle.stop();
+        inner.log.flush()?;
+        inner.write_checkpoint()?;
+        inner.checkpoint.mark_clean()?;
+        tracing::info!(data_dir = %inner.config.data_dir.display(), end = inner.log.committed(), "store closed cleanly");
+        Ok(())
+    }
+}
+
+/// Replays the CommitLog into queues and index from the checkpoint.
+fn recover(inner: &Inner, cp: Checkpoint) -> Result<ScanReport> {
+    let max_record = inner.config.max_message_size as usize;
+    // Queue and index entries below the checkpoint are on disk; replay the rest.
+    let report = inner.log.recover(cp.dispatched, cp.log_flushed, max_record, |v| inner.dispatch_record(v))?;
+    let mut next_offsets = HashMap::new();
+    let log_min = inner.log.min_offset();
+    for (key, q) in inner.queues.all() {
+        q.truncate_to_log_end(report.end);
+        q.drop_below(log_min)?;
+        next_offsets.insert(key, q.max_offset());
+    }
+    inner.index.drop_below(log_min)?;
+    inner.log.set_queue_offsets(next_offsets);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_property;
+
+    #[test]
+    fn raw_property_finds_exact_keys() {
+        let props = b"TAGSX\x01no\x02TAGS\x01TagA\x02KEYS\x01a b\x02";
+        assert_eq!(raw_property(props, "TAGS"), Some("TagA"));
+        assert_eq!(raw_property(props, "KEYS"), Some("a b"));
+        assert_eq!(raw_property(props, "UNIQ_KEY"), None);
+        assert_eq!(raw_property(b"", "TAGS"), None);
+    }
+}
