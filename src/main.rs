@@ -1,1 +1,93 @@
-fn main(){}
+//! `rill`: one command for the broker, streams and connectors.
+//!
+//! This binary only parses the command line and configuration, sets up
+//! logging, and hands over to the library crates.
+
+mod bench;
+mod config;
+mod standalone;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Rill: a RocketMQ-compatible message broker with a stream-processing and
+/// data-integration runtime.
+#[derive(Debug, Parser)]
+#[command(name = "rill", version, about, long_about = None)]
+struct Cli {
+    /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style filter).
+    #[arg(long, global = true, env = "RILL_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process on an embedded data directory.
+    Standalone(ServerArgs),
+    /// Measure Rill against the limits of this machine and its peers.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// When appends are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FlushMode {
+    /// After the write reaches the page cache; flushed in the background.
+    Async,
+    /// After fdatasync (group commit).
+    Sync,
+}
+
+/// Options shared by the server commands.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Configuration file (TOML); RILL__SECTION__KEY variables and flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory [default: <user data dir>/rill].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// When appends are acknowledged.
+    #[arg(long, value_enum)]
+    flush: Option<FlushMode>,
+    /// Print the store's state as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ServerArgs {
+    fn load_config(&self) -> Result<config::RillConfig> {
+        let mut overrides = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            overrides.push(("store.data_dir", toml::Value::String(dir.display().to_string())));
+        }
+        if let Some(mode) = self.flush {
+            let mode = if mode == FlushMode::Sync { "sync" } else { "async" };
+            let mut t = toml::Table::new();
+            t.insert("mode".into(), toml::Value::String(mode.into()));
+            overrides.push(("store.flush", toml::Value::Table(t)));
+        }
+        config::load(self.config.as_deref(), std::env::vars(), &overrides)
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?} is not a valid level or filter: {e}", cli.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match cli.command {
+        Command::Standalone(args) => standalone::run(&args.load_config()?, args.json),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

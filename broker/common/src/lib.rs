@@ -69,9 +69,8 @@ fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::NameTooLong { kind, name: name.to_owned(), len: name.len() });
     }
-    if let Some((at, bad)) = name
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%' | '|')))
+    if let Some((at, bad)) =
+        name.char_indices().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%' | '|')))
     {
         return Err(Error::BadCharacter { kind, name: name.to_owned(), bad, at });
     }

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 use rill_common::{Clock, TopicName};
 
+use crate::StoredMessage;
 use crate::error::{Error, Result};
 use crate::mapped::{self, MappedFile};
 use crate::record::{self, BLANK_MIN_LEN, DecodeError, Placement, Prepared, RECORD_MAGIC, RecordView, Slot};
-use crate::StoredMessage;
 
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,10 @@ impl CommitLog {
                 path: self.dir.clone(),
                 offset: pos,
                 position: 0,
-                reason: format!("checkpoint points past the last segment, which ends at {}", segs[segs.len() - 1].end()),
+                reason: format!(
+                    "checkpoint points past the last segment, which ends at {}",
+                    segs[segs.len() - 1].end()
+                ),
             });
         }
         loop {
@@ -374,12 +377,8 @@ impl CommitLog {
         let seg = self.segment_for(offset)?;
         let in_seg = (offset - seg.base()) as usize;
         let visible = (end.min(seg.end()) - offset) as usize;
-        let corrupt = |reason: String| Error::Corrupt {
-            path: seg.path().to_path_buf(),
-            offset,
-            position: in_seg as u64,
-            reason,
-        };
+        let corrupt =
+            |reason: String| Error::Corrupt { path: seg.path().to_path_buf(), offset, position: in_seg as u64, reason };
         match record::decode(seg.bytes(in_seg, visible)) {
             Ok(Slot::Record(v)) => {
                 if self.verify_crc {

@@ -207,10 +207,7 @@ impl StoreConfig {
             return bad("retention.delete_hour_utc", format!("{} is not an hour (0–23)", r.delete_hour_utc));
         }
         if !(r.disk_max_used_ratio > 0.0 && r.disk_max_used_ratio <= 1.0) {
-            return bad(
-                "retention.disk_max_used_ratio",
-                format!("{} is not in (0, 1]", r.disk_max_used_ratio),
-            );
+            return bad("retention.disk_max_used_ratio", format!("{} is not in (0, 1]", r.disk_max_used_ratio));
         }
         if r.check_interval_ms == 0 {
             return bad("retention.check_interval_ms", "must be at least 1".into());

@@ -123,8 +123,8 @@ impl ConsumeQueue {
             Some(f) => f,
             None => {
                 let base = queue_offset - queue_offset % self.per_file;
-                let f = MappedFile::create(&self.dir, base * ENTRY_SIZE as u64, self.file_len())
-                    .or_else(|e| match e {
+                let f =
+                    MappedFile::create(&self.dir, base * ENTRY_SIZE as u64, self.file_len()).or_else(|e| match e {
                         // An earlier crash may have left an empty file behind.
                         Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
                             let path = self.dir.join(mapped::file_name(base * ENTRY_SIZE as u64));

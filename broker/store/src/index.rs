@@ -195,7 +195,12 @@ impl KeyIndex {
     }
 
     /// Indexes one message's keys. Skips messages indexed before a crash.
-    pub fn add_message<'a>(&self, offset: u64, store_ts: i64, keys: impl Iterator<Item = &'a str> + Clone) -> Result<()> {
+    pub fn add_message<'a>(
+        &self,
+        offset: u64,
+        store_ts: i64,
+        keys: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<()> {
         if keys.clone().next().is_none() {
             return Ok(());
         }

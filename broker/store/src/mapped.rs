@@ -64,8 +64,7 @@ impl MappedFile {
 
     /// Opens an existing file, growing it to `len` if it was cut short.
     pub fn open(path: PathBuf, base: u64, len: u64) -> Result<Arc<Self>> {
-        let file =
-            OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io("open", &path))?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io("open", &path))?;
         let actual = file.metadata().map_err(Error::io("stat", &path))?.len();
         if actual != len {
             if actual > len {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomically;
 use crate::error::{Error, Result};
@@ -109,14 +109,17 @@ pub struct MetaStore {
 
 fn load<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path: path.to_path_buf(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path: path.to_path_buf(), source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(Error::Io { op: "read", path: path.to_path_buf(), source: e }),
     }
 }
 
 fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Metadata { path: path.to_path_buf(), source })?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| Error::Metadata { path: path.to_path_buf(), source })?;
     write_atomically(path, &bytes)
 }
 

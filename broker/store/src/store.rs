@@ -204,15 +204,11 @@ impl Inner {
         }
         self.index.flush()?;
         let log_flushed = self.log.flushed();
-        let cp = Checkpoint {
-            log_flushed,
-            dispatched: dispatched.min(log_flushed),
-            written_at: self.clock.now_millis(),
-        };
+        let cp =
+            Checkpoint { log_flushed, dispatched: dispatched.min(log_flushed), written_at: self.clock.now_millis() };
         self.checkpoint.store(&cp)
     }
 }
-
 
 impl Inner {
     /// Deletes expired segments, and old ones under disk pressure, then
@@ -237,7 +233,12 @@ impl Inner {
                 break;
             }
             let oldest = segments[0].base();
-            tracing::warn!(ratio, limit = cfg.disk_max_used_ratio, segment = oldest, "disk over limit; deleting oldest segment");
+            tracing::warn!(
+                ratio,
+                limit = cfg.disk_max_used_ratio,
+                segment = oldest,
+                "disk over limit; deleting oldest segment"
+            );
             if self.log.delete_oldest()?.is_none() {
                 break;
             }
@@ -245,7 +246,8 @@ impl Inner {
         }
         let now = self.clock.now_millis();
         for (seg, last) in self.log.full_segment_times() {
-            if seg.end() > dispatched || !retention::is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc) {
+            if seg.end() > dispatched || !retention::is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc)
+            {
                 break;
             }
             if self.log.delete_oldest()?.is_none() {
@@ -286,8 +288,12 @@ impl Store {
         let checkpoint = CheckpointFile::new(&root);
         let unclean = checkpoint.was_unclean();
         let cp = checkpoint.load()?;
-        let log =
-            CommitLog::open(root.join("commitlog"), config.segment_size, Arc::clone(&clock), config.verify_crc_on_read)?;
+        let log = CommitLog::open(
+            root.join("commitlog"),
+            config.segment_size,
+            Arc::clone(&clock),
+            config.verify_crc_on_read,
+        )?;
         let queues = ConsumeQueues::open(root.join("consumequeue"), config.consume_queue_entries_per_file)?;
         let index = KeyIndex::open(root.join("index"), config.index.slots, config.index.max_entries)?;
         let (dispatch_tx, _) = watch::channel(0);
@@ -489,9 +495,10 @@ impl Store {
         let mut out = Vec::new();
         for offset in candidates {
             match inner.log.read(offset) {
-                Ok(m) if m.topic.as_str() == topic
-                    && m.properties.keys().any(|k| k == key)
-                    && (begin..=end).contains(&m.store_timestamp) =>
+                Ok(m)
+                    if m.topic.as_str() == topic
+                        && m.properties.keys().any(|k| k == key)
+                        && (begin..=end).contains(&m.store_timestamp) =>
                 {
                     out.push(m)
                 }

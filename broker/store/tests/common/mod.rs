@@ -28,10 +28,6 @@ pub fn body(tag: u64, writer: u64, seq: u64) -> Vec<u8> {
 
 /// A message on `topic`/`queue` with a tag, a key and a unique id.
 pub fn message(topic: &str, queue: u32, body: Vec<u8>, tag: &str, key: &str) -> MessageToStore {
-    MessageToStore::new(TopicName::new(topic).unwrap(), queue, body).with_properties(
-        Properties::new()
-            .with("TAGS", tag)
-            .with("KEYS", key)
-            .with("UNIQ_KEY", format!("ID-{key}")),
-    )
+    MessageToStore::new(TopicName::new(topic).unwrap(), queue, body)
+        .with_properties(Properties::new().with("TAGS", tag).with("KEYS", key).with("UNIQ_KEY", format!("ID-{key}")))
 }

@@ -1,0 +1,135 @@
+//! The `rill` configuration: built-in defaults, then the `--config` file,
+//! then `RILL__SECTION__KEY` environment variables, then command-line flags.
+//!
+//! The merged result is one [`RillConfig`] passed explicitly to whatever
+//! runs; nothing reads configuration from globals.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// Everything `rill` can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RillConfig {
+    /// The storage engine.
+    pub store: rill_store::StoreConfig,
+}
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "RILL__";
+
+/// The default data directory: `<user data dir>/rill`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("rill")
+}
+
+/// Builds the configuration from its layers; `overrides` are `(dotted.key, value)` from flags.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[(&str, Value)],
+) -> Result<RillConfig> {
+    let mut root = Table::new();
+    set(&mut root, "store.data_dir", Value::String(default_data_dir().display().to_string()))?;
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        // Parse errors carry line and column.
+        let table: Table = text.parse().with_context(|| format!("in config file {}", path.display()))?;
+        merge(&mut root, table);
+    }
+    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    env.sort();
+    for (key, raw) in env {
+        let dotted = key[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
+        set(&mut root, &dotted, parse_scalar(&raw)).with_context(|| format!("in environment variable {key}"))?;
+    }
+    for (key, value) in overrides {
+        set(&mut root, key, value.clone())?;
+    }
+    let config = RillConfig::deserialize(Value::Table(root)).map_err(|e| {
+        let origin = file.map_or_else(|| "configuration".to_owned(), |p| format!("config file {}", p.display()));
+        anyhow::anyhow!("invalid {origin}: {e}")
+    })?;
+    config.store.validate()?;
+    Ok(config)
+}
+
+/// An environment value as TOML if it parses as a scalar, else as a string.
+fn parse_scalar(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+fn merge(into: &mut Table, from: Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Table(a)), Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set(root: &mut Table, dotted: &str, value: Value) -> Result<()> {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let Some(last) = parts.pop() else { bail!("empty configuration key") };
+    let mut table = root;
+    for p in parts {
+        let entry = table.entry(p.to_owned()).or_insert_with(|| Value::Table(Table::new()));
+        let Value::Table(next) = entry else { bail!("configuration key {dotted}: {p} is not a section") };
+        table = next;
+    }
+    table.insert(last.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rill.toml");
+        std::fs::write(
+            &file,
+            "[store]\nsegment_size = 2097152\ndata_dir = \"/from/file\"\n[store.flush]\nmode = \"sync\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("RILL__STORE__SEGMENT_SIZE".to_owned(), "4194304".to_owned()),
+            ("RILL__STORE__RETENTION__DELETE_HOUR_UTC".to_owned(), "5".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let c = load(Some(&file), env, &[("store.data_dir", Value::String("/from/flag".into()))]).unwrap();
+        assert_eq!(c.store.segment_size, 4 << 20);
+        assert_eq!(c.store.retention.delete_hour_utc, 5);
+        assert!(c.store.flush.is_sync());
+        assert_eq!(c.store.data_dir, PathBuf::from("/from/flag"));
+        let defaults = load(None, Vec::new(), &[]).unwrap();
+        assert_eq!(defaults.store.data_dir, default_data_dir());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[store]\nsegment_size = \n").unwrap();
+        let err = format!("{:#}", load(Some(&file), Vec::new(), &[]).unwrap_err());
+        assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
+        std::fs::write(&file, "[store]\nsegmentsize = 1\n").unwrap();
+        let err = format!("{:#}", load(Some(&file), Vec::new(), &[]).unwrap_err());
+        assert!(err.contains("segmentsize"), "{err}");
+        let env = vec![("RILL__STORE__SEGMENT_SIZE".to_owned(), "12".to_owned())];
+        let err = format!("{:#}", load(None, env, &[]).unwrap_err());
+        assert!(err.contains("segment_size"), "{err}");
+    }
+}

@@ -1,0 +1,108 @@
+//! The `rill` command as a user meets it.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+fn rill() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rill"));
+    c.env_remove("RILL_LOG");
+    c
+}
+
+/// Starts `rill standalone --json` and returns it with its state line.
+fn start(data_dir: &Path, extra: &[&str]) -> (Child, serde_json::Value) {
+    let mut child = rill()
+        .args(["standalone", "--json", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "standalone printed nothing");
+    (child, serde_json::from_str(&line).unwrap())
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = rill().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["standalone", "bench", "--log-level"] {
+        assert!(text.contains(word), "{word} missing from:\n{text}");
+    }
+    let out = rill().args(["bench", "store", "--help"]).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("--sync-messages"));
+}
+
+#[test]
+fn standalone_reports_state_and_stops_cleanly_or_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, state) = start(&data, &["--flush", "sync"]);
+    assert_eq!(state["data_dir"], data.display().to_string());
+    assert_eq!(state["sync_flush"], true);
+    assert_eq!(state["recovery"]["unclean_shutdown"], false);
+    assert!(data.join("abort").exists(), "the abort marker exists while running");
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store closed cleanly"));
+    assert!(!data.join("abort").exists(), "a clean stop removes the abort marker");
+
+    let (child, state) = start(&data, &[]);
+    assert_eq!(state["recovery"]["unclean_shutdown"], false);
+    assert_eq!(state["sync_flush"], false);
+    signal(&child, "-KILL");
+    child.wait_with_output().unwrap();
+
+    let (child, state) = start(&data, &[]);
+    assert_eq!(state["recovery"]["unclean_shutdown"], true, "after kill -9 the next start recovers");
+    signal(&child, "-INT");
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn a_bad_config_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rill.toml");
+    std::fs::write(&file, "[store]\nsegment_size = \"big\"\n").unwrap();
+    let out = rill().args(["standalone", "--config"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rill.toml") && err.contains("segment_size"), "{err}");
+    std::fs::write(&file, "[store\n").unwrap();
+    let out = rill().args(["standalone", "--config"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn bench_store_prints_one_json_object_with_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "store", "--json", "--messages", "3000", "--sync-messages", "100", "--writers", "1,2"])
+        .args(["--size", "512", "--max-seconds", "5", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for c in cases {
+        assert!(c["ratio_vs_raw"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["msgs_per_sec"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert_eq!(report["raw"].as_array().unwrap().len(), 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[bench store]"), "progress goes to stderr");
+}
