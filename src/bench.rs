@@ -26,14 +26,14 @@ pub struct StoreArgs {
     /// Messages per async-flush case.
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
-    /// Maximum messages per sync-flush case.
-    #[arg(long, default_value_t = 50_000)]
+    /// Maximum messages per sync-flush case (the time limit usually ends it first).
+    #[arg(long, default_value_t = 1_000_000)]
     sync_messages: u64,
     /// Concurrent writers to try, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     writers: Vec<usize>,
     /// Time limit per case in seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 5.0)]
     max_seconds: f64,
     /// Print one JSON object with every figure instead of a table.
     #[arg(long)]

@@ -101,16 +101,16 @@ mod tests {
         let file = dir.path().join("rill.toml");
         std::fs::write(
             &file,
-            "[store]\nsegment_size = 2097152\ndata_dir = \"/from/file\"\n[store.flush]\nmode = \"sync\"\n",
+            "[store]\nsegment_size = 16777216\ndata_dir = \"/from/file\"\n[store.flush]\nmode = \"sync\"\n",
         )
         .unwrap();
         let env = vec![
-            ("RILL__STORE__SEGMENT_SIZE".to_owned(), "4194304".to_owned()),
+            ("RILL__STORE__SEGMENT_SIZE".to_owned(), "8388608".to_owned()),
             ("RILL__STORE__RETENTION__DELETE_HOUR_UTC".to_owned(), "5".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let c = load(Some(&file), env, &[("store.data_dir", Value::String("/from/flag".into()))]).unwrap();
-        assert_eq!(c.store.segment_size, 4 << 20);
+        assert_eq!(c.store.segment_size, 8 << 20);
         assert_eq!(c.store.retention.delete_hour_utc, 5);
         assert!(c.store.flush.is_sync());
         assert_eq!(c.store.data_dir, PathBuf::from("/from/flag"));

@@ -83,6 +83,9 @@ impl MappedFile {
 
     fn map(path: PathBuf, file: File, base: u64, len: u64) -> Result<Arc<Self>> {
         let map = MmapRaw::map_raw(&file).map_err(Error::io("map", &path))?;
+        // Readers follow the writer closely; readahead would read (and
+        // zero-fill) pages of the unwritten tail that appends fill anyway.
+        map.advise(memmap2::Advice::Random).map_err(Error::io("advise", &path))?;
         let len = usize::try_from(len).map_err(|_| Error::InvalidConfig {
             field: "segment_size",
             reason: "larger than the address space".into(),
@@ -142,6 +145,41 @@ impl MappedFile {
         assert!(pos.checked_add(len).is_some_and(|e| e <= self.len), "write past mapped file end");
         // SAFETY: in bounds; exclusivity is the caller's obligation.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) }
+    }
+
+    /// Writes `bytes` at `pos` with `pwrite` (not through the mapping).
+    ///
+    /// Pages written this way are never mapped writable, so flushing them
+    /// needs no write-protection of page tables (and no TLB shootdowns);
+    /// readers still see the bytes through the mapping, which shares the
+    /// page cache. The region must be unpublished, as for
+    /// [`MappedFile::region_mut`].
+    pub fn write_at(&self, pos: usize, bytes: &[u8]) -> std::io::Result<()> {
+        assert!(pos.checked_add(bytes.len()).is_some_and(|e| e <= self.len), "write past mapped file end");
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, pos as u64)
+    }
+
+    /// Faults `pos..pos + len` into the page tables, writable, so that a
+    /// later append's `memcpy` does not take the page faults itself.
+    pub fn prefault(&self, pos: usize, len: usize) -> std::io::Result<()> {
+        let len = len.min(self.len.saturating_sub(pos));
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.advise_range(memmap2::Advice::PopulateWrite, pos, len)
+    }
+
+    /// Flushes `pos..pos + len` (and the metadata needed to read it) to disk.
+    ///
+    /// Only that range is written back: pages prefaulted ahead of the
+    /// writer are dirty too, and writing those zeroes out on every flush
+    /// would cost I/O and undo the prefault.
+    pub fn sync_range(&self, pos: usize, len: usize) -> std::io::Result<()> {
+        let len = len.min(self.len.saturating_sub(pos));
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(pos, len)
     }
 
     /// Flushes written data (and the metadata needed to read it) to disk.

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 use rill_common::{Clock, SystemClock, TopicName};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::commitlog::{Appended, CommitLog, ScanReport};
@@ -109,12 +109,8 @@ pub struct StoreState {
     pub recovery: RecoveryInfo,
 }
 
-/// Durability progress, broadcast to waiting appends.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FlushState {
-    pub flushed: u64,
-    pub error: Option<Arc<Error>>,
-}
+/// Why the log stopped accepting writes after a failed flush.
+pub(crate) type FlushFailure = (PathBuf, Arc<std::io::Error>);
 
 /// State shared with the background threads.
 #[derive(Debug)]
@@ -128,10 +124,22 @@ pub(crate) struct Inner {
     pub checkpoint: CheckpointFile,
     pub dispatched: AtomicU64,
     pub dispatch_tx: watch::Sender<u64>,
-    pub flush_tx: watch::Sender<FlushState>,
+    /// Wakes appends waiting for a flush; see [`Store::wait_flushed`].
+    pub flush_done: Notify,
+    /// Set by the flusher before it wakes one waiter, which then wakes the rest.
+    pub flush_relay: AtomicBool,
+    /// Set when a flush failed; waiting appends report it.
+    pub flush_failure: Mutex<Option<FlushFailure>>,
     pub flush_signal: Signal,
+    /// Appends that have asked to wait for a flush, ever (for group commit).
+    pub flush_arrivals: AtomicU64,
+    /// The arrival count at which the flusher wants to be woken.
+    pub flush_wake_at: AtomicU64,
     pub dispatch_signal: Signal,
+    pub prefault_signal: Signal,
     pub shutdown: AtomicBool,
+    /// Set once the background threads have exited.
+    pub stopped: AtomicBool,
     pub retention_lock: Mutex<()>,
     pub recovery: RecoveryInfo,
 }
@@ -163,18 +171,32 @@ impl Handle {
         let inner = &self.inner;
         inner.log.close();
         inner.shutdown.store(true, Ordering::Release);
-        inner.flush_signal.notify();
-        inner.dispatch_signal.notify();
+        inner.flush_signal.wake();
+        inner.dispatch_signal.wake();
+        inner.prefault_signal.wake();
         for t in self.threads.lock().drain(..) {
             t.thread().unpark();
             if t.join().is_err() {
                 tracing::error!("a store thread panicked");
             }
         }
+        inner.stopped.store(true, Ordering::Release);
+        inner.flush_done.notify_waiters();
     }
 }
 
 impl Inner {
+    /// Whether the background threads have exited (no flush will come).
+    pub(crate) fn threads_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Tells waiting appends that the flushed offset moved (or a flush failed).
+    pub(crate) fn flush_progressed(&self) {
+        self.flush_relay.store(true, Ordering::Release);
+        self.flush_done.notify_one();
+    }
+
     /// Writes one record's entries into its queue and the index.
     pub(crate) fn dispatch_record(&self, v: &RecordView<'_>) -> Result<()> {
         let topic = TopicName::new(v.topic)?;
@@ -293,11 +315,11 @@ impl Store {
             config.segment_size,
             Arc::clone(&clock),
             config.verify_crc_on_read,
+            config.flush.is_sync(),
         )?;
         let queues = ConsumeQueues::open(root.join("consumequeue"), config.consume_queue_entries_per_file)?;
         let index = KeyIndex::open(root.join("index"), config.index.slots, config.index.max_entries)?;
         let (dispatch_tx, _) = watch::channel(0);
-        let (flush_tx, _) = watch::channel(FlushState::default());
         let mut inner = Inner {
             config,
             clock,
@@ -308,10 +330,16 @@ impl Store {
             checkpoint,
             dispatched: AtomicU64::new(0),
             dispatch_tx,
-            flush_tx,
+            flush_done: Notify::new(),
+            flush_relay: AtomicBool::new(false),
+            flush_failure: Mutex::new(None),
             flush_signal: Signal::default(),
+            flush_arrivals: AtomicU64::new(0),
+            flush_wake_at: AtomicU64::new(1),
             dispatch_signal: Signal::default(),
+            prefault_signal: Signal::default(),
             shutdown: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             retention_lock: Mutex::new(()),
             recovery: RecoveryInfo::default(),
         };
@@ -333,7 +361,6 @@ impl Store {
         };
         inner.dispatched.store(report.end, Ordering::Release);
         inner.dispatch_tx.send_replace(report.end);
-        inner.flush_tx.send_replace(FlushState { flushed: report.end, error: None });
         inner.write_checkpoint()?;
         inner.checkpoint.mark_open()?;
         let inner = Arc::new(inner);
@@ -352,7 +379,7 @@ impl Store {
         let inner = &self.handle.inner;
         let prepared = Prepared::new(msg, inner.config.max_message_size as usize)?;
         let appended = inner.log.append(&prepared)?;
-        inner.dispatch_signal.notify();
+        self.after_append();
         if inner.config.flush.is_sync() {
             self.wait_flushed(appended.end()).await?;
         }
@@ -368,24 +395,51 @@ impl Store {
         for p in &prepared {
             out.push(inner.log.append(p)?);
         }
-        inner.dispatch_signal.notify();
+        self.after_append();
         if let (true, Some(last)) = (inner.config.flush.is_sync(), out.last()) {
             self.wait_flushed(last.end()).await?;
         }
         Ok(out)
     }
 
+    /// Wakes the threads that follow the write position.
+    fn after_append(&self) {
+        let inner = &self.handle.inner;
+        inner.dispatch_signal.notify();
+        if inner.log.needs_prefault(services::PREFAULT_LOW_WATER) {
+            inner.prefault_signal.notify();
+        }
+    }
+
+    /// Waits until the flushed offset reaches `end`.
+    ///
+    /// The flusher wakes a single waiter from its own thread; that waiter,
+    /// running on the async runtime, wakes all the others. Waking each task
+    /// from the flusher's thread would cost a cross-thread wake-up per
+    /// waiting append, and those add up to more than the `fdatasync`.
     async fn wait_flushed(&self, end: u64) -> Result<()> {
         let inner = &self.handle.inner;
-        let mut rx = inner.flush_tx.subscribe();
-        inner.flush_signal.notify();
-        let state = rx.wait_for(|s| s.flushed >= end || s.error.is_some()).await.map_err(|_| Error::Closed)?.clone();
-        match state.error {
-            Some(e) if state.flushed < end => Err(match &*e {
-                Error::Poisoned { path, source } => Error::Poisoned { path: path.clone(), source: Arc::clone(source) },
-                _ => Error::Closed,
-            }),
-            _ => Ok(()),
+        let arrived = inner.flush_arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        if arrived >= inner.flush_wake_at.load(Ordering::SeqCst) {
+            inner.flush_signal.notify();
+        }
+        loop {
+            let notified = inner.flush_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.log.flushed() >= end {
+                return Ok(());
+            }
+            if let Some((path, source)) = inner.flush_failure.lock().clone() {
+                return Err(Error::Poisoned { path, source });
+            }
+            if inner.shutdown.load(Ordering::Acquire) && inner.log.flushed() < end && inner.threads_stopped() {
+                return Err(Error::Closed);
+            }
+            notified.await;
+            if inner.flush_relay.swap(false, Ordering::AcqRel) {
+                inner.flush_done.notify_waiters();
+            }
         }
     }
 
