@@ -14,11 +14,17 @@ pub fn run(config: &RillConfig, json: bool) -> Result<()> {
         let started = std::time::Instant::now();
         let store = rill_store::Store::open(config.store.clone())
             .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?;
+        let meta_dir = config.store.data_dir.join("meta");
+        let meta = rill_store::MetaStore::open(&meta_dir)
+            .with_context(|| format!("cannot open the metadata in {}", meta_dir.display()))?;
         let state = store.state();
         if json {
-            println!("{}", serde_json::to_string(&state)?);
+            let mut value = serde_json::to_value(&state)?;
+            value["topics"] = serde_json::to_value(meta.topics())?;
+            value["groups"] = serde_json::to_value(meta.groups())?;
+            println!("{value}");
         } else {
-            print_summary(&state);
+            print_summary(&state, &meta);
         }
         tracing::info!(
             data_dir = %state.data_dir.display(),
@@ -27,21 +33,19 @@ pub fn run(config: &RillConfig, json: bool) -> Result<()> {
         );
         shutdown.await;
         tracing::info!("shutting down");
+        meta.flush_offsets().context("cannot save consumer offsets")?;
         store.close().context("clean shutdown failed")?;
         Ok(())
     })
 }
 
-fn print_summary(s: &rill_store::StoreState) {
+fn print_summary(s: &rill_store::StoreState, meta: &rill_store::MetaStore) {
     println!("rill standalone");
     println!("  data directory   {}", s.data_dir.display());
     println!("  flush            {}", if s.sync_flush { "sync (group commit)" } else { "async" });
     println!("  commit log       {} segment(s), offsets {}..{}", s.segments, s.min_offset, s.committed);
-    println!("  queues           {} in {} topic(s)", s.queues.len(), {
-        let mut t: Vec<&str> = s.queues.iter().map(|q| q.topic.as_str()).collect();
-        t.dedup();
-        t.len()
-    });
+    println!("  topics           {} configured, {} group(s)", meta.topics().len(), meta.groups().len());
+    println!("  queues           {} with data", s.queues.len());
     let r = &s.recovery;
     if r.unclean_shutdown {
         println!(

@@ -53,6 +53,8 @@ fn standalone_reports_state_and_stops_cleanly_or_recovers() {
     assert_eq!(state["sync_flush"], true);
     assert_eq!(state["recovery"]["unclean_shutdown"], false);
     assert!(data.join("abort").exists(), "the abort marker exists while running");
+    assert_eq!(state["topics"], serde_json::json!([]));
+    assert!(data.join("meta").is_dir());
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -103,6 +105,39 @@ fn bench_store_prints_one_json_object_with_ratios() {
         assert!(c["ratio_vs_raw"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["msgs_per_sec"].as_f64().unwrap() > 0.0, "{c}");
     }
-    assert_eq!(report["raw"].as_array().unwrap().len(), 3);
+    assert_eq!(report["raw"].as_array().unwrap().len(), 4);
     assert!(String::from_utf8_lossy(&out.stderr).contains("[bench store]"), "progress goes to stderr");
+}
+
+#[test]
+fn a_data_directory_without_permission_is_named_in_the_error() {
+    // Root ignores file permissions, so the check runs the binary as `nobody`.
+    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    if uid.as_deref().ok() != Some("0") || !setpriv {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: this test needs root and setpriv");
+        eprintln!("\n*** SKIPPED permission test: needs root and setpriv to run the binary as nobody ***\n");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A copy of the binary that `nobody` may execute wherever the build lives.
+    let exe = dir.path().join("rill");
+    std::fs::copy(env!("CARGO_BIN_EXE_rill"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["standalone", "--data-dir"])
+        .arg(&data)
+        .env_remove("RILL_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied") && err.contains(&data.display().to_string()), "{err}");
 }

@@ -16,14 +16,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rill_common::{Clock, TopicName};
 
 use crate::StoredMessage;
 use crate::error::{Error, Result};
-use crate::mapped::{self, MappedFile};
+use crate::mapped::{self, MappedFile, WriteWindow};
+
+/// Size of the writable window appends copy into (async flush).
+const WINDOW: usize = 4 << 20;
 use crate::record::{self, BLANK_MIN_LEN, DecodeError, Placement, Prepared, RECORD_MAGIC, RecordView, Slot};
 
 /// Where an appended record landed.
@@ -61,6 +64,8 @@ pub struct ScanReport {
 
 struct Writer {
     active: Arc<MappedFile>,
+    /// Where async-flush appends copy to (see [`WriteWindow`]).
+    window: Option<WriteWindow>,
     /// Encoding buffer for the `pwrite` path.
     scratch: Vec<u8>,
     pos: u64,
@@ -77,8 +82,12 @@ pub(crate) struct CommitLog {
     writer: Mutex<Option<Writer>>,
     committed: AtomicU64,
     flushed: AtomicU64,
-    /// Pages below this offset are already faulted in for writing.
-    prefaulted: AtomicU64,
+    /// The next write window, mapped and faulted in by a background thread.
+    spare_window: Mutex<Option<WriteWindow>>,
+    /// Start of the window the writer will need next (`u64::MAX`: none).
+    window_wanted: AtomicU64,
+    /// Set when the writer took the spare window; cleared by [`CommitLog::take_window_request`].
+    window_request: AtomicBool,
     clock: Arc<dyn Clock>,
     verify_crc: bool,
     /// Write records with `pwrite` instead of through the mapping. Chosen
@@ -140,7 +149,9 @@ impl CommitLog {
             writer: Mutex::new(None),
             committed: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
-            prefaulted: AtomicU64::new(0),
+            spare_window: Mutex::new(None),
+            window_wanted: AtomicU64::new(u64::MAX),
+            window_request: AtomicBool::new(false),
             clock,
             verify_crc,
             write_through_fd,
@@ -158,25 +169,50 @@ impl CommitLog {
         self.flushed.load(Ordering::Acquire)
     }
 
-    /// Whether the writer is within `low_water` bytes of the prefaulted frontier.
-    pub fn needs_prefault(&self, low_water: u64) -> bool {
-        !self.write_through_fd && self.committed() + low_water > self.prefaulted.load(Ordering::Relaxed)
-    }
-
-    /// Faults in the next `ahead` bytes after the write position (within the
-    /// active segment), off the append path. Errors only cost speed.
-    pub fn prefault_ahead(&self, ahead: u64) {
-        let committed = self.committed();
-        let Some(seg) = self.segments.read().last().cloned() else { return };
-        let from = self.prefaulted.load(Ordering::Relaxed).max(committed).max(seg.base());
-        let to = (committed + ahead).min(seg.end());
-        if to <= from {
+    /// Maps and faults in the window the writer will need next, off the
+    /// append path (called by a background thread).
+    pub fn prepare_window(&self) {
+        let want = self.window_wanted.load(Ordering::Acquire);
+        if want == u64::MAX || self.spare_window.lock().as_ref().is_some_and(|w| w.start() == want) {
             return;
         }
-        if let Err(e) = seg.prefault((from - seg.base()) as usize, (to - from) as usize) {
-            tracing::debug!(error = %e, "prefaulting the CommitLog is not available");
+        let Some(seg) = self.segments.read().last().cloned() else { return };
+        if want < seg.base() || want >= seg.end() {
+            return;
         }
-        self.prefaulted.fetch_max(to, Ordering::Relaxed);
+        match seg.write_window((want - seg.base()) as usize, WINDOW) {
+            Ok(win) => *self.spare_window.lock() = Some(win),
+            Err(e) => tracing::debug!(error = %e, "cannot prepare a CommitLog window; appends will map it"),
+        }
+    }
+
+    /// Whether a spare window should be prepared now (clears the request).
+    pub fn take_window_request(&self) -> bool {
+        self.window_request.load(Ordering::Relaxed) && self.window_request.swap(false, Ordering::AcqRel)
+    }
+
+    /// Moves the writer's window to the one holding `w.pos`, and asks for
+    /// the one after it to be prepared.
+    fn advance_window(&self, w: &mut Writer) -> Result<()> {
+        let in_seg = (w.pos - w.active.base()) as usize;
+        let start = w.active.base() + (in_seg - in_seg % WINDOW) as u64;
+        w.window = None;
+        let spare = self.spare_window.lock().take();
+        let window = match spare {
+            Some(win) if win.start() == start && win.segment() == w.active.base() => win,
+            _ => w
+                .active
+                .write_window((start - w.active.base()) as usize, WINDOW)
+                .map_err(Error::io("map", w.active.path()))?,
+        };
+        let next = window.end();
+        w.window = Some(window);
+        let wanted = if next < w.active.end() { next } else { u64::MAX };
+        self.window_wanted.store(wanted, Ordering::Release);
+        if wanted != u64::MAX {
+            self.window_request.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Offset of the oldest retained byte.
@@ -306,6 +342,7 @@ impl CommitLog {
         self.flushed.store(pos, Ordering::Release);
         *self.writer.lock() = Some(Writer {
             active,
+            window: None,
             scratch: Vec::new(),
             pos,
             last_store_ts,
@@ -359,15 +396,22 @@ impl CommitLog {
         let in_seg = (w.pos - w.active.base()) as usize;
         // The region past `committed` is unpublished and we hold the writer
         // lock, so nobody else reads or writes it.
-        if self.write_through_fd {
-            w.scratch.clear();
-            w.scratch.resize(p.size, 0);
-            record::encode_into(&mut w.scratch, p, place);
-            w.active.write_at(in_seg, &w.scratch).map_err(Error::io("write", w.active.path()))?;
-        } else {
-            // SAFETY: as above.
-            let dst = unsafe { w.active.region_mut(in_seg, p.size) };
-            record::encode_into(dst, p, place);
+        if !self.write_through_fd && !w.window.as_ref().is_some_and(|win| win.covers(w.pos, p.size)) {
+            self.advance_window(w)?;
+        }
+        match w.window.as_ref().filter(|win| win.covers(w.pos, p.size)) {
+            Some(win) if !self.write_through_fd => {
+                // SAFETY: as above.
+                let dst = unsafe { win.region_mut(w.pos, p.size) };
+                record::encode_into(dst, p, place);
+            }
+            // Sync flush, or a record straddling two windows.
+            _ => {
+                w.scratch.clear();
+                w.scratch.resize(p.size, 0);
+                record::encode_into(&mut w.scratch, p, place);
+                w.active.write_at(in_seg, &w.scratch).map_err(Error::io("write", w.active.path()))?;
+            }
         }
         let slot = w.queue_offsets.entry((p.msg.topic.clone(), p.msg.queue_id)).or_insert(0);
         *slot += 1;
@@ -382,9 +426,14 @@ impl CommitLog {
         let end = w.active.end();
         let next = MappedFile::create(&self.dir, end, self.segment_size)?;
         let in_seg = (w.pos - w.active.base()) as usize;
-        // SAFETY: unpublished region, writer lock held.
-        let dst = unsafe { w.active.region_mut(in_seg, (end - w.pos) as usize) };
-        record::encode_blank(dst, w.last_store_ts);
+        let mut blank = vec![0u8; (end - w.pos) as usize];
+        record::encode_blank(&mut blank, w.last_store_ts);
+        // Unpublished region, writer lock held.
+        if let Err(e) = w.active.write_at(in_seg, &blank) {
+            let _ = std::fs::remove_file(next.path());
+            return Err(Error::Io { op: "write", path: w.active.path().to_path_buf(), source: e });
+        }
+        w.window = None;
         self.last_times.lock().insert(w.active.base(), w.last_store_ts);
         self.segments.write().push(Arc::clone(&next));
         w.active = next;

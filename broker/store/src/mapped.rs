@@ -159,21 +159,24 @@ impl MappedFile {
         std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, pos as u64)
     }
 
-    /// Faults `pos..pos + len` into the page tables, writable, so that a
-    /// later append's `memcpy` does not take the page faults itself.
-    pub fn prefault(&self, pos: usize, len: usize) -> std::io::Result<()> {
+    /// Maps `pos..pos + len` writable on its own and faults it in, for
+    /// appends. `pos` must be a multiple of the page size.
+    pub fn write_window(&self, pos: usize, len: usize) -> std::io::Result<WriteWindow> {
         let len = len.min(self.len.saturating_sub(pos));
-        if len == 0 {
-            return Ok(());
+        let map = memmap2::MmapOptions::new().offset(pos as u64).len(len).map_raw(&self.file)?;
+        // Fault the pages in now (off the append path when a background
+        // thread prepares the window); old kernels without it just fault later.
+        if let Err(e) = map.advise(memmap2::Advice::PopulateWrite) {
+            tracing::debug!(error = %e, "cannot prefault a CommitLog window");
         }
-        self.map.advise_range(memmap2::Advice::PopulateWrite, pos, len)
+        Ok(WriteWindow { map, base: self.base, start: self.base + pos as u64, len })
     }
 
     /// Flushes `pos..pos + len` (and the metadata needed to read it) to disk.
     ///
-    /// Only that range is written back: pages prefaulted ahead of the
-    /// writer are dirty too, and writing those zeroes out on every flush
-    /// would cost I/O and undo the prefault.
+    /// Only that range is written back: the pages of the window prepared
+    /// ahead of the writer are dirty too, and writing those zeroes out on
+    /// every flush would cost I/O for nothing.
     pub fn sync_range(&self, pos: usize, len: usize) -> std::io::Result<()> {
         let len = len.min(self.len.saturating_sub(pos));
         if len == 0 {
@@ -194,6 +197,57 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     // SAFETY: plain syscall on an owned, open descriptor.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
+}
+
+/// A separately mapped, writable window of a segment that appends copy into.
+///
+/// Appends write through a window of a few MiB rather than through the
+/// whole-file mapping, and the window is unmapped once the writer moves on.
+/// Pages written this way stay dirty in the page cache but are no longer
+/// mapped writable, so flushing them does not have to write-protect page
+/// table entries (one TLB shootdown per page on every flush otherwise).
+#[derive(Debug)]
+pub(crate) struct WriteWindow {
+    map: MmapRaw,
+    /// Base offset of the segment the window belongs to.
+    base: u64,
+    /// Global offset of the window's first byte.
+    start: u64,
+    len: usize,
+}
+
+impl WriteWindow {
+    /// Base offset of the window's segment.
+    pub fn segment(&self) -> u64 {
+        self.base
+    }
+
+    /// Global offset of the first byte.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Global offset one past the last byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.len as u64
+    }
+
+    /// Whether `offset..offset + len` lies inside the window.
+    pub fn covers(&self, offset: u64, len: usize) -> bool {
+        offset >= self.start && offset + len as u64 <= self.end()
+    }
+
+    /// Mutable access to an unpublished region inside the window.
+    ///
+    /// # Safety
+    /// As for [`MappedFile::region_mut`]: nobody else may read or write the
+    /// region while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn region_mut(&self, offset: u64, len: usize) -> &mut [u8] {
+        assert!(self.covers(offset, len), "write outside the window");
+        // SAFETY: in bounds of a live mapping; exclusivity is the caller's obligation.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add((offset - self.start) as usize), len) }
+    }
 }
 
 /// Owner of a zero-copy body: keeps the mapping alive while bytes are shared.

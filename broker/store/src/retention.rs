@@ -4,13 +4,18 @@
 //! `file_reserved_hours` is deleted during the configured hour of the day;
 //! and when the disk holding the store is fuller than
 //! `disk_max_used_ratio`, the oldest segments go at once, expired or not.
-//! The active segment is never deleted. This module decides; the store
-//! carries the decision through to ConsumeQueues and the index.
+//! The active segment is never deleted. This module decides, and
+//! applies the decision to the CommitLog and carries it through to the
+//! ConsumeQueues and the index.
 
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::Inner;
 
 /// Reports how full the disk holding a path is.
 pub trait DiskUsage: Send + Sync + fmt::Debug {
@@ -72,6 +77,64 @@ pub(crate) fn utc_hour(millis: i64) -> u8 {
 pub(crate) fn is_expired(last_store: i64, now: i64, reserved_hours: u32, delete_hour: u8) -> bool {
     utc_hour(now) == delete_hour && now.saturating_sub(last_store) > i64::from(reserved_hours) * 3_600_000
 }
+
+/// Carrying out a retention pass on the whole store.
+impl Inner {
+    /// Deletes expired segments, and old ones under disk pressure, then
+    /// moves queue and index minimums past them.
+    pub(crate) fn run_retention(&self) -> Result<RetentionReport> {
+        let _one_at_a_time = self.retention_lock.lock();
+        let cfg = self.config.retention;
+        let mut report = RetentionReport::default();
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        // Disk pressure first: measure again after each deletion.
+        while report.deleted.len() < 64 {
+            let ratio = self
+                .disk
+                .used_ratio(&self.config.data_dir)
+                .map_err(Error::io("measure disk usage of", &self.config.data_dir))?;
+            if ratio <= cfg.disk_max_used_ratio {
+                break;
+            }
+            let segments = self.log.segments();
+            if segments.len() < 2 || segments[0].end() > dispatched {
+                tracing::error!(ratio, "disk is over its limit and no CommitLog segment can be deleted");
+                break;
+            }
+            let oldest = segments[0].base();
+            tracing::warn!(
+                ratio,
+                limit = cfg.disk_max_used_ratio,
+                segment = oldest,
+                "disk over limit; deleting oldest segment"
+            );
+            if self.log.delete_oldest()?.is_none() {
+                break;
+            }
+            report.deleted.push((oldest, DeleteReason::DiskPressure));
+        }
+        let now = self.clock.now_millis();
+        for (seg, last) in self.log.full_segment_times() {
+            if seg.end() > dispatched || !is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc)
+            {
+                break;
+            }
+            if self.log.delete_oldest()?.is_none() {
+                break;
+            }
+            report.deleted.push((seg.base(), DeleteReason::Expired));
+        }
+        report.min_offset = self.log.min_offset();
+        if !report.deleted.is_empty() {
+            for (_, q) in self.queues.all() {
+                q.drop_below(report.min_offset)?;
+            }
+            self.index.drop_below(report.min_offset)?;
+        }
+        Ok(report)
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

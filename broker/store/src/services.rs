@@ -192,6 +192,7 @@ impl GroupCommit {
 /// Follows the CommitLog and writes queue and index entries.
 fn dispatcher(inner: Arc<Inner>) {
     let mut next = inner.dispatched.load(Ordering::Acquire);
+    let mut last = None;
     loop {
         let shutdown = inner.shutdown.load(Ordering::Acquire);
         let committed = inner.log.committed();
@@ -199,7 +200,7 @@ fn dispatcher(inner: Arc<Inner>) {
         let mut since_publish = 0u32;
         while next < committed {
             let mut outcome = Ok(());
-            match inner.log.visit(next, |v| outcome = inner.dispatch_record(v)) {
+            match inner.log.visit(next, |v| outcome = inner.dispatch_record(v, &mut last)) {
                 Ok(after) if outcome.is_ok() => next = after,
                 Ok(_) => {
                     if let Err(e) = outcome {
@@ -250,19 +251,12 @@ fn publish(inner: &Inner, next: u64) {
     });
 }
 
-/// How far ahead of the write position pages are faulted in.
-pub(crate) const PREFAULT_AHEAD: u64 = 16 << 20;
-/// When the writer gets this close to the prefaulted frontier, it asks for more.
-pub(crate) const PREFAULT_LOW_WATER: u64 = 8 << 20;
-
-/// Faults CommitLog pages in ahead of the writer, so that an append is a
-/// plain `memcpy` instead of a page fault every few messages.
+/// Maps and faults in the CommitLog window the writer needs next, so that
+/// an append is a plain `memcpy` instead of a page fault every few messages.
 fn prefaulter(inner: Arc<Inner>) {
     while !inner.shutdown.load(Ordering::Acquire) {
-        inner.log.prefault_ahead(PREFAULT_AHEAD);
-        inner.prefault_signal.sleep_while(Duration::from_millis(100), || {
-            !inner.log.needs_prefault(PREFAULT_LOW_WATER) && !inner.shutdown.load(Ordering::Acquire)
-        });
+        inner.log.prepare_window();
+        inner.prefault_signal.sleep_while(Duration::from_millis(100), || !inner.shutdown.load(Ordering::Acquire));
     }
 }
 

@@ -20,11 +20,11 @@ use tokio::sync::{Notify, watch};
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::commitlog::{Appended, CommitLog, ScanReport};
 use crate::config::StoreConfig;
-use crate::consume_queue::{ConsumeQueues, CqEntry};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueues, CqEntry};
 use crate::error::{Error, Result};
 use crate::index::{self, KeyIndex};
 use crate::record::{self, MessageToStore, Prepared, RecordView, StoredMessage};
-use crate::retention::{self, DeleteReason, DiskUsage, RetentionReport, StatvfsDisk};
+use crate::retention::{DiskUsage, RetentionReport, StatvfsDisk};
 use crate::services::{self, Signal};
 
 /// Outcome of a read from a queue.
@@ -198,10 +198,21 @@ impl Inner {
     }
 
     /// Writes one record's entries into its queue and the index.
-    pub(crate) fn dispatch_record(&self, v: &RecordView<'_>) -> Result<()> {
-        let topic = TopicName::new(v.topic)?;
+    ///
+    /// `last` remembers the previous record's queue: consecutive records of
+    /// one queue (the common case under load) skip the name check and the
+    /// map lookup.
+    pub(crate) fn dispatch_record(&self, v: &RecordView<'_>, last: &mut Option<LastQueue>) -> Result<()> {
+        let queue = match last {
+            Some(l) if l.queue_id == v.queue_id() && l.topic.as_str() == v.topic => Arc::clone(&l.queue),
+            _ => {
+                let topic = TopicName::new(v.topic)?;
+                let queue = self.queues.get_or_create(&topic, v.queue_id())?;
+                *last = Some(LastQueue { topic, queue_id: v.queue_id(), queue: Arc::clone(&queue) });
+                queue
+            }
+        };
         let tag = raw_property(v.properties, record::keys::TAGS);
-        let queue = self.queues.get_or_create(&topic, v.queue_id())?;
         queue.put(v.queue_offset(), v.physical_offset(), v.size() as u32, record::tag_hash(tag))?;
         let keys = raw_property(v.properties, record::keys::KEYS);
         let id = raw_property(v.properties, record::keys::UNIQ_KEY);
@@ -232,60 +243,12 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Deletes expired segments, and old ones under disk pressure, then
-    /// moves queue and index minimums past them.
-    pub(crate) fn run_retention(&self) -> Result<RetentionReport> {
-        let _one_at_a_time = self.retention_lock.lock();
-        let cfg = self.config.retention;
-        let mut report = RetentionReport::default();
-        let dispatched = self.dispatched.load(Ordering::Acquire);
-        // Disk pressure first: measure again after each deletion.
-        while report.deleted.len() < 64 {
-            let ratio = self
-                .disk
-                .used_ratio(&self.config.data_dir)
-                .map_err(Error::io("measure disk usage of", &self.config.data_dir))?;
-            if ratio <= cfg.disk_max_used_ratio {
-                break;
-            }
-            let segments = self.log.segments();
-            if segments.len() < 2 || segments[0].end() > dispatched {
-                tracing::error!(ratio, "disk is over its limit and no CommitLog segment can be deleted");
-                break;
-            }
-            let oldest = segments[0].base();
-            tracing::warn!(
-                ratio,
-                limit = cfg.disk_max_used_ratio,
-                segment = oldest,
-                "disk over limit; deleting oldest segment"
-            );
-            if self.log.delete_oldest()?.is_none() {
-                break;
-            }
-            report.deleted.push((oldest, DeleteReason::DiskPressure));
-        }
-        let now = self.clock.now_millis();
-        for (seg, last) in self.log.full_segment_times() {
-            if seg.end() > dispatched || !retention::is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc)
-            {
-                break;
-            }
-            if self.log.delete_oldest()?.is_none() {
-                break;
-            }
-            report.deleted.push((seg.base(), DeleteReason::Expired));
-        }
-        report.min_offset = self.log.min_offset();
-        if !report.deleted.is_empty() {
-            for (_, q) in self.queues.all() {
-                q.drop_below(report.min_offset)?;
-            }
-            self.index.drop_below(report.min_offset)?;
-        }
-        Ok(report)
-    }
+/// The queue the dispatcher wrote to last.
+#[derive(Debug)]
+pub(crate) struct LastQueue {
+    topic: TopicName,
+    queue_id: u32,
+    queue: Arc<ConsumeQueue>,
 }
 
 /// Finds `key`'s value in raw `k\u1v\u2` properties without allocating.
@@ -406,7 +369,7 @@ impl Store {
     fn after_append(&self) {
         let inner = &self.handle.inner;
         inner.dispatch_signal.notify();
-        if inner.log.needs_prefault(services::PREFAULT_LOW_WATER) {
+        if inner.log.take_window_request() {
             inner.prefault_signal.notify();
         }
     }
@@ -630,7 +593,8 @@ impl Store {
 fn recover(inner: &Inner, cp: Checkpoint) -> Result<ScanReport> {
     let max_record = inner.config.max_message_size as usize;
     // Queue and index entries below the checkpoint are on disk; replay the rest.
-    let report = inner.log.recover(cp.dispatched, cp.log_flushed, max_record, |v| inner.dispatch_record(v))?;
+    let mut last = None;
+    let report = inner.log.recover(cp.dispatched, cp.log_flushed, max_record, |v| inner.dispatch_record(v, &mut last))?;
     let mut next_offsets = HashMap::new();
     let log_min = inner.log.min_offset();
     for (key, q) in inner.queues.all() {
