@@ -197,10 +197,17 @@ impl CommitLog {
         let in_seg = (w.pos - w.active.base()) as usize;
         let start = w.active.base() + (in_seg - in_seg % WINDOW) as u64;
         w.window = None;
-        let spare = self.spare_window.lock().take();
+        let spare = {
+            let mut slot = self.spare_window.lock();
+            if slot.as_ref().is_some_and(|win| win.start() == start && win.segment() == w.active.base()) {
+                slot.take()
+            } else {
+                None
+            }
+        };
         let window = match spare {
-            Some(win) if win.start() == start && win.segment() == w.active.base() => win,
-            _ => w
+            Some(win) => win,
+            None => w
                 .active
                 .write_window((start - w.active.base()) as usize, WINDOW)
                 .map_err(Error::io("map", w.active.path()))?,
@@ -396,7 +403,9 @@ impl CommitLog {
         let in_seg = (w.pos - w.active.base()) as usize;
         // The region past `committed` is unpublished and we hold the writer
         // lock, so nobody else reads or writes it.
-        if !self.write_through_fd && !w.window.as_ref().is_some_and(|win| win.covers(w.pos, p.size)) {
+        // Move on to the next window once the write position has left the
+        // current one (a record straddling two windows is written with pwrite).
+        if !self.write_through_fd && !w.window.as_ref().is_some_and(|win| win.covers(w.pos, 0) && w.pos < win.end()) {
             self.advance_window(w)?;
         }
         match w.window.as_ref().filter(|win| win.covers(w.pos, p.size)) {

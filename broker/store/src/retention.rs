@@ -115,8 +115,7 @@ impl Inner {
         }
         let now = self.clock.now_millis();
         for (seg, last) in self.log.full_segment_times() {
-            if seg.end() > dispatched || !is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc)
-            {
+            if seg.end() > dispatched || !is_expired(last, now, cfg.file_reserved_hours, cfg.delete_hour_utc) {
                 break;
             }
             if self.log.delete_oldest()?.is_none() {
@@ -134,7 +133,6 @@ impl Inner {
         Ok(report)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

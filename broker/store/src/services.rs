@@ -232,7 +232,8 @@ fn dispatcher(inner: Arc<Inner>) {
         // Under a steady stream the next record is microseconds away: look
         // again briefly before paying for a sleep and a wake-up (on a
         // virtual machine, waking an idle CPU alone costs tens of µs).
-        let spin_until = Instant::now() + Duration::from_micros(50);
+        let spin_until = Instant::now()
+            + if inner.config.flush.is_sync() { Duration::from_micros(250) } else { Duration::from_micros(50) };
         while inner.log.committed() <= next && Instant::now() < spin_until && !inner.shutdown.load(Ordering::Acquire) {
             std::thread::yield_now();
         }

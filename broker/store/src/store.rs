@@ -594,7 +594,8 @@ fn recover(inner: &Inner, cp: Checkpoint) -> Result<ScanReport> {
     let max_record = inner.config.max_message_size as usize;
     // Queue and index entries below the checkpoint are on disk; replay the rest.
     let mut last = None;
-    let report = inner.log.recover(cp.dispatched, cp.log_flushed, max_record, |v| inner.dispatch_record(v, &mut last))?;
+    let report =
+        inner.log.recover(cp.dispatched, cp.log_flushed, max_record, |v| inner.dispatch_record(v, &mut last))?;
     let mut next_offsets = HashMap::new();
     let log_min = inner.log.min_offset();
     for (key, q) in inner.queues.all() {
