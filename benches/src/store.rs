@@ -470,7 +470,7 @@ mod tests {
         let report = run(&opts, &mut |_| steps += 1).unwrap();
         assert_eq!(report.cases.len(), 4);
         assert_eq!(report.raw.len(), 4);
-        assert_eq!(steps, 8);
+        assert_eq!(steps, 6);
         let first_async = report.cases.iter().find(|c| c.flush == "async").unwrap();
         assert!(first_async.ratio_vs_raw_same_flush > 0.0);
         assert_eq!(first_async.messages, 2_000);
