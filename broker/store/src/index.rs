@@ -22,6 +22,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::RwLock;
 use rill_common::java_string_hash;
 
@@ -164,6 +166,12 @@ pub(crate) struct KeyIndex {
     slots: u32,
     max_entries: u32,
     files: RwLock<Vec<IndexFile>>,
+    /// One past the newest CommitLog offset fully indexed in any file (0: none).
+    ///
+    /// Replays after a crash skip everything below it. It is the maximum
+    /// over all files, not the newest file's: a file created just before a
+    /// crash may still be empty.
+    indexed_end: AtomicU64,
 }
 
 impl KeyIndex {
@@ -185,13 +193,14 @@ impl KeyIndex {
             }
             files.push(IndexFile { file, slots, max_entries });
         }
-        Ok(Self { dir, slots, max_entries, files: RwLock::new(files) })
+        let indexed_end =
+            files.iter().map(IndexFile::header).filter(|h| h.count > 0).map(|h| h.end_offset + 1).max().unwrap_or(0);
+        Ok(Self { dir, slots, max_entries, files: RwLock::new(files), indexed_end: AtomicU64::new(indexed_end) })
     }
 
-    /// Offset of the last message fully indexed (0 when empty).
+    /// Offset of the last message fully indexed.
     pub fn last_indexed(&self) -> Option<u64> {
-        let files = self.files.read();
-        files.last().map(|f| f.header()).filter(|h| h.count > 0).map(|h| h.end_offset)
+        self.indexed_end.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Indexes one message's keys. Skips messages indexed before a crash.
@@ -211,7 +220,8 @@ impl KeyIndex {
         let mut files = self.files.write();
         let need_new = files.last().is_none_or(|f| f.header().count + needed > f.max_entries && f.header().count > 0);
         if need_new {
-            // Files are named by the first CommitLog offset they index.
+            // Files are named by the first CommitLog offset they index; the
+            // skip above keeps those increasing, also across crashes.
             let file = MappedFile::create(&self.dir, offset, IndexFile::len(self.slots, self.max_entries))?;
             let f = IndexFile { file, slots: self.slots, max_entries: self.max_entries };
             f.write_header(&Header::default());
@@ -229,6 +239,7 @@ impl KeyIndex {
         h.end_ts = store_ts;
         h.end_offset = offset;
         f.write_header(&h);
+        self.indexed_end.fetch_max(offset + 1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -279,6 +290,29 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A crash can leave a new, empty index file behind the last full one;
+    /// replaying the messages of the full file must skip them, not refill
+    /// the empty file and later collide with its own file names.
+    #[test]
+    fn replay_after_a_crash_skips_what_any_file_already_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = KeyIndex::open(dir.path().to_path_buf(), 7, 4).unwrap();
+        for i in 0..4u64 {
+            idx.add_message(i * 10, 1000, std::iter::once("t#k")).unwrap();
+        }
+        // The next message opened a new file, then the process died.
+        MappedFile::create(dir.path(), 40, IndexFile::len(7, 4)).unwrap();
+        drop(idx);
+        let idx = KeyIndex::open(dir.path().to_path_buf(), 7, 4).unwrap();
+        assert_eq!(idx.last_indexed(), Some(30));
+        for i in 0..12u64 {
+            idx.add_message(i * 10, 1000, std::iter::once("t#k")).unwrap();
+        }
+        let hits = idx.lookup("t#k", 0, i64::MAX, 100);
+        assert_eq!(hits, (0..12u64).rev().map(|i| i * 10).collect::<Vec<_>>(), "each message exactly once");
+        assert_eq!(idx.file_count(), 3);
+    }
 
     #[test]
     fn keys_are_found_within_time_ranges_across_files() {
