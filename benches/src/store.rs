@@ -202,15 +202,18 @@ fn run_cases(opts: &StoreBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
         cases.push(compare(case, format!("raw_write_fdatasync_batch_{w}"), anchor.mb_per_sec, target));
         clean_page_cache();
     }
-    progress("raw sequential write into the page cache");
-    let anchor = raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::None)?;
+    // Page-cache writes are sensitive to what the disk is still doing from
+    // the cases before; the anchor is the better of two runs (a higher bar).
+    progress("raw sequential write into the page cache (best of two)");
+    let anchor = best_of_two(|| raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::None))?;
     raw.push(anchor.clone());
     // The store's async flush writes back every 500 ms while appending; the
     // page-cache-only anchor defers all of that past the measurement, so
     // the like-for-like anchor flushes on the same schedule.
     let period = Duration::from_millis(ASYNC_FLUSH_MS);
-    progress(&format!("raw sequential write, fdatasync every {ASYNC_FLUSH_MS} ms"));
-    let same_flush = raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::Every(period))?;
+    progress(&format!("raw sequential write, fdatasync every {ASYNC_FLUSH_MS} ms (best of two)"));
+    let same_flush =
+        best_of_two(|| raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::Every(period)))?;
     raw.push(same_flush.clone());
     for &w in &opts.writers {
         progress(&format!("rill store, async flush, {w} writer(s)"));
@@ -229,6 +232,12 @@ fn run_cases(opts: &StoreBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
         raw,
         cases,
     })
+}
+
+fn best_of_two(mut run: impl FnMut() -> Result<RawResult>) -> Result<RawResult> {
+    let a = run()?;
+    let b = run()?;
+    Ok(if b.mb_per_sec > a.mb_per_sec { b } else { a })
 }
 
 fn compare(case: CaseResult, anchor: String, anchor_mb: f64, target_ratio: f64) -> CaseResult {

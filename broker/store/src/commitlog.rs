@@ -66,8 +66,10 @@ struct Writer {
     active: Arc<MappedFile>,
     /// Where async-flush appends copy to (see [`WriteWindow`]).
     window: Option<WriteWindow>,
-    /// Encoding buffer for the `pwrite` path.
-    scratch: Vec<u8>,
+    /// Sync flush: records appended since the last flush, not yet in the file.
+    staged: Vec<u8>,
+    /// Log offset of `staged[0]`.
+    staged_from: u64,
     pos: u64,
     last_store_ts: i64,
     queue_offsets: HashMap<(TopicName, u32), u64>,
@@ -90,10 +92,11 @@ pub(crate) struct CommitLog {
     window_request: AtomicBool,
     clock: Arc<dyn Clock>,
     verify_crc: bool,
-    /// Write records with `pwrite` instead of through the mapping. Chosen
-    /// for sync flush, where every append waits for a flush and flushing
-    /// pages dirtied through the mapping costs a TLB shootdown per page;
-    /// async flush copies into the prefaulted mapping, the cheapest append.
+    /// Sync flush: stage records in memory and write each group with one
+    /// `pwrite` before its `fdatasync`. Every such append waits for a flush
+    /// anyway, and flushing pages dirtied through a mapping would cost a
+    /// TLB shootdown per page. Async flush copies into a prefaulted write
+    /// window instead, the cheapest append.
     write_through_fd: bool,
     /// Store time of each full segment's last record, by segment base.
     last_times: Mutex<HashMap<u64, i64>>,
@@ -350,7 +353,8 @@ impl CommitLog {
         *self.writer.lock() = Some(Writer {
             active,
             window: None,
-            scratch: Vec::new(),
+            staged: Vec::new(),
+            staged_from: pos,
             pos,
             last_store_ts,
             queue_offsets: HashMap::new(),
@@ -400,40 +404,75 @@ impl CommitLog {
         let store_timestamp = self.clock.now_millis().max(w.last_store_ts);
         let queue_offset = w.queue_offsets.get(&(p.msg.topic.clone(), p.msg.queue_id)).copied().unwrap_or(0);
         let place = Placement { queue_offset, physical_offset: w.pos, store_timestamp };
-        let in_seg = (w.pos - w.active.base()) as usize;
-        // The region past `committed` is unpublished and we hold the writer
-        // lock, so nobody else reads or writes it.
-        // Move on to the next window once the write position has left the
-        // current one (a record straddling two windows is written with pwrite).
-        if !self.write_through_fd && !w.window.as_ref().is_some_and(|win| win.covers(w.pos, 0) && w.pos < win.end()) {
-            self.advance_window(w)?;
-        }
-        match w.window.as_ref().filter(|win| win.covers(w.pos, p.size)) {
-            Some(win) if !self.write_through_fd => {
-                // SAFETY: as above.
-                let dst = unsafe { win.region_mut(w.pos, p.size) };
-                record::encode_into(dst, p, place);
+        if self.write_through_fd {
+            // Sync flush: stage the record; the flusher writes the whole
+            // group with one `pwrite` right before its `fdatasync`, so a
+            // group costs what one raw write plus flush costs. Readers see
+            // the record once it is in the file (before it is acknowledged).
+            if w.staged.is_empty() {
+                w.staged_from = w.pos;
             }
-            // Sync flush, or a record straddling two windows.
-            _ => {
-                w.scratch.clear();
-                w.scratch.resize(p.size, 0);
-                record::encode_into(&mut w.scratch, p, place);
-                w.active.write_at(in_seg, &w.scratch).map_err(Error::io("write", w.active.path()))?;
+            let at = w.staged.len();
+            w.staged.resize(at + p.size, 0);
+            record::encode_into(&mut w.staged[at..], p, place);
+        } else {
+            // Move on to the next window once the write position has left
+            // the current one.
+            if !w.window.as_ref().is_some_and(|win| win.covers(w.pos, 0) && w.pos < win.end()) {
+                self.advance_window(w)?;
+            }
+            match w.window.as_ref().filter(|win| win.covers(w.pos, p.size)) {
+                Some(win) => {
+                    // SAFETY: the region past `committed` is unpublished and
+                    // we hold the writer lock, so nobody else touches it.
+                    let dst = unsafe { win.region_mut(w.pos, p.size) };
+                    record::encode_into(dst, p, place);
+                }
+                // A record straddling two windows.
+                None => {
+                    let mut buf = vec![0u8; p.size];
+                    record::encode_into(&mut buf, p, place);
+                    let in_seg = (w.pos - w.active.base()) as usize;
+                    w.active.write_at(in_seg, &buf).map_err(Error::io("write", w.active.path()))?;
+                }
             }
         }
         let slot = w.queue_offsets.entry((p.msg.topic.clone(), p.msg.queue_id)).or_insert(0);
         *slot += 1;
         w.pos += size;
         w.last_store_ts = store_timestamp;
-        self.committed.store(w.pos, Ordering::Release);
+        if !self.write_through_fd {
+            self.committed.store(w.pos, Ordering::Release);
+        }
         Ok(Appended { physical_offset: place.physical_offset, size: p.size as u32, queue_offset, store_timestamp })
+    }
+
+    /// Writes staged records (sync flush) into the file and publishes them.
+    /// A failed write poisons the log, like a failed flush.
+    fn write_staged(&self, w: &mut Writer) -> Result<()> {
+        if w.staged.is_empty() {
+            return Ok(());
+        }
+        let in_seg = (w.staged_from - w.active.base()) as usize;
+        if let Err(e) = w.active.write_at(in_seg, &w.staged) {
+            let source = Arc::new(e);
+            w.poisoned = Some((w.active.path().to_path_buf(), Arc::clone(&source)));
+            return Err(Error::Poisoned { path: w.active.path().to_path_buf(), source });
+        }
+        w.staged.clear();
+        w.staged_from = w.pos;
+        self.committed.store(w.pos, Ordering::Release);
+        Ok(())
     }
 
     /// Starts the next segment and fills the rest of the current one with a blank.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let end = w.active.end();
         let next = MappedFile::create(&self.dir, end, self.segment_size)?;
+        if let Err(e) = self.write_staged(w) {
+            let _ = std::fs::remove_file(next.path());
+            return Err(e);
+        }
         let in_seg = (w.pos - w.active.base()) as usize;
         let mut blank = vec![0u8; (end - w.pos) as usize];
         record::encode_blank(&mut blank, w.last_store_ts);
@@ -457,6 +496,11 @@ impl CommitLog {
     /// A failure poisons the log: later appends fail until it is reopened,
     /// because the kernel may have dropped the dirty pages it could not write.
     pub fn flush(&self) -> Result<u64> {
+        if self.write_through_fd
+            && let Some(w) = self.writer.lock().as_mut()
+        {
+            self.write_staged(w)?;
+        }
         let target = self.committed();
         let from = self.flushed();
         if target <= from {
@@ -567,9 +611,16 @@ impl CommitLog {
         Ok(Some(removed.end()))
     }
 
-    /// Stops accepting appends.
+    /// Stops accepting appends (staged records are written out first, so
+    /// the final flush covers them).
     pub fn close(&self) {
-        self.writer.lock().take();
+        let mut guard = self.writer.lock();
+        if let Some(w) = guard.as_mut()
+            && let Err(e) = self.write_staged(w)
+        {
+            tracing::error!(error = %e, "cannot write the last staged records");
+        }
+        guard.take();
     }
 }
 

@@ -120,16 +120,21 @@ async fn sync_flush_acknowledges_only_flushed_data_with_many_writers() {
     for w in 0..16u64 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
+            let mut end = 0;
             for seq in 0..20u64 {
                 let a = store.append(message("s", (w % 4) as u32, body(4, w, seq), "T", "k")).await.unwrap();
                 // The durability point: flushed covers the record once the append resolves.
                 assert!(store.state().flushed >= a.end());
+                end = end.max(a.end());
             }
+            end
         }));
     }
+    let mut end = 0;
     for t in tasks {
-        t.await.unwrap();
+        end = end.max(t.await.unwrap());
     }
+    store.wait_dispatched(end).await.unwrap();
     let total: u64 = (0..4).map(|q| store.queue_bounds("s", q).map_or(0, |b| b.1)).sum();
     assert_eq!(total, 320);
     store.close().unwrap();
