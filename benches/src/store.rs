@@ -153,13 +153,18 @@ impl StoreBenchReport {
                 format!("{} writers", c.writers),
                 thousands(c.msgs_per_sec),
                 format!("{:.1}", c.mb_per_sec),
-                format!("{:.0}", c.p50_us),
-                format!("{:.0}", c.p99_us),
+                micros(c.p50_us),
+                micros(c.p99_us),
                 format!("{:.2} × {}{target}{same}", c.ratio_vs_raw, c.anchor),
             ]);
         }
         table(&["case", "concurrency", "msgs/s", "MB/s", "p50 µs", "p99 µs", "ratio"], &rows)
     }
+}
+
+/// Microseconds with a decimal below 10 µs, where whole numbers say little.
+fn micros(us: f64) -> String {
+    if us < 10.0 { format!("{us:.1}") } else { format!("{us:.0}") }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {

@@ -4,7 +4,9 @@
 //! [`MappedFile`]: a file whose full length is reserved on disk with
 //! `posix_fallocate` when it is created (so that running out of space is an
 //! error at creation, naming the file, instead of a `SIGBUS` on a later write
-//! through the mapping) and then mapped once.
+//! through the mapping) and then mapped once for reading. CommitLog appends
+//! go through short-lived [`WriteWindow`]s or `pwrite`, never through that
+//! long-lived mapping (see `WriteWindow` for why).
 //!
 //! Concurrency contract: a region is written by one writer at a time, and a
 //! reader only looks at a region after the writer has *published* it (the

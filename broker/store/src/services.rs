@@ -1,6 +1,7 @@
 //! The store's background threads: the flusher (group commit), the
-//! dispatcher (CommitLog → ConsumeQueues and index) and the housekeeper
-//! (checkpoints and retention).
+//! dispatcher (CommitLog → ConsumeQueues and index), the window preparer
+//! (maps the CommitLog write window the writer needs next) and the
+//! housekeeper (checkpoints and retention).
 //!
 //! They are plain OS threads rather than async tasks: their work is
 //! blocking file I/O (`fdatasync`, page faults on mapped files), and the
