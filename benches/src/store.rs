@@ -268,13 +268,7 @@ enum RawFlush {
 /// Sequential writes of `size`-byte messages, made durable as `flush` says.
 fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: RawFlush) -> Result<RawResult> {
     let path = dir.join("raw.bin");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io("create", &path))?;
+    let file = create_scratch(&path)?;
     let chunk = vec![0x5Au8; size];
     let start = Instant::now();
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -341,13 +335,7 @@ struct RawSync {
 impl RawSync {
     fn open(dir: &Path, size: usize, batch: usize, max_messages: u64) -> Result<Self> {
         let path = dir.join(format!("raw-sync-{batch}.bin"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io("create", &path))?;
+        let file = create_scratch(&path)?;
         // Same as the store: space is reserved up front.
         preallocate(&file, max_messages * size as u64).map_err(io("reserve space for", &path))?;
         Ok(Self { path, file, chunk: vec![0x5Au8; size * batch], batch, pos: 0, written: 0, syncs: 0, seconds: 0.0 })
@@ -380,6 +368,11 @@ impl RawSync {
             fsyncs_per_sec: self.syncs as f64 / seconds,
         })
     }
+}
+
+/// Creates (or empties) a scratch file for a raw measurement.
+fn create_scratch(path: &Path) -> Result<File> {
+    OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).map_err(io("create", path))
 }
 
 fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
