@@ -1,0 +1,17 @@
+//! Compiles the apache.rocketmq.v2 .proto files with protox (pure Rust, no
+//! system protoc) and generates prost messages and tonic services.
+
+const FILES: [&str; 3] = [
+    "proto/apache/rocketmq/v2/definition.proto",
+    "proto/apache/rocketmq/v2/service.proto",
+    "proto/apache/rocketmq/v2/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for f in FILES {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(FILES, ["proto"])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(descriptors)?;
+    Ok(())
+}
