@@ -16,6 +16,40 @@ use toml::{Table, Value};
 pub struct RillConfig {
     /// The storage engine.
     pub store: rill_store::StoreConfig,
+    /// The broker's service.
+    #[serde(default)]
+    pub broker: BrokerSection,
+}
+
+/// The `[broker]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Where the RocketMQ 5 gRPC service listens.
+    #[serde(default = "default_grpc_addr")]
+    pub grpc_addr: String,
+    /// Create topics when a client first uses them.
+    #[serde(default = "default_true")]
+    pub auto_create_topics: bool,
+    /// Queues of an auto-created topic.
+    #[serde(default = "default_queues")]
+    pub default_queues: u32,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self { grpc_addr: default_grpc_addr(), auto_create_topics: true, default_queues: default_queues() }
+    }
+}
+
+fn default_grpc_addr() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_queues() -> u32 {
+    8
 }
 
 /// Prefix of environment variables that override configuration keys.

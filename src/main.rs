@@ -57,6 +57,9 @@ struct ServerArgs {
     /// When appends are acknowledged.
     #[arg(long, value_enum)]
     flush: Option<FlushMode>,
+    /// Where the RocketMQ 5 gRPC service listens [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc_addr: Option<String>,
     /// Print the store's state as JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -67,6 +70,9 @@ impl ServerArgs {
         let mut overrides = Vec::new();
         if let Some(dir) = &self.data_dir {
             overrides.push(("store.data_dir", toml::Value::String(dir.display().to_string())));
+        }
+        if let Some(addr) = &self.grpc_addr {
+            overrides.push(("broker.grpc_addr", toml::Value::String(addr.clone())));
         }
         if let Some(mode) = self.flush {
             let mode = if mode == FlushMode::Sync { "sync" } else { "async" };

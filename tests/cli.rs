@@ -14,7 +14,7 @@ fn rill() -> Command {
 /// Starts `rill standalone --json` and returns it with its state line.
 fn start(data_dir: &Path, extra: &[&str]) -> (Child, serde_json::Value) {
     let mut child = rill()
-        .args(["standalone", "--json", "--data-dir"])
+        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())
@@ -54,6 +54,9 @@ fn standalone_reports_state_and_stops_cleanly_or_recovers() {
     assert_eq!(state["recovery"]["unclean_shutdown"], false);
     assert!(data.join("abort").exists(), "the abort marker exists while running");
     assert_eq!(state["topics"], serde_json::json!([]));
+    let addr: std::net::SocketAddr = state["grpc_addr"].as_str().unwrap().parse().unwrap();
+    assert!(addr.port() > 0);
+    assert!(std::net::TcpStream::connect(addr).is_ok(), "the gRPC port accepts connections");
     assert!(data.join("meta").is_dir());
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
@@ -132,7 +135,7 @@ fn a_data_directory_without_permission_is_named_in_the_error() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)
-        .args(["standalone", "--data-dir"])
+        .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env_remove("RILL_LOG")
         .output()

@@ -54,10 +54,8 @@ mod tests {
         let props = SystemProperties { tag: Some(String::new()), queue_offset: Some(0), ..Default::default() };
         // proto3 `optional` fields are sent even when they hold the default.
         assert_eq!(props.encode_to_vec(), [0x0A, 0x00, 0x70, 0x00]);
-        let cmd = TelemetryCommand {
-            status: None,
-            command: Some(telemetry_command::Command::Settings(Settings::default())),
-        };
+        let cmd =
+            TelemetryCommand { status: None, command: Some(telemetry_command::Command::Settings(Settings::default())) };
         assert_eq!(cmd.encode_to_vec(), [0x12, 0x00]);
         let m = super::v2::Message { body: b"hi".to_vec(), ..Default::default() };
         assert_eq!(m.encode_to_vec(), [0x22, 0x02, b'h', b'i']);

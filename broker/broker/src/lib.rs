@@ -1,0 +1,410 @@
+//! Rill's broker: the RocketMQ 5 gRPC service (`apache.rocketmq.v2`) over
+//! the storage engine, so the official RocketMQ clients work unchanged.
+//!
+//! Layout:
+//! - [`Broker`] (this file): topics, sends, pop receives, acks — the
+//!   protocol-independent operations, testable without a network;
+//! - [`service`]: the tonic `MessagingService` that maps RPCs onto them;
+//! - [`convert`]: wire ⇄ stored messages and their validation;
+//! - [`pop`]: in-flight messages, visibility deadlines, receipt handles;
+//! - [`settings`]: the Settings answered on the Telemetry stream.
+//!
+//! It does not own the storage format (rill-store) or the wire schema
+//! (rill-proto).
+
+pub mod convert;
+pub mod pop;
+pub mod service;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rill_common::{Clock, SystemClock, TopicName, java_string_hash};
+use rill_proto::v2::{self, Code};
+use rill_store::{MetaStore, ReadStatus, Store, TopicConfig};
+
+use crate::convert::{Delivery, Limits, Rejection};
+use crate::pop::{Handle, HandleError, PopState, QueueState};
+
+/// Errors of the broker crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Store(#[from] rill_store::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server on {addr}: {source}")]
+    Transport {
+        /// Where it listened.
+        addr: SocketAddr,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Name reported in routes.
+    pub broker_name: String,
+    /// Create topics on first use (standalone default).
+    pub auto_create_topics: bool,
+    /// Queues of an auto-created topic.
+    pub default_queues: u32,
+    /// Largest message body.
+    pub max_body_size: usize,
+    /// Upper bound on a receive's long polling.
+    pub max_long_polling: Duration,
+    /// Invisible duration when a client sends none.
+    pub default_invisible: Duration,
+    /// Redeliveries before the dead-letter queue (announced to clients).
+    pub max_retries: u32,
+    /// Address recorded as the store host of messages.
+    pub store_host: SocketAddr,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            broker_name: "rill-broker-0".into(),
+            auto_create_topics: true,
+            default_queues: 8,
+            max_body_size: 4 * 1024 * 1024,
+            max_long_polling: Duration::from_secs(30),
+            default_invisible: Duration::from_secs(60),
+            max_retries: 16,
+            store_host: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+/// Which messages a receive wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Every message.
+    All,
+    /// Messages whose tag is one of these (`TagA || TagB`).
+    Tags(Vec<String>),
+}
+
+impl Filter {
+    /// Parses a tag expression (`*`, empty, or `A || B`).
+    pub fn tags(expression: &str) -> Result<Self, Rejection> {
+        let e = expression.trim();
+        if e.is_empty() || e == "*" {
+            return Ok(Filter::All);
+        }
+        let tags: Vec<String> = e.split("||").map(|t| t.trim().to_owned()).collect();
+        if tags.iter().any(|t| t.is_empty() || t == "*") {
+            return Err(Rejection::new(
+                Code::IllegalFilterExpression,
+                format!("tag expression {expression:?} has an empty tag; write tags as `TagA || TagB` or `*`"),
+            ));
+        }
+        Ok(Filter::Tags(tags))
+    }
+
+    fn hash_matches(&self, hash: u64) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Tags(tags) => tags.iter().any(|t| i64::from(java_string_hash(t)) as u64 == hash),
+        }
+    }
+
+    fn matches(&self, tag: Option<&str>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Tags(tags) => tag.is_some_and(|t| tags.iter().any(|x| x == t)),
+        }
+    }
+}
+
+/// A pop receive.
+#[derive(Debug, Clone)]
+pub struct ReceiveRequest {
+    /// Consumer group.
+    pub group: String,
+    /// The client asking (broadcast groups keep state per client).
+    pub client_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Namespace to echo in returned messages.
+    pub namespace: String,
+    /// Queue the client named, if any (pop reads every queue, starting there).
+    pub queue: Option<u32>,
+    /// Tag filter.
+    pub filter: Filter,
+    /// Most messages to return.
+    pub batch: usize,
+    /// How long returned messages stay invisible.
+    pub invisible: Duration,
+    /// Longest to wait when nothing is available.
+    pub long_polling: Duration,
+}
+
+/// The protocol-independent broker.
+#[derive(Debug)]
+pub struct Broker {
+    store: Store,
+    meta: MetaStore,
+    config: BrokerConfig,
+    pop: PopState,
+    round_robin: AtomicU32,
+    clock: Arc<dyn Clock>,
+}
+
+impl Broker {
+    /// A broker over an open store and metadata.
+    pub fn new(store: Store, meta: MetaStore, config: BrokerConfig) -> Arc<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let seed = (clock.now_millis() as u64) << 16;
+        Arc::new(Self { store, meta, config, pop: PopState::new(seed), round_robin: AtomicU32::new(0), clock })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The storage engine.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The metadata store.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// The topic's configuration, created first if allowed.
+    pub fn topic(&self, name: &str) -> Result<(TopicName, TopicConfig), Rejection> {
+        let topic = TopicName::new(name).map_err(|e| Rejection::new(Code::IllegalTopic, e.to_string()))?;
+        if let Some(cfg) = self.meta.topic(name) {
+            return Ok((topic, cfg));
+        }
+        if !self.config.auto_create_topics || name.starts_with('%') {
+            return Err(Rejection::new(
+                Code::TopicNotFound,
+                format!("topic '{name}' does not exist; create it with `rill admin topic create`"),
+            ));
+        }
+        let cfg = TopicConfig::new(name, self.config.default_queues);
+        self.meta
+            .put_topic(cfg.clone())
+            .map_err(|e| Rejection::new(Code::InternalServerError, format!("cannot create topic '{name}': {e}")))?;
+        tracing::info!(topic = name, queues = cfg.write_queues, "created topic on first use");
+        Ok((topic, cfg))
+    }
+
+    /// Stores one message; returns its message id and queue offset.
+    pub async fn send(&self, msg: &v2::Message) -> Result<(String, i64), Rejection> {
+        let name = msg.topic.as_ref().map(|t| t.name.as_str()).unwrap_or_default();
+        let (topic, cfg) = self.topic(name)?;
+        if cfg.write_queues == 0 || cfg.perm & rill_store::perm::WRITE == 0 {
+            return Err(Rejection::new(Code::Forbidden, format!("topic '{name}' is not writable")));
+        }
+        let group = msg.system_properties.as_ref().and_then(|s| s.message_group.as_deref());
+        let queue = match group {
+            Some(g) => (java_string_hash(g) as u32) % cfg.write_queues,
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % cfg.write_queues,
+        };
+        let limits = Limits { max_body_size: self.config.max_body_size };
+        let stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
+        let id = stored.properties.unique_id().unwrap_or_default().to_owned();
+        let appended = self.store.append(stored).await.map_err(|e| {
+            tracing::error!(topic = name, error = %e, "cannot store message");
+            Rejection::new(Code::InternalServerError, format!("cannot store the message: {e}"))
+        })?;
+        Ok((id, appended.queue_offset as i64))
+    }
+
+    fn state_key(&self, group: &str, client_id: &str, topic: &str, queue: u32) -> (String, String, u32) {
+        let broadcast = self.meta.group(group).is_some_and(|g| g.broadcast);
+        let owner = if broadcast { format!("{group}@{client_id}") } else { group.to_owned() };
+        (owner, topic.to_owned(), queue)
+    }
+
+    /// Receives up to `batch` messages, waiting up to the long-polling time.
+    pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<v2::Message>, Rejection> {
+        let (_, cfg) = self.topic(&req.topic)?;
+        rill_common::GroupName::new(&req.group)
+            .map_err(|e| Rejection::new(Code::IllegalConsumerGroup, e.to_string()))?;
+        let deadline = Instant::now() + req.long_polling.min(self.config.max_long_polling);
+        let mut dispatched = self.store.dispatch_watch();
+        loop {
+            dispatched.borrow_and_update();
+            let got = self.try_receive(req, cfg.read_queues)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
+            // New messages wake us at once; expired invisibility is noticed within a second.
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), dispatched.changed()).await;
+        }
+    }
+
+    fn try_receive(&self, req: &ReceiveRequest, queues: u32) -> Result<Vec<v2::Message>, Rejection> {
+        let mut out = Vec::new();
+        if queues == 0 {
+            return Ok(out);
+        }
+        let start = req.queue.unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed)) % queues;
+        let now = self.clock.now_millis();
+        let deadline = now + req.invisible.as_millis() as i64;
+        for i in 0..queues {
+            if out.len() >= req.batch {
+                break;
+            }
+            let q = (start + i) % queues;
+            let key = self.state_key(&req.group, &req.client_id, &req.topic, q);
+            let init = || {
+                let min = self.store.queue_bounds(&req.topic, q).map_or(0, |b| b.0);
+                self.meta.offset(&req.group, &req.topic, q).map_or(min, |o| o.max(min))
+            };
+            let committed = self.pop.with(&key, init, |state| {
+                self.pop_queue(req, q, state, now, deadline, &mut out)?;
+                Ok::<_, Rejection>(state.committed())
+            })?;
+            if key.0 == req.group && self.meta.offset(&req.group, &req.topic, q) != Some(committed) {
+                self.meta.commit_offset(&req.group, &req.topic, q, committed);
+            }
+        }
+        Ok(out)
+    }
+
+    fn pop_queue(
+        &self,
+        req: &ReceiveRequest,
+        q: u32,
+        state: &mut QueueState,
+        now: i64,
+        deadline: i64,
+        out: &mut Vec<v2::Message>,
+    ) -> Result<(), Rejection> {
+        let internal = |e: rill_store::Error| Rejection::new(Code::InternalServerError, e.to_string());
+        for offset in PopState::expired(state, now, req.batch - out.len()) {
+            let read = self.store.read_queue(&req.topic, q, offset, 1).map_err(internal)?;
+            match read.messages.into_iter().next() {
+                Some(m) if req.filter.matches(m.properties.tag()) => {
+                    let (handle, attempt) = self.pop.deliver(state, q, offset, deadline);
+                    out.push(self.delivered(&m, req, handle, attempt));
+                }
+                // Deleted by retention, or no longer wanted by this filter.
+                _ => {
+                    state.inflight.remove(&offset);
+                }
+            }
+        }
+        while out.len() < req.batch {
+            let want = req.batch - out.len();
+            let filter = &req.filter;
+            let read = self
+                .store
+                .read_queue_filtered(&req.topic, q, state.next, want, 1024, |e| filter.hash_matches(e.tag_hash))
+                .map_err(internal)?;
+            match read.status {
+                ReadStatus::Found => {}
+                ReadStatus::OffsetMoved | ReadStatus::OffsetOverflow => {
+                    state.next = read.next_offset;
+                    continue;
+                }
+                ReadStatus::NoNewMessages | ReadStatus::NoSuchQueue => break,
+            }
+            let scanned_to = read.next_offset;
+            for m in read.messages {
+                if req.filter.matches(m.properties.tag()) {
+                    let (handle, attempt) = self.pop.deliver(state, q, m.queue_offset, deadline);
+                    out.push(self.delivered(&m, req, handle, attempt));
+                }
+            }
+            state.next = scanned_to;
+            if scanned_to >= read.max_offset {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn delivered(
+        &self,
+        m: &rill_store::StoredMessage,
+        req: &ReceiveRequest,
+        handle: Handle,
+        attempt: i32,
+    ) -> v2::Message {
+        let delivery = Delivery {
+            receipt_handle: Some(handle.encode()),
+            invisible_duration: Some(req.invisible),
+            delivery_attempt: attempt,
+        };
+        convert::from_store(m, &req.namespace, delivery)
+    }
+
+    /// Acknowledges a received message.
+    pub fn ack(&self, group: &str, client_id: &str, topic: &str, receipt_handle: &str) -> Result<(), Rejection> {
+        let handle = parse_handle(receipt_handle)?;
+        let key = self.state_key(group, client_id, topic, handle.queue);
+        let committed = self.pop.with(&key, || handle.offset, |s| PopState::ack(s, handle)).map_err(stale)?;
+        if key.0 == group {
+            self.meta.commit_offset(group, topic, handle.queue, committed);
+        }
+        Ok(())
+    }
+
+    /// Extends (or shortens) how long a received message stays invisible.
+    pub fn change_invisible(
+        &self,
+        group: &str,
+        client_id: &str,
+        topic: &str,
+        receipt_handle: &str,
+        invisible: Duration,
+    ) -> Result<String, Rejection> {
+        let handle = parse_handle(receipt_handle)?;
+        let key = self.state_key(group, client_id, topic, handle.queue);
+        let deadline = self.clock.now_millis() + invisible.as_millis() as i64;
+        let moved = self.pop.with(&key, || handle.offset, |s| self.pop.change(s, handle, deadline)).map_err(stale)?;
+        Ok(moved.encode())
+    }
+
+    /// Writes consumer offsets that changed (call periodically and at shutdown).
+    pub fn persist_offsets(&self) -> Result<(), rill_store::Error> {
+        self.meta.flush_offsets().map(|_| ())
+    }
+}
+
+fn parse_handle(s: &str) -> Result<Handle, Rejection> {
+    Handle::parse(s).ok_or_else(|| stale(HandleError::Malformed))
+}
+
+fn stale(e: HandleError) -> Rejection {
+    let why = match e {
+        HandleError::Malformed => "the receipt handle was not issued by this broker",
+        HandleError::Stale => "the receipt handle is stale: the message was acknowledged, redelivered or changed since",
+    };
+    Rejection::new(Code::InvalidReceiptHandle, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_expressions_parse() {
+        assert_eq!(Filter::tags("*").unwrap(), Filter::All);
+        assert_eq!(Filter::tags("").unwrap(), Filter::All);
+        assert_eq!(Filter::tags("A || B").unwrap(), Filter::Tags(vec!["A".into(), "B".into()]));
+        assert_eq!(Filter::tags("A || ").unwrap_err().code, Code::IllegalFilterExpression);
+        let f = Filter::tags("TagA").unwrap();
+        assert!(f.matches(Some("TagA")) && !f.matches(Some("TagB")) && !f.matches(None));
+        assert!(f.hash_matches(i64::from(java_string_hash("TagA")) as u64));
+    }
+}

@@ -1,0 +1,194 @@
+//! Pop consumption: which message each consumer group gets next, which are
+//! in flight (invisible) until acknowledged, and receipt handles.
+//!
+//! Per (group, topic, queue) the broker keeps the next offset never handed
+//! out and the in-flight offsets with their visibility deadlines. A receive
+//! first hands out in-flight messages whose deadline passed (redelivery),
+//! then new ones. An acknowledgement removes a message from flight; the
+//! group's committed offset is the smallest offset still in flight (or the
+//! next offset), persisted in the metadata store, so a restart resumes there
+//! (at-least-once: in-flight messages are delivered again).
+//!
+//! A receipt handle names the queue, the offset and a nonce that changes on
+//! every delivery and visibility change, so a stale handle is refused.
+//! This module keeps state only; reading messages is the caller's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// A message handed out and not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// When it becomes visible again (ms since the epoch).
+    pub deadline: i64,
+    /// Delivery count, 1 for the first.
+    pub attempt: i32,
+    /// Changes with every delivery; part of the receipt handle.
+    pub nonce: u64,
+}
+
+/// Consumption state of one group on one queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueState {
+    /// The next offset never handed out.
+    pub next: u64,
+    /// Offsets in flight.
+    pub inflight: BTreeMap<u64, InFlight>,
+}
+
+impl QueueState {
+    /// The offset below which everything is acknowledged.
+    pub fn committed(&self) -> u64 {
+        self.inflight.keys().next().copied().unwrap_or(self.next)
+    }
+}
+
+/// Key of a consumption state: group (or group@client for broadcast), topic, queue.
+pub type StateKey = (String, String, u32);
+
+/// All groups' pop state.
+#[derive(Debug, Default)]
+pub struct PopState {
+    queues: Mutex<HashMap<StateKey, QueueState>>,
+    nonce: AtomicU64,
+}
+
+/// A parsed receipt handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle {
+    /// Queue id.
+    pub queue: u32,
+    /// Queue offset of the message.
+    pub offset: u64,
+    /// Delivery nonce.
+    pub nonce: u64,
+}
+
+impl Handle {
+    /// The handle as sent to clients.
+    pub fn encode(&self) -> String {
+        format!("r1:{}:{}:{:x}", self.queue, self.offset, self.nonce)
+    }
+
+    /// Parses a handle made by [`Handle::encode`].
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.strip_prefix("r1:")?.split(':');
+        let queue = parts.next()?.parse().ok()?;
+        let offset = parts.next()?.parse().ok()?;
+        let nonce = u64::from_str_radix(parts.next()?, 16).ok()?;
+        parts.next().is_none().then_some(Self { queue, offset, nonce })
+    }
+}
+
+/// Why an acknowledgement or visibility change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleError {
+    /// The handle is not one of ours.
+    Malformed,
+    /// The message was acknowledged, redelivered or changed since.
+    Stale,
+}
+
+impl PopState {
+    /// A state whose nonces start at `seed` (use the clock, so handles from
+    /// before a restart never match).
+    pub fn new(seed: u64) -> Self {
+        Self { queues: Mutex::new(HashMap::new()), nonce: AtomicU64::new(seed) }
+    }
+
+    fn next_nonce(&self) -> u64 {
+        self.nonce.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the state of `key`, creating it with `init` (the committed
+    /// offset to start from) when it is new.
+    pub fn with<R>(&self, key: &StateKey, init: impl FnOnce() -> u64, f: impl FnOnce(&mut QueueState) -> R) -> R {
+        let mut queues = self.queues.lock();
+        let state = queues.entry(key.clone()).or_insert_with(|| QueueState { next: init(), inflight: BTreeMap::new() });
+        f(state)
+    }
+
+    /// Marks `offset` in flight until `deadline`; returns its handle and attempt.
+    pub fn deliver(&self, state: &mut QueueState, queue: u32, offset: u64, deadline: i64) -> (Handle, i32) {
+        let nonce = self.next_nonce();
+        let attempt = state.inflight.get(&offset).map_or(1, |f| f.attempt + 1);
+        state.inflight.insert(offset, InFlight { deadline, attempt, nonce });
+        (Handle { queue, offset, nonce }, attempt)
+    }
+
+    /// In-flight offsets whose deadline passed, oldest first, at most `max`.
+    pub fn expired(state: &QueueState, now: i64, max: usize) -> Vec<u64> {
+        state.inflight.iter().filter(|(_, f)| f.deadline <= now).map(|(o, _)| *o).take(max).collect()
+    }
+
+    /// Acknowledges the message a handle names; returns the new committed offset.
+    pub fn ack(state: &mut QueueState, handle: Handle) -> Result<u64, HandleError> {
+        match state.inflight.get(&handle.offset) {
+            Some(f) if f.nonce == handle.nonce => {
+                state.inflight.remove(&handle.offset);
+                Ok(state.committed())
+            }
+            _ => Err(HandleError::Stale),
+        }
+    }
+
+    /// Moves a message's visibility deadline; returns the new handle.
+    pub fn change(&self, state: &mut QueueState, handle: Handle, deadline: i64) -> Result<Handle, HandleError> {
+        match state.inflight.get_mut(&handle.offset) {
+            Some(f) if f.nonce == handle.nonce => {
+                f.nonce = self.next_nonce();
+                f.deadline = deadline;
+                Ok(Handle { nonce: f.nonce, ..handle })
+            }
+            _ => Err(HandleError::Stale),
+        }
+    }
+
+    /// Forgets all state of a group (e.g. after an offset reset).
+    pub fn forget_group(&self, group: &str) {
+        self.queues.lock().retain(|(g, _, _), _| g != group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_round_trip_and_reject_garbage() {
+        let h = Handle { queue: 3, offset: 42, nonce: 0xdead };
+        assert_eq!(Handle::parse(&h.encode()), Some(h));
+        for bad in ["", "r1:", "r1:x:1:2", "r1:1:2", "r1:1:2:3:4", "r2:1:2:3"] {
+            assert_eq!(Handle::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn acks_commit_the_lowest_open_offset_and_stale_handles_fail() {
+        let pop = PopState::new(1);
+        let key = ("g".to_owned(), "t".to_owned(), 0);
+        pop.with(
+            &key,
+            || 10,
+            |s| {
+                let (h10, a) = pop.deliver(s, 0, 10, 100);
+                assert_eq!(a, 1);
+                let (h11, _) = pop.deliver(s, 0, 11, 100);
+                s.next = 12;
+                assert_eq!(s.committed(), 10);
+                assert_eq!(PopState::ack(s, h11), Ok(10));
+                assert_eq!(PopState::ack(s, h11), Err(HandleError::Stale), "acked twice");
+                // Redelivery after expiry invalidates the old handle.
+                assert_eq!(PopState::expired(s, 100, 10), vec![10]);
+                let (h10b, attempt) = pop.deliver(s, 0, 10, 200);
+                assert_eq!(attempt, 2);
+                assert_eq!(PopState::ack(s, h10), Err(HandleError::Stale));
+                let moved = pop.change(s, h10b, 300).unwrap();
+                assert_eq!(PopState::ack(s, h10b), Err(HandleError::Stale));
+                assert_eq!(PopState::ack(s, moved), Ok(12));
+            },
+        );
+    }
+}

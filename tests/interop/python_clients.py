@@ -1,0 +1,141 @@
+"""Interop check of Rill against the official RocketMQ 5 Python client.
+
+Run by tests/interop_python.rs against a `rill standalone` it started:
+
+    python python_clients.py send ENDPOINT TOPIC COUNT [FIRST_INDEX]
+    python python_clients.py simple ENDPOINT TOPIC GROUP TAG_EXPRESSION EXPECTED
+    python python_clients.py push ENDPOINT TOPIC GROUP TAG_EXPRESSION EXPECTED
+
+`send` sends COUNT messages, alternating tags TagA/TagB, with keys and a user
+property, and prints one line per message: `SENT <index> <message id>`.
+`simple` and `push` consume with a new group until EXPECTED messages arrived
+(acknowledging each) and print `GOT <index> <tag> <message id>` per message;
+they exit non-zero on a timeout or a message that does not match the filter.
+"""
+
+import sys
+import threading
+import time
+
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+
+DEADLINE_SECONDS = 60
+
+
+def config(endpoint):
+    return ClientConfiguration(endpoint, Credentials())
+
+
+def body(i):
+    return f"order-{i}".encode()
+
+
+def tag_of(i):
+    return "TagA" if i % 2 == 0 else "TagB"
+
+
+def check(msg, tag_expression):
+    text = msg.body.decode()
+    if not text.startswith("order-"):
+        raise SystemExit(f"unexpected body {text!r}")
+    i = int(text.split("-")[1])
+    if msg.tag != tag_of(i):
+        raise SystemExit(f"message {i} has tag {msg.tag!r}, expected {tag_of(i)!r}")
+    if tag_expression != "*" and msg.tag not in [t.strip() for t in tag_expression.split("||")]:
+        raise SystemExit(f"message {i} with tag {msg.tag!r} does not match {tag_expression!r}")
+    if list(msg.keys) != [f"key-{i}"]:
+        raise SystemExit(f"message {i} has keys {msg.keys!r}")
+    if msg.properties.get("shop") != f"shop-{i % 3}":
+        raise SystemExit(f"message {i} has properties {msg.properties!r}")
+    return i
+
+
+def send(endpoint, topic, count, first=0):
+    producer = Producer(config(endpoint), (topic,))
+    producer.startup()
+    try:
+        for i in range(first, first + count):
+            msg = Message()
+            msg.topic = topic
+            msg.body = body(i)
+            msg.tag = tag_of(i)
+            msg.keys = f"key-{i}"
+            msg.add_property("shop", f"shop-{i % 3}")
+            receipt = producer.send(msg)
+            print(f"SENT {i} {receipt.message_id}", flush=True)
+    finally:
+        producer.shutdown()
+
+
+def simple(endpoint, topic, group, tag_expression, expected):
+    consumer = SimpleConsumer(config(endpoint), group, {topic: FilterExpression(tag_expression)}, await_duration=3)
+    consumer.startup()
+    seen = set()
+    deadline = time.time() + DEADLINE_SECONDS
+    try:
+        while len(seen) < expected:
+            if time.time() > deadline:
+                raise SystemExit(f"timed out with {len(seen)} of {expected} messages")
+            for msg in consumer.receive(16, 15):
+                i = check(msg, tag_expression)
+                consumer.ack(msg)
+                if i not in seen:
+                    seen.add(i)
+                    print(f"GOT {i} {msg.tag} {msg.message_id}", flush=True)
+    finally:
+        consumer.shutdown()
+
+
+class Collect(MessageListener):
+    def __init__(self, tag_expression, expected):
+        self.tag_expression = tag_expression
+        self.expected = expected
+        self.seen = set()
+        self.error = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def consume(self, message):
+        try:
+            i = check(message, self.tag_expression)
+        except SystemExit as e:
+            self.error = str(e)
+            self.done.set()
+            return ConsumeResult.SUCCESS
+        with self.lock:
+            if i not in self.seen:
+                self.seen.add(i)
+                print(f"GOT {i} {message.tag} {message.message_id}", flush=True)
+            if len(self.seen) >= self.expected:
+                self.done.set()
+        return ConsumeResult.SUCCESS
+
+
+def push(endpoint, topic, group, tag_expression, expected):
+    listener = Collect(tag_expression, expected)
+    consumer = PushConsumer(config(endpoint), group, listener, {topic: FilterExpression(tag_expression)})
+    consumer.startup()
+    try:
+        if not listener.done.wait(DEADLINE_SECONDS):
+            raise SystemExit(f"timed out with {len(listener.seen)} of {expected} messages")
+        if listener.error:
+            raise SystemExit(listener.error)
+    finally:
+        consumer.shutdown()
+
+
+def main(argv):
+    mode = argv[1]
+    if mode == "send":
+        send(argv[2], argv[3], int(argv[4]), int(argv[5]) if len(argv) > 5 else 0)
+    elif mode == "simple":
+        simple(argv[2], argv[3], argv[4], argv[5], int(argv[6]))
+    elif mode == "push":
+        push(argv[2], argv[3], argv[4], argv[5], int(argv[6]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
