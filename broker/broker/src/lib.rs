@@ -159,6 +159,8 @@ pub struct Broker {
     pop: PopState,
     round_robin: AtomicU32,
     clock: Arc<dyn Clock>,
+    /// Receives currently parked in a long poll.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Broker {
@@ -166,7 +168,20 @@ impl Broker {
     pub fn new(store: Store, meta: MetaStore, config: BrokerConfig) -> Arc<Self> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let seed = (clock.now_millis() as u64) << 16;
-        Arc::new(Self { store, meta, config, pop: PopState::new(seed), round_robin: AtomicU32::new(0), clock })
+        Arc::new(Self {
+            store,
+            meta,
+            config,
+            pop: PopState::new(seed),
+            round_robin: AtomicU32::new(0),
+            clock,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Receives currently waiting in a long poll (a gauge for operators and tests).
+    pub fn waiting_receives(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// The configuration.
@@ -219,10 +234,14 @@ impl Broker {
         let limits = Limits { max_body_size: self.config.max_body_size };
         let stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
         let id = stored.properties.unique_id().unwrap_or_default().to_owned();
-        let appended = self.store.append(stored).await.map_err(|e| {
+        let internal = |e: rill_store::Error| {
             tracing::error!(topic = name, error = %e, "cannot store message");
             Rejection::new(Code::InternalServerError, format!("cannot store the message: {e}"))
-        })?;
+        };
+        let appended = self.store.append(stored).await.map_err(internal)?;
+        // Answer once consumers can see the message: a receive that follows
+        // a successful send finds it (the dispatcher is microseconds behind).
+        self.store.wait_dispatched(appended.end()).await.map_err(internal)?;
         Ok((id, appended.queue_offset as i64))
     }
 
@@ -247,7 +266,9 @@ impl Broker {
                 return Ok(got);
             }
             // New messages wake us at once; expired invisibility is noticed within a second.
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), dispatched.changed()).await;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
