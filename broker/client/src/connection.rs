@@ -1,0 +1,252 @@
+//! Client settings, the gRPC channel, request headers and signing, and the
+//! Telemetry stream that announces a client's settings to the broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rill_proto::v2;
+use rill_proto::v2::messaging_service_client::MessagingServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Error, Result};
+
+/// An access key and its secret, for brokers with ACL on.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Access key (sent in the clear).
+    pub access_key: String,
+    /// Secret key (only used to sign).
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("access_key", &self.access_key).finish_non_exhaustive()
+    }
+}
+
+/// Where and how a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port`, several separated by `;` (load-balanced).
+    pub endpoints: String,
+    /// Namespace isolating topics and groups (empty: none).
+    pub namespace: String,
+    /// Credentials for brokers with ACL on.
+    pub credentials: Option<Credentials>,
+    /// Timeout of each request.
+    pub request_timeout: Duration,
+    /// Identifies this client process to the broker.
+    pub client_id: String,
+}
+
+impl ClientConfig {
+    /// Settings for `endpoints` with defaults (3 s timeout, no namespace).
+    pub fn new(endpoints: impl Into<String>) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "rill".into());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self {
+            endpoints: endpoints.into(),
+            namespace: String::new(),
+            credentials: None,
+            request_timeout: Duration::from_secs(3),
+            client_id: format!("{host}@{}@{nanos:x}", std::process::id()),
+        }
+    }
+
+    /// Sets the namespace.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets credentials.
+    pub fn with_credentials(mut self, access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        self.credentials = Some(Credentials { access_key: access_key.into(), secret_key: secret_key.into() });
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    fn addresses(&self) -> Result<Vec<(String, u16)>> {
+        self.endpoints
+            .split(';')
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                let e = e.trim();
+                let (host, port) =
+                    e.rsplit_once(':').ok_or_else(|| Error::Config(format!("endpoint {e:?} is not host:port")))?;
+                let port = port.parse().map_err(|_| Error::Config(format!("endpoint {e:?} has a bad port")))?;
+                Ok((host.trim_matches(['[', ']']).to_owned(), port))
+            })
+            .collect::<Result<Vec<_>>>()
+            .and_then(|a| if a.is_empty() { Err(Error::Config("no endpoints given".into())) } else { Ok(a) })
+    }
+}
+
+/// A connection to a broker (or a load-balanced set of them).
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub config: Arc<ClientConfig>,
+    pub rpc: MessagingServiceClient<Channel>,
+    pub access_point: v2::Endpoints,
+}
+
+impl Connection {
+    /// Builds the channel; it connects lazily and reconnects by itself.
+    pub fn open(config: ClientConfig) -> Result<Self> {
+        let addresses = config.addresses()?;
+        let mut endpoints = Vec::new();
+        for (host, port) in &addresses {
+            let uri =
+                if host.contains(':') { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
+            let endpoint = Endpoint::from_shared(uri.clone())
+                .map_err(|source| Error::Connect { endpoint: uri.clone(), source })?
+                .connect_timeout(config.request_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30));
+            endpoints.push(endpoint);
+        }
+        let channel = Channel::balance_list(endpoints.into_iter());
+        let scheme = match addresses[0].0.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => v2::AddressScheme::IPv4,
+            Ok(std::net::IpAddr::V6(_)) => v2::AddressScheme::IPv6,
+            Err(_) => v2::AddressScheme::DomainName,
+        };
+        let access_point = v2::Endpoints {
+            scheme: scheme as i32,
+            addresses: addresses.iter().map(|(h, p)| v2::Address { host: h.clone(), port: i32::from(*p) }).collect(),
+        };
+        let rpc = MessagingServiceClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        Ok(Self { config: Arc::new(config), rpc, access_point })
+    }
+
+    /// A resource in this client's namespace.
+    pub fn resource(&self, name: &str) -> v2::Resource {
+        v2::Resource { resource_namespace: self.config.namespace.clone(), name: name.to_owned() }
+    }
+
+    /// Wraps `msg` with the protocol headers, signature and timeout.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(self.config.request_timeout);
+        let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let md = req.metadata_mut();
+        let mut put = |k: &'static str, v: &str| {
+            if let Ok(v) = v.parse() {
+                md.insert(k, v);
+            }
+        };
+        put("x-mq-client-id", &self.config.client_id);
+        put("x-mq-language", "RUST");
+        put("x-mq-client-version", env!("CARGO_PKG_VERSION"));
+        put("x-mq-protocol", "v2");
+        put("x-mq-date-time", &date);
+        put("x-mq-namespace", &self.config.namespace);
+        if let Some(c) = &self.config.credentials {
+            put("authorization", &sign(c, &date));
+        }
+        req
+    }
+
+    /// Opens the Telemetry stream, announces `settings`, and waits for the
+    /// broker's reply (its view of the settings). The stream stays open in
+    /// the background for later server commands.
+    pub async fn announce(&self, settings: v2::Settings) -> Result<v2::Settings> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let hello =
+            v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(settings)) };
+        tx.send(hello).await.map_err(|_| Error::Config("telemetry channel closed".into()))?;
+        let mut rpc = self.rpc.clone();
+        let mut request = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // The stream lives as long as the client; only the first reply is timed.
+        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+        let mut replies =
+            rpc.telemetry(request).await.map_err(|source| Error::Rpc { rpc: "Telemetry", source })?.into_inner();
+        let first = tokio::time::timeout(self.config.request_timeout, replies.message())
+            .await
+            .map_err(|_| Error::Rpc {
+                rpc: "Telemetry",
+                source: tonic::Status::deadline_exceeded("no settings reply"),
+            })?
+            .map_err(|source| Error::Rpc { rpc: "Telemetry", source })?;
+        let reply = first.ok_or_else(|| Error::Broker {
+            rpc: "Telemetry",
+            code: 0,
+            message: "the broker closed the telemetry stream".into(),
+        })?;
+        if reply.status.is_some() {
+            crate::check("Telemetry", reply.status.clone())?;
+        }
+        tokio::spawn(async move {
+            // Keep the sender alive (closing it would end the stream) and
+            // drain server commands; transactions will handle them here.
+            let _keep = tx;
+            while let Ok(Some(cmd)) = replies.message().await {
+                tracing::debug!(?cmd, "telemetry command from the broker");
+            }
+        });
+        match reply.command {
+            Some(v2::telemetry_command::Command::Settings(s)) => Ok(s),
+            _ => Err(Error::Broker { rpc: "Telemetry", code: 0, message: "the first reply held no settings".into() }),
+        }
+    }
+
+    /// The user agent announced in settings.
+    pub fn user_agent() -> v2::Ua {
+        v2::Ua {
+            language: v2::Language::Rust as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            platform: std::env::consts::OS.into(),
+            hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+        }
+    }
+}
+
+/// `MQv2-HMAC-SHA1` authorization header value for `date`.
+pub(crate) fn sign(c: &Credentials, date: &str) -> String {
+    use std::fmt::Write;
+    let signature = match Hmac::<sha1::Sha1>::new_from_slice(c.secret_key.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(date.as_bytes());
+            mac.finalize().into_bytes().iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        }
+        Err(_) => String::new(),
+    };
+    format!("MQv2-HMAC-SHA1 Credential={}, SignedHeaders=x-mq-date-time, Signature={signature}", c.access_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_bad_ones_are_named() {
+        let c = ClientConfig::new("127.0.0.1:8081; example.org:9876");
+        assert_eq!(c.addresses().unwrap(), vec![("127.0.0.1".into(), 8081), ("example.org".into(), 9876)]);
+        assert!(ClientConfig::new("nope").addresses().unwrap_err().to_string().contains("nope"));
+        assert!(ClientConfig::new("").addresses().is_err());
+        assert_eq!(ClientConfig::new("[::1]:81").addresses().unwrap(), vec![("::1".into(), 81)]);
+    }
+
+    #[test]
+    fn signature_is_hmac_sha1_of_the_date() {
+        let c = Credentials { access_key: "AK".into(), secret_key: "key".into() };
+        // HMAC-SHA1("key", "The quick brown fox jumps over the lazy dog") from RFC 2104 test vectors.
+        let h = sign(&c, "The quick brown fox jumps over the lazy dog");
+        assert_eq!(
+            h,
+            "MQv2-HMAC-SHA1 Credential=AK, SignedHeaders=x-mq-date-time, Signature=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
+    }
+}

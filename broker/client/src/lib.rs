@@ -1,0 +1,103 @@
+//! Rust client for Rill — and for any RocketMQ 5 gRPC endpoint — over the
+//! `apache.rocketmq.v2` protocol: a [`Producer`], a [`SimpleConsumer`]
+//! (receive / ack / change invisible duration) and a [`PushConsumer`]
+//! (a listener called with bounded concurrency).
+//!
+//! This crate is the only way the streams runtime and the connectors touch
+//! a broker. It depends on the protocol crate only, never on broker
+//! internals.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rill_client::Error> {
+//! use rill_client::{ClientConfig, Message, Producer};
+//!
+//! let producer = Producer::connect(ClientConfig::new("127.0.0.1:8081")).await?;
+//! let receipt = producer.send(Message::new("orders", "hello").with_tag("created")).await?;
+//! println!("stored as {} at offset {}", receipt.message_id, receipt.offset);
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod consumer;
+mod message;
+mod producer;
+
+pub use connection::{ClientConfig, Credentials};
+pub use consumer::{ConsumeError, FilterExpression, PushConsumer, SimpleConsumer};
+pub use message::{Message, ReceivedMessage, SendReceipt};
+pub use producer::Producer;
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    /// The connection could not be set up.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The RPC itself failed (network, timeout, server crash).
+    #[error("{rpc} failed: {source}")]
+    Rpc {
+        /// Which call.
+        rpc: &'static str,
+        /// gRPC status.
+        #[source]
+        source: tonic::Status,
+    },
+    /// The broker refused the request.
+    #[error("{rpc} refused by the broker: {code:?} ({message})")]
+    Broker {
+        /// Which call.
+        rpc: &'static str,
+        /// Protocol code (as received; unknown codes keep their number).
+        code: i32,
+        /// The broker's explanation.
+        message: String,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The protocol code of a broker refusal.
+    pub fn code(&self) -> Option<rill_proto::v2::Code> {
+        match self {
+            Error::Broker { code, .. } => rill_proto::v2::Code::try_from(*code).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again may succeed (transport trouble, overload).
+    pub fn is_retryable(&self) -> bool {
+        use rill_proto::v2::Code;
+        match self {
+            Error::Rpc { source, .. } => matches!(
+                source.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+            ),
+            Error::Broker { code, .. } => matches!(
+                Code::try_from(*code),
+                Ok(Code::TooManyRequests | Code::InternalServerError | Code::ProxyTimeout | Code::RequestTimeout)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Turns a reply's status into a result.
+pub(crate) fn check(rpc: &'static str, status: Option<rill_proto::v2::Status>) -> Result<()> {
+    match status {
+        Some(s) if s.code == rill_proto::v2::Code::Ok as i32 => Ok(()),
+        Some(s) => Err(Error::Broker { rpc, code: s.code, message: s.message }),
+        None => Err(Error::Broker { rpc, code: 0, message: "the reply carried no status".into() }),
+    }
+}

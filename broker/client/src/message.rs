@@ -1,0 +1,158 @@
+//! Messages as users build and receive them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_proto::v2;
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Destination topic.
+    pub topic: String,
+    /// Payload.
+    pub body: Bytes,
+    /// Tag (sub-type), used by consumers' filters.
+    pub tag: Option<String>,
+    /// Business keys, queryable on the broker.
+    pub keys: Vec<String>,
+    /// User properties.
+    pub properties: HashMap<String, String>,
+    /// Message group: messages of one group are delivered in order (FIFO topics).
+    pub message_group: Option<String>,
+}
+
+impl Message {
+    /// A message with a body and nothing else.
+    pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            body: body.into(),
+            tag: None,
+            keys: Vec::new(),
+            properties: HashMap::new(),
+            message_group: None,
+        }
+    }
+
+    /// Sets the tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Adds a business key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.keys.push(key.into());
+        self
+    }
+
+    /// Adds a user property.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the message group.
+    pub fn with_message_group(mut self, group: impl Into<String>) -> Self {
+        self.message_group = Some(group.into());
+        self
+    }
+
+    /// The wire form, with a fresh message id.
+    pub(crate) fn to_wire(&self, namespace: &str, message_id: String) -> v2::Message {
+        let message_type = if self.message_group.is_some() { v2::MessageType::Fifo } else { v2::MessageType::Normal };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        v2::Message {
+            topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: self.topic.clone() }),
+            user_properties: self.properties.clone(),
+            system_properties: Some(v2::SystemProperties {
+                tag: self.tag.clone(),
+                keys: self.keys.clone(),
+                message_id,
+                body_encoding: v2::Encoding::Identity as i32,
+                message_type: message_type as i32,
+                born_timestamp: Some(rill_proto::time::timestamp_from_millis(now)),
+                message_group: self.message_group.clone(),
+                ..Default::default()
+            }),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+/// What the broker answered to a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The message's id.
+    pub message_id: String,
+    /// Its offset in the queue it landed in.
+    pub offset: i64,
+}
+
+/// A message received by a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub body: Bytes,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Business keys.
+    pub keys: Vec<String>,
+    /// User properties.
+    pub properties: HashMap<String, String>,
+    /// Message id.
+    pub message_id: String,
+    /// Message group, if any.
+    pub message_group: Option<String>,
+    /// Queue it was stored in.
+    pub queue_id: i32,
+    /// Offset in that queue.
+    pub queue_offset: i64,
+    /// 1 on first delivery.
+    pub delivery_attempt: i32,
+    /// When the broker stored it (ms since the epoch).
+    pub store_timestamp: i64,
+    /// Handle for ack and change-invisible-duration.
+    pub receipt_handle: String,
+    /// How long it stays invisible after receipt.
+    pub invisible_duration: Option<Duration>,
+}
+
+impl ReceivedMessage {
+    pub(crate) fn from_wire(m: v2::Message) -> Self {
+        let sys = m.system_properties.unwrap_or_default();
+        Self {
+            topic: m.topic.map(|t| t.name).unwrap_or_default(),
+            body: Bytes::from(m.body),
+            tag: sys.tag,
+            keys: sys.keys,
+            properties: m.user_properties,
+            message_id: sys.message_id,
+            message_group: sys.message_group,
+            queue_id: sys.queue_id,
+            queue_offset: sys.queue_offset.unwrap_or(-1),
+            delivery_attempt: sys.delivery_attempt.unwrap_or(1),
+            store_timestamp: sys
+                .store_timestamp
+                .as_ref()
+                .and_then(|t| rill_proto::time::timestamp_to_millis(t).ok())
+                .unwrap_or(0),
+            receipt_handle: sys.receipt_handle.unwrap_or_default(),
+            invisible_duration: sys.invisible_duration.as_ref().and_then(|d| rill_proto::time::to_duration(d).ok()),
+        }
+    }
+}
+
+/// A message id in the shape the official clients use: version `01`, then
+/// upper-case hex of process, time and a counter.
+pub(crate) fn new_message_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("01{:08X}{:016X}{:08X}", std::process::id(), nanos as u64, COUNTER.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,160 @@
+//! The Rust client against an in-process Rill broker on a loopback port.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rill_broker::{Broker, BrokerConfig};
+use rill_client::{ClientConfig, ConsumeError, FilterExpression, Message, Producer, PushConsumer, SimpleConsumer};
+use rill_store::{MetaStore, Store, StoreConfig};
+
+struct Server {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path().join("data"));
+    cfg.segment_size = 8 << 20;
+    let store = Store::open(cfg).unwrap();
+    let meta = MetaStore::open(dir.path().join("data/meta")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, async move {
+        let _ = stopped.await;
+    }));
+    Server { endpoint: addr.to_string(), _dir: dir, _stop: stop }
+}
+
+fn subscription(topic: &str, filter: FilterExpression) -> HashMap<String, FilterExpression> {
+    [(topic.to_owned(), filter)].into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_consume_with_a_tag_filter_and_ack() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    for i in 0..10 {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let m = Message::new("numbers", format!("n{i}"))
+            .with_tag(tag)
+            .with_key(format!("k{i}"))
+            .with_property("i", i.to_string());
+        let receipt = producer.send(m).await.unwrap();
+        assert!(receipt.message_id.starts_with("01"));
+    }
+    let batch = producer.send_batch(vec![Message::new("numbers", "b1"), Message::new("numbers", "b2")]).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    let late = producer.send_async(Message::new("numbers", "async").with_tag("odd")).await.unwrap().unwrap();
+    assert!(!late.message_id.is_empty());
+
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "evens",
+        subscription("numbers", FilterExpression::Tag("even".into())),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    let mut seen = BTreeSet::new();
+    loop {
+        let got = consumer.receive(16, Duration::from_secs(30)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            assert_eq!(m.tag.as_deref(), Some("even"));
+            let i: usize = m.properties["i"].parse().unwrap();
+            assert_eq!(m.keys, vec![format!("k{i}")]);
+            assert_eq!(&m.body[..], format!("n{i}").as_bytes());
+            consumer.ack(&m).await.unwrap();
+            seen.insert(i);
+        }
+    }
+    assert_eq!(seen, (0..10).step_by(2).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extending_invisibility_retires_the_old_handle() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    producer.send(Message::new("t", "x")).await.unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "g",
+        subscription("t", FilterExpression::all()),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let mut m = consumer.receive(1, Duration::from_secs(30)).await.unwrap().pop().unwrap();
+    let old = m.clone();
+    consumer.change_invisible_duration(&mut m, Duration::from_secs(60)).await.unwrap();
+    let err = consumer.ack(&old).await.unwrap_err();
+    assert_eq!(err.code(), Some(rill_proto::v2::Code::InvalidReceiptHandle), "{err}");
+    consumer.ack(&m).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_listener_failures_and_panics_lead_to_redelivery() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    for i in 0..3 {
+        producer.send(Message::new("jobs", format!("job{i}"))).await.unwrap();
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counter = Arc::clone(&calls);
+    let consumer = PushConsumer::start(
+        ClientConfig::new(&s.endpoint),
+        "workers",
+        subscription("jobs", FilterExpression::all()),
+        4,
+        // Failed messages come back after one second.
+        Duration::from_secs(1),
+        move |m| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let done = done_tx.clone();
+            async move {
+                let body = String::from_utf8(m.body.to_vec()).unwrap();
+                if body == "job1" && m.delivery_attempt == 1 {
+                    return Err(ConsumeError("first try fails".into()));
+                }
+                if body == "job2" && m.delivery_attempt == 1 {
+                    panic!("listener bug on call {n}");
+                }
+                let _ = done.send((body, m.delivery_attempt));
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let mut finished = HashMap::new();
+    while finished.len() < 3 {
+        let (body, attempt) = tokio::time::timeout(Duration::from_secs(20), done_rx.recv()).await.unwrap().unwrap();
+        finished.insert(body, attempt);
+    }
+    consumer.shutdown();
+    assert_eq!(finished["job0"], 1);
+    assert_eq!(finished["job1"], 2, "an Err is redelivered");
+    assert_eq!(finished["job2"], 2, "a panic is redelivered");
+    assert!(calls.load(Ordering::SeqCst) >= 5);
+}
+
+#[tokio::test]
+async fn bad_configuration_and_refusals_are_clear() {
+    let err = Producer::connect(ClientConfig::new("no-port")).await.unwrap_err();
+    assert!(err.to_string().contains("no-port"), "{err}");
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let err = producer.send(Message::new("bad topic", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Some(rill_proto::v2::Code::IllegalTopic), "{err}");
+    assert!(!err.is_retryable());
+}
