@@ -12,6 +12,40 @@ use rill_bench::store::StoreBenchOptions;
 pub enum BenchCommand {
     /// CommitLog appends (async and sync flush, 1/4/16 writers) against raw disk writes.
     Store(StoreArgs),
+    /// Acknowledged 1 KiB publishes to Rill (async and sync flush) against NATS JetStream.
+    Produce(ProduceArgs),
+}
+
+/// Options of `rill bench produce`.
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Scratch directory for the broker's data (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Most messages per case.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// Publishes in flight (each waits for its acknowledgement).
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Client connections the in-flight publishes are spread over.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Time limit per case in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    max_seconds: f64,
+    /// NATS server with JetStream to compare with.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats_url: String,
+    /// Measure Rill only.
+    #[arg(long)]
+    skip_peer: bool,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench store`.
@@ -43,6 +77,27 @@ pub struct StoreArgs {
 /// Runs the chosen benchmark.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Produce(a) => {
+            let mut opts = rill_bench::produce::ProduceBenchOptions {
+                message_size: a.size,
+                messages: a.messages,
+                in_flight: a.in_flight,
+                producers: a.producers,
+                max_seconds: a.max_seconds,
+                nats_url: (!a.skip_peer).then_some(a.nats_url),
+                ..Default::default()
+            };
+            if let Some(dir) = a.dir {
+                opts.dir = dir.join(format!("rill-bench-produce-{}", std::process::id()));
+            }
+            let report = rill_bench::produce::run(&opts, &mut |step| eprintln!("[bench produce] {step} …"))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(())
+        }
         BenchCommand::Store(a) => {
             let mut opts = StoreBenchOptions {
                 message_size: a.size,

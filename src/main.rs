@@ -3,6 +3,11 @@
 //! This binary only parses the command line and configuration, sets up
 //! logging, and hands over to the library crates.
 
+/// mimalloc: many small, short-lived allocations on many threads (gRPC
+/// frames, messages) are much cheaper than with glibc's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod config;
 mod standalone;

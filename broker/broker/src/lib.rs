@@ -161,6 +161,8 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     /// Receives currently parked in a long poll.
     waiting: std::sync::atomic::AtomicUsize,
+    /// Set when the server stops: long polls return, telemetry streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Broker {
@@ -176,7 +178,19 @@ impl Broker {
             round_robin: AtomicU32::new(0),
             clock,
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Ends long polls and telemetry streams so that a graceful shutdown
+    /// does not wait for clients that never hang up.
+    pub fn stop_serving(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the broker stops serving.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Receives currently waiting in a long poll (a gauge for operators and tests).
@@ -258,16 +272,20 @@ impl Broker {
             .map_err(|e| Rejection::new(Code::IllegalConsumerGroup, e.to_string()))?;
         let deadline = Instant::now() + req.long_polling.min(self.config.max_long_polling);
         let mut dispatched = self.store.dispatch_watch();
+        let mut stopping = self.stopping();
         loop {
             dispatched.borrow_and_update();
             let got = self.try_receive(req, cfg.read_queues)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            if !got.is_empty() || left.is_zero() {
+            if !got.is_empty() || left.is_zero() || *stopping.borrow_and_update() {
                 return Ok(got);
             }
             // New messages wake us at once; expired invisibility is noticed within a second.
             self.waiting.fetch_add(1, Ordering::Relaxed);
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), dispatched.changed()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(left.min(Duration::from_secs(1)), dispatched.changed()) => {}
+                _ = stopping.changed() => {}
+            }
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -52,7 +52,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Replies are small and latency-bound: without TCP_NODELAY, Nagle's
+    // algorithm meets the peer's delayed ACK and stalls a reply for ~40 ms.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+        if let Ok(s) = &s
+            && let Err(e) = s.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        s
+    });
+    let stopper = Arc::clone(&broker);
+    let shutdown = async move {
+        shutdown.await;
+        // Streams that clients keep open would hold the graceful shutdown forever.
+        stopper.stop_serving();
+    };
     tonic::transport::Server::builder()
         .add_service(Service::new(broker).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -401,8 +416,16 @@ impl MessagingService for Service {
         let server = self.server_settings();
         let metric_endpoints = self.advertised();
         let broker = Arc::clone(&self.broker);
+        let mut stopping = self.broker.stopping();
         tokio::spawn(async move {
-            while let Ok(Some(cmd)) = inbound.message().await {
+            loop {
+                let cmd = tokio::select! {
+                    cmd = inbound.message() => match cmd {
+                        Ok(Some(cmd)) => cmd,
+                        _ => break,
+                    },
+                    _ = stopping.wait_for(|s| *s) => break,
+                };
                 let Some(v2::telemetry_command::Command::Settings(client)) = cmd.command else { continue };
                 let fifo = match &client.pub_sub {
                     Some(v2::settings::PubSub::Subscription(s)) => {

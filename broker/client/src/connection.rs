@@ -95,6 +95,24 @@ pub(crate) struct Connection {
     pub config: Arc<ClientConfig>,
     pub rpc: MessagingServiceClient<Channel>,
     pub access_point: v2::Endpoints,
+    /// Ends the Telemetry stream when the last clone of the client goes.
+    telemetry: Arc<telemetry_task::AbortOnDrop>,
+}
+
+mod telemetry_task {
+    /// Aborts a background task when dropped.
+    #[derive(Debug, Default)]
+    pub struct AbortOnDrop(pub std::sync::Mutex<Option<tokio::task::AbortHandle>>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            if let Ok(mut slot) = self.0.lock()
+                && let Some(h) = slot.take()
+            {
+                h.abort();
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -125,7 +143,7 @@ impl Connection {
         let rpc = MessagingServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        Ok(Self { config: Arc::new(config), rpc, access_point })
+        Ok(Self { config: Arc::new(config), rpc, access_point, telemetry: Arc::default() })
     }
 
     /// A resource in this client's namespace.
@@ -185,7 +203,7 @@ impl Connection {
         if reply.status.is_some() {
             crate::check("Telemetry", reply.status.clone())?;
         }
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             // Keep the sender alive (closing it would end the stream) and
             // drain server commands; transactions will handle them here.
             let _keep = tx;
@@ -193,6 +211,11 @@ impl Connection {
                 tracing::debug!(?cmd, "telemetry command from the broker");
             }
         });
+        if let Ok(mut slot) = self.telemetry.0.lock()
+            && let Some(old) = slot.replace(task.abort_handle())
+        {
+            old.abort();
+        }
         match reply.command {
             Some(v2::telemetry_command::Command::Settings(s)) => Ok(s),
             _ => Err(Error::Broker { rpc: "Telemetry", code: 0, message: "the first reply held no settings".into() }),
