@@ -13,6 +13,7 @@
 //! (rill-proto).
 
 pub mod convert;
+pub mod members;
 pub mod pop;
 pub mod service;
 pub mod settings;
@@ -69,6 +70,8 @@ pub struct BrokerConfig {
     pub max_retries: u32,
     /// Address recorded as the store host of messages.
     pub store_host: SocketAddr,
+    /// A client silent for longer than this leaves its groups.
+    pub client_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -82,6 +85,7 @@ impl Default for BrokerConfig {
             default_invisible: Duration::from_secs(60),
             max_retries: 16,
             store_host: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            client_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -163,12 +167,18 @@ pub struct Broker {
     waiting: std::sync::atomic::AtomicUsize,
     /// Set when the server stops: long polls return, telemetry streams end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Clients by group.
+    members: members::Members,
 }
 
 impl Broker {
     /// A broker over an open store and metadata.
     pub fn new(store: Store, meta: MetaStore, config: BrokerConfig) -> Arc<Self> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self::with_clock(store, meta, config, Arc::new(SystemClock))
+    }
+
+    /// [`Broker::new`] with an injected clock (visibility deadlines, membership).
+    pub fn with_clock(store: Store, meta: MetaStore, config: BrokerConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
         let seed = (clock.now_millis() as u64) << 16;
         Arc::new(Self {
             store,
@@ -179,7 +189,23 @@ impl Broker {
             clock,
             waiting: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
+            members: members::Members::default(),
         })
+    }
+
+    /// Records that a client of `group` is alive.
+    pub fn client_seen(&self, group: &str, client_id: &str, client_type: &str) {
+        self.members.seen(group, client_id, client_type, self.clock.now_millis());
+    }
+
+    /// Forgets a client that terminated.
+    pub fn client_left(&self, group: &str, client_id: &str) {
+        self.members.left(group, client_id);
+    }
+
+    /// The live members of a group.
+    pub fn group_members(&self, group: &str) -> Vec<members::Member> {
+        self.members.of_group(group, self.clock.now_millis(), self.config.client_timeout.as_millis() as i64)
     }
 
     /// Ends long polls and telemetry streams so that a graceful shutdown
@@ -270,6 +296,7 @@ impl Broker {
         let (_, cfg) = self.topic(&req.topic)?;
         rill_common::GroupName::new(&req.group)
             .map_err(|e| Rejection::new(Code::IllegalConsumerGroup, e.to_string()))?;
+        self.client_seen(&req.group, &req.client_id, "");
         let deadline = Instant::now() + req.long_polling.min(self.config.max_long_polling);
         let mut dispatched = self.store.dispatch_watch();
         let mut stopping = self.stopping();

@@ -162,8 +162,13 @@ impl MessagingService for Service {
 
     async fn heartbeat(
         &self,
-        _request: Request<v2::HeartbeatRequest>,
+        request: Request<v2::HeartbeatRequest>,
     ) -> Result<Response<v2::HeartbeatResponse>, Status> {
+        let client_id = header(&request, "x-mq-client-id");
+        let req = request.into_inner();
+        let (_, group) = resource_name(&req.group);
+        let kind = v2::ClientType::try_from(req.client_type).map_or("", |t| t.as_str_name());
+        self.broker.client_seen(group, &client_id, kind);
         Ok(Response::new(v2::HeartbeatResponse { status: Some(status::ok()) }))
     }
 
@@ -427,6 +432,11 @@ impl MessagingService for Service {
                     _ = stopping.wait_for(|s| *s) => break,
                 };
                 let Some(v2::telemetry_command::Command::Settings(client)) = cmd.command else { continue };
+                if let Some(v2::settings::PubSub::Subscription(s)) = &client.pub_sub {
+                    let group = s.group.as_ref().map_or("", |g| g.name.as_str());
+                    let kind = client.client_type.and_then(|t| v2::ClientType::try_from(t).ok());
+                    broker.client_seen(group, &client_id, kind.map_or("", |t| t.as_str_name()));
+                }
                 let fifo = match &client.pub_sub {
                     Some(v2::settings::PubSub::Subscription(s)) => {
                         s.group.as_ref().and_then(|g| broker.meta().group(&g.name)).is_some_and(|g| g.fifo)
@@ -453,8 +463,11 @@ impl MessagingService for Service {
 
     async fn notify_client_termination(
         &self,
-        _request: Request<v2::NotifyClientTerminationRequest>,
+        request: Request<v2::NotifyClientTerminationRequest>,
     ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
+        let client_id = header(&request, "x-mq-client-id");
+        let (_, group) = resource_name(&request.get_ref().group);
+        self.broker.client_left(group, &client_id);
         Ok(Response::new(v2::NotifyClientTerminationResponse { status: Some(status::ok()) }))
     }
 

@@ -270,3 +270,65 @@ async fn routes_echo_the_access_point_and_telemetry_completes_settings() {
     assert_eq!(p.max_body_size, 4 * 1024 * 1024);
     assert!(s.backoff_policy.is_some() && s.metric.is_some());
 }
+
+fn as_client<T>(client_id: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("x-mq-client-id", client_id.parse().unwrap());
+    r
+}
+
+async fn receive_as(c: &mut MessagingServiceClient<Channel>, client_id: &str, group: &str, topic: &str) -> Vec<String> {
+    use tokio_stream::StreamExt;
+    let req = v2::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(v2::MessageQueue { topic: resource(topic), id: -1, ..Default::default() }),
+        filter_expression: None,
+        batch_size: 32,
+        invisible_duration: Some(rill_proto::time::from_duration(Duration::from_secs(60))),
+        auto_renew: false,
+        long_polling_timeout: Some(rill_proto::time::from_duration(Duration::from_millis(300))),
+        attempt_id: None,
+    };
+    let mut stream = c.receive_message(as_client(client_id, req)).await.unwrap().into_inner();
+    let mut bodies = Vec::new();
+    while let Some(item) = stream.next().await {
+        if let Some(v2::receive_message_response::Content::Message(m)) = item.unwrap().content {
+            bodies.push(String::from_utf8(m.body).unwrap());
+        }
+    }
+    bodies.sort();
+    bodies
+}
+
+#[tokio::test]
+async fn broadcast_groups_give_every_member_everything_clustering_groups_share() {
+    let mut s = server(BrokerConfig::default()).await;
+    let c = &mut s.client;
+    let mut bcast = rill_store::GroupConfig::new("bcast");
+    bcast.broadcast = true;
+    s.broker.meta().put_group(bcast).unwrap();
+    send(c, vec![message("t", "A", "m1"), message("t", "A", "m2")]).await;
+    assert_eq!(receive_as(c, "c1", "bcast", "t").await, ["m1", "m2"]);
+    assert_eq!(receive_as(c, "c2", "bcast", "t").await, ["m1", "m2"], "every broadcast member gets everything");
+    let first = receive_as(c, "c1", "shared", "t").await;
+    let second = receive_as(c, "c2", "shared", "t").await;
+    assert_eq!(first.len() + second.len(), 2, "clustering members share the messages: {first:?} {second:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_make_members_and_termination_removes_them() {
+    let mut s = server(BrokerConfig::default()).await;
+    let c = &mut s.client;
+    for id in ["c1", "c2"] {
+        let hb = v2::HeartbeatRequest { group: resource("g"), client_type: v2::ClientType::PushConsumer as i32 };
+        let reply = c.heartbeat(as_client(id, hb)).await.unwrap().into_inner();
+        assert_eq!(reply.status.unwrap().code, Code::Ok as i32);
+    }
+    let members = s.broker.group_members("g");
+    assert_eq!(members.iter().map(|m| m.client_id.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+    assert_eq!(members[0].client_type, "PUSH_CONSUMER");
+    c.notify_client_termination(as_client("c1", v2::NotifyClientTerminationRequest { group: resource("g") }))
+        .await
+        .unwrap();
+    assert_eq!(s.broker.group_members("g").len(), 1);
+}
