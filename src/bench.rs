@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use rill_bench::store::StoreBenchOptions;
+use rill_bench::produce::ProduceBenchReport;
+use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
@@ -91,12 +92,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 opts.dir = dir.join(format!("rill-bench-produce-{}", std::process::id()));
             }
             let report = rill_bench::produce::run(&opts, &mut |step| eprintln!("[bench produce] {step} …"))?;
-            if a.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(())
+            emit(&report, a.json, ProduceBenchReport::to_table)
         }
         BenchCommand::Store(a) => {
             let mut opts = StoreBenchOptions {
@@ -111,12 +107,17 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 opts.dir = dir.join(format!("rill-bench-store-{}", std::process::id()));
             }
             let report = rill_bench::store::run(&opts, &mut |step| eprintln!("[bench store] {step} …"))?;
-            if a.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_table());
-            }
-            Ok(())
+            emit(&report, a.json, StoreBenchReport::to_table)
         }
     }
+}
+
+/// Prints a report: one JSON object, or the table for people.
+fn emit<R: serde::Serialize>(report: &R, json: bool, table: fn(&R) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", table(report));
+    }
+    Ok(())
 }

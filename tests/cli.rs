@@ -144,3 +144,30 @@ fn a_data_directory_without_permission_is_named_in_the_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Permission denied") && err.contains(&data.display().to_string()), "{err}");
 }
+
+#[test]
+fn bench_produce_compares_rill_with_nats_jetstream() {
+    // The machine runs NATS with JetStream on 127.0.0.1:4222.
+    if std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but NATS is not running on 127.0.0.1:4222");
+        eprintln!("\n*** SKIPPED bench produce: no NATS server on 127.0.0.1:4222 ***\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "produce", "--json", "--messages", "2000", "--in-flight", "16", "--producers", "2"])
+        .args(["--max-seconds", "5", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let systems: Vec<&str> = cases.iter().map(|c| c["system"].as_str().unwrap()).collect();
+    assert_eq!(systems, ["rill async flush", "rill sync flush", "nats jetstream (file)"]);
+    for c in cases {
+        assert_eq!(c["messages"], 2000, "{c}");
+        assert!(c["ratio_vs_jetstream"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["msgs_per_sec_per_core"].as_f64().unwrap() > 0.0, "{c}");
+    }
+}
