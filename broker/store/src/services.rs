@@ -246,6 +246,14 @@ fn dispatcher(inner: Arc<Inner>) {
 
 fn publish(inner: &Inner, next: u64) {
     inner.dispatched.store(next, Ordering::Release);
+    let ready = {
+        let mut waiters = inner.dispatch_waiters.lock();
+        let later = waiters.split_off(&(next + 1));
+        std::mem::replace(&mut *waiters, later)
+    };
+    for tx in ready.into_values().flatten() {
+        let _ = tx.send(());
+    }
     inner.dispatch_tx.send_if_modified(|d| {
         let moved = next > *d;
         *d = next;

@@ -124,6 +124,10 @@ pub(crate) struct Inner {
     pub checkpoint: CheckpointFile,
     pub dispatched: AtomicU64,
     pub dispatch_tx: watch::Sender<u64>,
+    /// Appends waiting until the dispatcher passes their offset, by offset.
+    /// Each is woken exactly once (a `watch` would wake all of them at every
+    /// step of the dispatcher).
+    pub dispatch_waiters: Mutex<std::collections::BTreeMap<u64, Vec<tokio::sync::oneshot::Sender<()>>>>,
     /// Wakes appends waiting for a flush; see [`Store::wait_flushed`].
     pub flush_done: Notify,
     /// Set by the flusher before it wakes one waiter, which then wakes the rest.
@@ -182,6 +186,8 @@ impl Handle {
         }
         inner.stopped.store(true, Ordering::Release);
         inner.flush_done.notify_waiters();
+        // Whoever still waits for dispatch will not get it now.
+        inner.dispatch_waiters.lock().clear();
     }
 }
 
@@ -293,6 +299,7 @@ impl Store {
             checkpoint,
             dispatched: AtomicU64::new(0),
             dispatch_tx,
+            dispatch_waiters: Mutex::new(std::collections::BTreeMap::new()),
             flush_done: Notify::new(),
             flush_relay: AtomicBool::new(false),
             flush_failure: Mutex::new(None),
@@ -408,8 +415,24 @@ impl Store {
 
     /// Waits until queues and index include everything below `offset`.
     pub async fn wait_dispatched(&self, offset: u64) -> Result<()> {
-        let mut rx = self.handle.inner.dispatch_tx.subscribe();
-        rx.wait_for(|d| *d >= offset).await.map(|_| ()).map_err(|_| Error::Closed)
+        let inner = &self.handle.inner;
+        if inner.dispatched.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut waiters = inner.dispatch_waiters.lock();
+            // Checked under the lock the dispatcher takes after moving the
+            // offset, so the wake-up cannot be missed.
+            if inner.dispatched.load(Ordering::Acquire) >= offset {
+                return Ok(());
+            }
+            if inner.threads_stopped() {
+                return Err(Error::Closed);
+            }
+            waiters.entry(offset).or_default().push(tx);
+        }
+        rx.await.map_err(|_| Error::Closed)
     }
 
     /// A receiver of the dispatched offset, for long-polling consumers.
