@@ -332,3 +332,46 @@ async fn heartbeats_make_members_and_termination_removes_them() {
         .unwrap();
     assert_eq!(s.broker.group_members("g").len(), 1);
 }
+
+#[tokio::test]
+async fn garbage_and_hostile_requests_do_not_hurt_the_broker() {
+    use tokio::io::AsyncWriteExt;
+    let mut s = server(BrokerConfig::default()).await;
+    let addr = s.broker.config().store_host;
+    // Bytes that are not HTTP/2 at all, then a connection that hangs up mid-preface.
+    for junk in [vec![0xFFu8; 4096], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x40\x04".to_vec()] {
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = raw.write_all(&junk).await;
+        drop(raw);
+    }
+    let c = &mut s.client;
+    // Thousands of invalid messages in one request: one status each, no crash.
+    let bad: Vec<v2::Message> = (0..5000).map(|_| message("", "A", "x")).collect();
+    let reply = send(c, bad).await;
+    assert_eq!(reply.entries.len(), 5000);
+    assert!(reply.entries.iter().all(|e| e.status.as_ref().unwrap().code == Code::IllegalTopic as i32));
+    // Nonsense numbers in a receive.
+    let req = v2::ReceiveMessageRequest {
+        group: resource("g"),
+        message_queue: Some(v2::MessageQueue { topic: resource("t"), id: i32::MIN, ..Default::default() }),
+        filter_expression: None,
+        batch_size: i32::MAX,
+        invisible_duration: Some(prost_types::Duration { seconds: -5, nanos: 0 }),
+        auto_renew: true,
+        long_polling_timeout: Some(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 }),
+        attempt_id: None,
+    };
+    use tokio_stream::StreamExt;
+    let mut stream = c.receive_message(req).await.unwrap().into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    let Some(v2::receive_message_response::Content::Status(st)) = first.content else { panic!("status first") };
+    assert_eq!(st.code, Code::BadRequest as i32, "{}", st.message);
+    // Missing everything.
+    let empty = c.receive_message(v2::ReceiveMessageRequest::default()).await.unwrap().into_inner();
+    let items: Vec<_> = empty.collect().await;
+    assert_eq!(items.len(), 1);
+    // And the broker still works.
+    send(c, vec![message("t", "A", "still-alive")]).await;
+    let got = receive(c, "g", "t", (TAG, "*"), Duration::from_secs(30), Duration::from_secs(1)).await;
+    assert_eq!(got.messages.len(), 1);
+}
