@@ -8,6 +8,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod bench;
 mod config;
 mod standalone;
@@ -39,6 +40,8 @@ enum Command {
     /// Measure Rill against the limits of this machine and its peers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage a running broker: topics, groups, offsets, messages, cluster.
+    Admin(admin::AdminArgs),
 }
 
 /// When appends are acknowledged.
@@ -125,5 +128,6 @@ fn run() -> Result<()> {
     match cli.command {
         Command::Standalone(args) => standalone::run(&args.load_config()?, args.json),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Admin(args) => admin::run(args),
     }
 }

@@ -1,36 +1,11 @@
 //! The `rill` command as a user meets it.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn rill() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rill"));
-    c.env_remove("RILL_LOG");
-    c
-}
+use std::process::Command;
 
-/// Starts `rill standalone --json` and returns it with its state line.
-fn start(data_dir: &Path, extra: &[&str]) -> (Child, serde_json::Value) {
-    let mut child = rill()
-        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(!line.is_empty(), "standalone printed nothing");
-    (child, serde_json::from_str(&line).unwrap())
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-}
+use common::{rill, signal, start};
 
 #[test]
 fn help_lists_the_commands() {

@@ -7,10 +7,13 @@
 //! under `CI=true`, where it fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+use common::stop;
 
 fn python() -> Option<String> {
     match std::env::var("RILL_PYTHON") {
@@ -28,23 +31,8 @@ fn python() -> Option<String> {
 
 /// Starts `rill standalone` on a free port; returns it and its gRPC address.
 fn start(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
-        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env_remove("RILL_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let state: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (child, state) = common::start(data, &[]);
     (child, state["grpc_addr"].as_str().unwrap().to_owned())
-}
-
-fn stop(child: Child) {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait_with_output().unwrap().status.success(), "broker did not stop cleanly");
 }
 
 /// Runs the Python script; returns the indices it printed after `word`.

@@ -12,6 +12,7 @@
 //! It does not own the storage format (rill-store) or the wire schema
 //! (rill-proto).
 
+pub mod admin;
 pub mod convert;
 pub mod members;
 pub mod pop;
@@ -439,6 +440,12 @@ impl Broker {
         let deadline = self.clock.now_millis() + invisible.as_millis() as i64;
         let moved = self.pop.with(&key, || handle.offset, |s| self.pop.change(s, handle, deadline)).map_err(stale)?;
         Ok(moved.encode())
+    }
+
+    /// Drops a group's in-memory pop state so that it restarts from its
+    /// committed offsets (after an offset reset).
+    pub fn forget_group(&self, group: &str) {
+        self.pop.forget_group(group);
     }
 
     /// Writes consumer offsets that changed (call periodically and at shutdown).

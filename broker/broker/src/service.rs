@@ -69,6 +69,7 @@ pub async fn serve(
         stopper.stop_serving();
     };
     tonic::transport::Server::builder()
+        .add_service(crate::admin::AdminService::new(Arc::clone(&broker)).into_server())
         .add_service(Service::new(broker).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -348,7 +349,7 @@ impl MessagingService for Service {
             (Some(q), Ok(offset)) if q.id >= 0 => {
                 let (_, topic) = resource_name(&q.topic);
                 self.broker.meta().commit_offset(group, topic, q.id as u32, offset);
-                self.broker.pop.forget_group(group);
+                self.broker.forget_group(group);
                 status::ok()
             }
             _ => status::new(Code::IllegalOffset, "update offset needs a queue id ≥ 0 and an offset ≥ 0"),

@@ -28,6 +28,12 @@ pub mod v2 {
     tonic::include_proto!("apache.rocketmq.v2");
 }
 
+/// Rill's administration service (`rill.admin.v1`), used by `rill admin`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod admin {
+    tonic::include_proto!("rill.admin.v1");
+}
+
 pub mod status;
 pub mod time;
 

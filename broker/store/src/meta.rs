@@ -221,6 +221,11 @@ impl MetaStore {
         self.offsets.read().get(group).cloned().unwrap_or_default()
     }
 
+    /// Groups that have committed offsets, by name.
+    pub fn offset_groups(&self) -> Vec<String> {
+        self.offsets.read().keys().cloned().collect()
+    }
+
     /// Writes consumer offsets if they changed since the last flush.
     pub fn flush_offsets(&self) -> Result<bool> {
         if !self.offsets_dirty.swap(false, Ordering::AcqRel) {

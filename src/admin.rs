@@ -1,0 +1,381 @@
+//! `rill admin …`: topics, groups, offsets, messages and the cluster of a
+//! running broker, as tables for people or JSON (`--json`) for scripts.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use rill_bench::report::table;
+use rill_proto::admin::rill_admin_client::RillAdminClient;
+use rill_proto::admin::*;
+use serde_json::{Value, json};
+
+/// Options shared by every admin command.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The broker's gRPC address.
+    #[arg(long, global = true, default_value = "127.0.0.1:8081", value_name = "HOST:PORT")]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create, change, delete, list and describe topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// List consumer groups and show members, offsets and lag.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Move a group's offsets.
+    #[command(subcommand)]
+    Offset(OffsetCommand),
+    /// Look messages up by id or by key.
+    #[command(subcommand)]
+    Message(MessageCommand),
+    /// Show the brokers.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create(TopicSpecArgs),
+    /// Change a topic's queue count, type or permission.
+    Update(TopicSpecArgs),
+    /// Delete a topic (its stored messages age out with retention).
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// List topics.
+    List,
+    /// Show a topic and its queues.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TopicSpecArgs {
+    /// Topic name.
+    name: String,
+    /// Number of queues (create: default 8; update: 0 keeps the current count).
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Message type: NORMAL, FIFO, DELAY or TRANSACTION.
+    #[arg(long = "type", value_name = "TYPE")]
+    message_type: Option<String>,
+    /// Refuse writes (consumers may still read).
+    #[arg(long)]
+    read_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List groups with their total lag.
+    List,
+    /// Show a group's members and per-queue offsets and lag.
+    Describe {
+        /// Group name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OffsetCommand {
+    /// Reset a group's offsets on a topic.
+    Reset {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// `earliest`, `latest`, or a time (RFC 3339 or milliseconds since the epoch).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessageCommand {
+    /// A message by its id.
+    Get {
+        /// Message id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Messages of a topic carrying a key.
+    Query {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Business key.
+        #[arg(long)]
+        key: String,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 32)]
+        max: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// List the brokers.
+    List,
+}
+
+/// Runs an admin command.
+pub fn run(args: AdminArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start runtime")?;
+    runtime.block_on(async {
+        let url = format!("http://{}", args.server);
+        let mut client = RillAdminClient::connect(url.clone())
+            .await
+            .with_context(|| format!("cannot reach the broker at {} (is it running?)", args.server))?;
+        let out = execute(&mut client, args.command).await?;
+        if args.json {
+            println!("{}", out.json);
+        } else {
+            print!("{}", out.text);
+        }
+        Ok(())
+    })
+}
+
+struct Output {
+    json: Value,
+    text: String,
+}
+
+fn rpc_error(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", if e.message().is_empty() { format!("{:?}", e.code()) } else { e.message().to_owned() })
+}
+
+async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: AdminCommand) -> Result<Output> {
+    Ok(match command {
+        AdminCommand::Topic(TopicCommand::Create(a)) => {
+            let spec = spec(a, 8);
+            topic_output(c.create_topic(spec).await.map_err(rpc_error)?.into_inner())
+        }
+        AdminCommand::Topic(TopicCommand::Update(a)) => {
+            topic_output(c.update_topic(spec(a, 0)).await.map_err(rpc_error)?.into_inner())
+        }
+        AdminCommand::Topic(TopicCommand::Delete { name }) => {
+            let done = c.delete_topic(Name { name: name.clone() }).await.map_err(rpc_error)?.into_inner();
+            let text = if done.existed { format!("deleted topic {name}\n") } else { format!("no topic {name}\n") };
+            Output { json: json!({ "topic": name, "existed": done.existed }), text }
+        }
+        AdminCommand::Topic(TopicCommand::List) => {
+            let topics = c.list_topics(Empty {}).await.map_err(rpc_error)?.into_inner().topics;
+            let rows = topics
+                .iter()
+                .map(|t| {
+                    let msgs: u64 = t.queues.iter().map(|q| q.max_offset - q.min_offset).sum();
+                    vec![
+                        t.name.clone(),
+                        t.write_queues.to_string(),
+                        t.message_type.clone(),
+                        perm(t.perm),
+                        msgs.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Output {
+                json: Value::Array(topics.iter().map(topic_json).collect()),
+                text: table(&["topic", "queues", "type", "perm", "messages"], &rows),
+            }
+        }
+        AdminCommand::Topic(TopicCommand::Describe { name }) => {
+            topic_output(c.describe_topic(Name { name }).await.map_err(rpc_error)?.into_inner())
+        }
+        AdminCommand::Group(GroupCommand::List) => {
+            let groups = c.list_groups(Empty {}).await.map_err(rpc_error)?.into_inner().groups;
+            let rows = groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name.clone(),
+                        if g.broadcast { "broadcast" } else { "clustering" }.into(),
+                        g.members.len().to_string(),
+                        g.total_lag.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Output {
+                json: Value::Array(groups.iter().map(group_json).collect()),
+                text: table(&["group", "model", "members", "lag"], &rows),
+            }
+        }
+        AdminCommand::Group(GroupCommand::Describe { name }) => {
+            group_output(c.describe_group(Name { name }).await.map_err(rpc_error)?.into_inner())
+        }
+        AdminCommand::Offset(OffsetCommand::Reset { group, topic, to }) => {
+            let to = match to.as_str() {
+                "earliest" => reset_offset_request::To::Earliest(true),
+                "latest" => reset_offset_request::To::Latest(true),
+                t => reset_offset_request::To::TimestampMs(parse_time(t)?),
+            };
+            let req = ResetOffsetRequest { group, topic, to: Some(to) };
+            group_output(c.reset_offset(req).await.map_err(rpc_error)?.into_inner())
+        }
+        AdminCommand::Message(MessageCommand::Get { id }) => {
+            messages_output(c.get_message(MessageId { id }).await.map_err(rpc_error)?.into_inner().messages)
+        }
+        AdminCommand::Message(MessageCommand::Query { topic, key, max }) => {
+            let q = MessageQuery { topic, key, begin_ms: 0, end_ms: 0, max };
+            messages_output(c.query_messages(q).await.map_err(rpc_error)?.into_inner().messages)
+        }
+        AdminCommand::Cluster(ClusterCommand::List) => {
+            let brokers = c.list_cluster(Empty {}).await.map_err(rpc_error)?.into_inner().brokers;
+            let rows = brokers
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.name.clone(),
+                        b.address.clone(),
+                        b.topics.to_string(),
+                        format!("{}..{}", b.commitlog_min, b.commitlog_max),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            let json = brokers
+                .iter()
+                .map(|b| {
+                    json!({"name": b.name, "address": b.address, "data_dir": b.data_dir, "topics": b.topics,
+                    "commitlog_min": b.commitlog_min, "commitlog_max": b.commitlog_max})
+                })
+                .collect();
+            Output { json: Value::Array(json), text: table(&["broker", "address", "topics", "commit log"], &rows) }
+        }
+    })
+}
+
+fn spec(a: TopicSpecArgs, default_queues: u32) -> TopicSpec {
+    TopicSpec {
+        name: a.name,
+        queues: a.queues.unwrap_or(default_queues),
+        message_type: a.message_type.unwrap_or_default(),
+        read_only: a.read_only,
+    }
+}
+
+fn perm(p: u32) -> String {
+    match (p & rill_store::perm::READ != 0, p & rill_store::perm::WRITE != 0) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        (false, false) => "-",
+    }
+    .into()
+}
+
+/// A time given as milliseconds since the epoch or RFC 3339.
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => Ok(t.timestamp_millis()),
+        Err(e) => bail!("--to {s:?} is not earliest, latest, milliseconds or an RFC 3339 time: {e}"),
+    }
+}
+
+fn topic_json(t: &TopicInfo) -> Value {
+    json!({
+        "name": t.name, "read_queues": t.read_queues, "write_queues": t.write_queues, "perm": perm(t.perm),
+        "message_type": t.message_type,
+        "queues": t.queues.iter().map(|q| json!({"queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset})).collect::<Vec<_>>(),
+    })
+}
+
+fn topic_output(t: TopicInfo) -> Output {
+    let mut text = format!(
+        "topic {}  type {}  perm {}  queues {}/{} (read/write)\n",
+        t.name,
+        t.message_type,
+        perm(t.perm),
+        t.read_queues,
+        t.write_queues
+    );
+    let rows = t
+        .queues
+        .iter()
+        .map(|q| vec![q.queue_id.to_string(), q.min_offset.to_string(), q.max_offset.to_string()])
+        .collect::<Vec<_>>();
+    text.push_str(&table(&["queue", "min offset", "max offset"], &rows));
+    Output { json: topic_json(&t), text }
+}
+
+fn group_json(g: &GroupInfo) -> Value {
+    json!({
+        "name": g.name, "broadcast": g.broadcast, "fifo": g.fifo, "max_retries": g.max_retries, "total_lag": g.total_lag,
+        "members": g.members.iter().map(|m| json!({"client_id": m.client_id, "client_type": m.client_type, "last_seen_ms": m.last_seen_ms})).collect::<Vec<_>>(),
+        "queues": g.queues.iter().map(|q| json!({"topic": q.topic, "queue_id": q.queue_id, "offset": q.offset, "max_offset": q.max_offset, "lag": q.lag})).collect::<Vec<_>>(),
+    })
+}
+
+fn group_output(g: GroupInfo) -> Output {
+    let mut text = format!(
+        "group {}  {}  members {}  lag {}\n",
+        g.name,
+        if g.broadcast { "broadcast" } else { "clustering" },
+        g.members.len(),
+        g.total_lag
+    );
+    if !g.members.is_empty() {
+        let rows = g.members.iter().map(|m| vec![m.client_id.clone(), m.client_type.clone()]).collect::<Vec<_>>();
+        text.push_str(&table(&["member", "type"], &rows));
+    }
+    let rows = g
+        .queues
+        .iter()
+        .map(|q| {
+            vec![
+                q.topic.clone(),
+                q.queue_id.to_string(),
+                q.offset.to_string(),
+                q.max_offset.to_string(),
+                q.lag.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    text.push_str(&table(&["topic", "queue", "offset", "max offset", "lag"], &rows));
+    Output { json: group_json(&g), text }
+}
+
+fn messages_output(messages: Vec<MessageInfo>) -> Output {
+    let json = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "topic": m.topic, "queue_id": m.queue_id, "queue_offset": m.queue_offset, "physical_offset": m.physical_offset,
+                "message_id": m.message_id, "tag": m.tag, "keys": m.keys, "properties": m.properties,
+                "born_timestamp_ms": m.born_timestamp_ms, "store_timestamp_ms": m.store_timestamp_ms,
+                "reconsume_times": m.reconsume_times, "body": String::from_utf8_lossy(&m.body), "body_size": m.body.len(),
+            })
+        })
+        .collect();
+    let rows = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.message_id.clone(),
+                m.topic.clone(),
+                format!("{}@{}", m.queue_id, m.queue_offset),
+                m.tag.clone(),
+                m.keys.join(" "),
+                m.body.len().to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    Output {
+        json: Value::Array(json),
+        text: table(&["message id", "topic", "queue@offset", "tag", "keys", "bytes"], &rows),
+    }
+}

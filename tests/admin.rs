@@ -1,0 +1,100 @@
+//! `rill admin` against a running `rill standalone`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{rill, start, stop};
+use rill_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+fn admin(addr: &str, args: &[&str]) -> serde_json::Value {
+    let out = rill().args(["admin", "--json", "--server", addr]).args(args).output().unwrap();
+    assert!(out.status.success(), "rill admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn admin_fails(addr: &str, args: &[&str]) -> String {
+    let out = rill().args(["admin", "--server", addr]).args(args).output().unwrap();
+    assert!(!out.status.success(), "rill admin {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn topics_groups_offsets_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, state) = start(&dir.path().join("data"), &[]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+
+    let created = admin(&addr, &["topic", "create", "orders", "--queues", "2"]);
+    assert_eq!(created["write_queues"], 2);
+    assert!(admin_fails(&addr, &["topic", "create", "orders"]).contains("exists"));
+    assert!(admin_fails(&addr, &["topic", "create", "bad topic"]).contains("bad topic"));
+
+    // Produce six messages with keys, consume and acknowledge two of them.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids: Vec<String> = runtime.block_on(async {
+        let producer = Producer::connect(ClientConfig::new(&addr)).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let m = Message::new("orders", format!("order {i}")).with_tag("created").with_key(format!("order-{i}"));
+            ids.push(producer.send(m).await.unwrap().message_id);
+        }
+        let subs: HashMap<_, _> = [("orders".to_owned(), FilterExpression::all())].into_iter().collect();
+        let consumer = SimpleConsumer::connect(ClientConfig::new(&addr), "billing", subs, Duration::from_millis(500))
+            .await
+            .unwrap();
+        let mut acked = 0;
+        while acked < 2 {
+            for m in consumer.receive(1, Duration::from_secs(60)).await.unwrap() {
+                consumer.ack(&m).await.unwrap();
+                acked += 1;
+            }
+        }
+        ids
+    });
+
+    let topic = admin(&addr, &["topic", "describe", "orders"]);
+    let stored: u64 = topic["queues"].as_array().unwrap().iter().map(|q| q["max_offset"].as_u64().unwrap()).sum();
+    assert_eq!(stored, 6);
+    let listed = admin(&addr, &["topic", "list"]);
+    assert!(listed.as_array().unwrap().iter().any(|t| t["name"] == "orders"));
+
+    let group = admin(&addr, &["group", "describe", "billing"]);
+    assert_eq!(group["total_lag"], 4, "{group}");
+    assert!(!group["members"].as_array().unwrap().is_empty(), "the consumer is a member: {group}");
+    let groups = admin(&addr, &["group", "list"]);
+    assert!(groups.as_array().unwrap().iter().any(|g| g["name"] == "billing"));
+
+    let reset = admin(&addr, &["offset", "reset", "--group", "billing", "--topic", "orders", "--to", "earliest"]);
+    assert_eq!(reset["total_lag"], 6);
+    let reset = admin(&addr, &["offset", "reset", "--group", "billing", "--topic", "orders", "--to", "latest"]);
+    assert_eq!(reset["total_lag"], 0);
+    assert!(
+        admin_fails(&addr, &["offset", "reset", "--group", "billing", "--topic", "orders", "--to", "yesterday"])
+            .contains("yesterday")
+    );
+
+    let by_key = admin(&addr, &["message", "query", "--topic", "orders", "--key", "order-3"]);
+    assert_eq!(by_key.as_array().unwrap().len(), 1);
+    assert_eq!(by_key[0]["body"], "order 3");
+    let by_id = admin(&addr, &["message", "get", "--id", &ids[4]]);
+    assert_eq!(by_id[0]["keys"], serde_json::json!(["order-4"]));
+    assert!(admin_fails(&addr, &["message", "get", "--id", "nope"]).contains("nope"));
+
+    let cluster = admin(&addr, &["cluster", "list"]);
+    assert_eq!(cluster[0]["address"], addr);
+    let table = rill().args(["admin", "--server", &addr, "topic", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("orders"));
+
+    let deleted = admin(&addr, &["topic", "delete", "orders"]);
+    assert_eq!(deleted["existed"], true);
+    stop(broker);
+}
+
+#[test]
+fn admin_says_when_no_broker_is_there() {
+    let err = admin_fails("127.0.0.1:1", &["topic", "list"]);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}

@@ -1,0 +1,42 @@
+//! Helpers for the tests that run the `rill` binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The `rill` binary under test, without the caller's log settings.
+pub fn rill() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rill"));
+    c.env_remove("RILL_LOG");
+    c
+}
+
+/// Starts `rill standalone --json` on a free port; returns it and its state line.
+pub fn start(data_dir: &Path, extra: &[&str]) -> (Child, serde_json::Value) {
+    let mut child = rill()
+        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "standalone printed nothing");
+    (child, serde_json::from_str(&line).unwrap())
+}
+
+/// Sends a signal (`-TERM`, `-INT`, `-KILL`) to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+/// Stops a broker with SIGTERM and checks that it exits cleanly.
+pub fn stop(child: Child) {
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "broker did not stop cleanly: {}", String::from_utf8_lossy(&out.stderr));
+}
