@@ -15,6 +15,34 @@ pub enum BenchCommand {
     Store(StoreArgs),
     /// Acknowledged 1 KiB publishes to Rill (async and sync flush) against NATS JetStream.
     Produce(ProduceArgs),
+    /// Produce → consume latency at a fixed rate, Rill against NATS JetStream.
+    E2e(E2eArgs),
+}
+
+/// Options of `rill bench e2e`.
+#[derive(Debug, clap::Args)]
+pub struct E2eArgs {
+    /// Scratch directory for the broker's data (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Messages per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// NATS server with JetStream to compare with.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats_url: String,
+    /// Measure Rill only.
+    #[arg(long)]
+    skip_peer: bool,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench produce`.
@@ -78,6 +106,20 @@ pub struct StoreArgs {
 /// Runs the chosen benchmark.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::E2e(a) => {
+            let mut opts = rill_bench::e2e::E2eBenchOptions {
+                rate: a.rate,
+                seconds: a.seconds,
+                message_size: a.size,
+                nats_url: (!a.skip_peer).then_some(a.nats_url),
+                ..Default::default()
+            };
+            if let Some(dir) = a.dir {
+                opts.dir = dir.join(format!("rill-bench-e2e-{}", std::process::id()));
+            }
+            let report = rill_bench::e2e::run(&opts, &mut |step| eprintln!("[bench e2e] {step} …"))?;
+            emit(&report, a.json, rill_bench::e2e::E2eBenchReport::to_table)
+        }
         BenchCommand::Produce(a) => {
             let mut opts = rill_bench::produce::ProduceBenchOptions {
                 message_size: a.size,

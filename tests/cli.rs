@@ -146,3 +146,19 @@ fn bench_produce_compares_rill_with_nats_jetstream() {
         assert!(c["msgs_per_sec_per_core"].as_f64().unwrap() > 0.0, "{c}");
     }
 }
+
+#[test]
+fn bench_e2e_reports_latency_for_every_message_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "e2e", "--json", "--skip-peer", "--rate", "500", "--seconds", "1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rill = &report["cases"][0];
+    assert_eq!(rill["received"], rill["sent"], "{rill}");
+    assert!(rill["sent"].as_u64().unwrap() >= 500);
+    assert!(rill["p99_us"].as_f64().unwrap() >= rill["p50_us"].as_f64().unwrap());
+}

@@ -10,6 +10,8 @@
 //! commands of the `rill` binary call into it. Every run is bounded both in
 //! message count and in time.
 
+pub mod e2e;
+pub mod local;
 pub mod produce;
 pub mod report;
 pub mod store;

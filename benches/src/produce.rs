@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill_broker::{Broker, BrokerConfig};
 use rill_client::{ClientConfig, Message, Producer};
-use rill_store::{FlushConfig, MetaStore, Store, StoreConfig};
 use serde::Serialize;
 
+use crate::local::LocalBroker;
 use crate::report::{table, thousands};
 use crate::{Error, Result};
 
@@ -167,30 +166,8 @@ fn cores() -> usize {
 
 fn rill_case(opts: &ProduceBenchOptions, sync: bool, load: &tokio::runtime::Runtime) -> Result<ProduceCase> {
     let dir = opts.dir.join(if sync { "sync" } else { "async" });
-    let mut config = StoreConfig::new(dir.join("data"));
-    if sync {
-        config.flush = FlushConfig::Sync {};
-    }
-    let store = Store::open(config)?;
-    let meta = MetaStore::open(dir.join("data/meta"))?;
-    // The broker gets its own runtime threads, as in its own process.
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("rill-bench-broker")
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io { op: "start a runtime in", path: dir.clone(), source })?;
-    let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|source| Error::Io {
-        op: "listen for",
-        path: dir.clone(),
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io { op: "listen for", path: dir.clone(), source })?;
-    let broker = Broker::new(store.clone(), meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = server.spawn(rill_broker::service::serve(broker, addr, listener, async move {
-        let _ = stopped.await;
-    }));
+    let broker = LocalBroker::start(&dir, sync)?;
+    let addr = broker.addr;
     let body = Bytes::from(vec![0x42u8; opts.message_size]);
     let result = load.block_on(async {
         let mut producers = Vec::new();
@@ -209,10 +186,7 @@ fn rill_case(opts: &ProduceBenchOptions, sync: bool, load: &tokio::runtime::Runt
         })
         .await
     });
-    let _ = stop.send(());
-    let _ = server.block_on(served);
-    store.close()?;
-    drop(server);
+    broker.shutdown()?;
     let (messages, seconds, latencies) = result?;
     Ok(case(if sync { "rill sync flush" } else { "rill async flush" }, opts, messages, seconds, latencies))
 }

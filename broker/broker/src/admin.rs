@@ -192,6 +192,7 @@ impl RillAdmin for AdminService {
             .ok_or_else(|| Status::not_found(format!("no topic '{}'", req.topic)))?;
         rill_common::GroupName::new(&req.group).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let store = self.broker.store();
+        let mut targets = Vec::new();
         for q in 0..cfg.read_queues.max(cfg.write_queues) {
             let (min, max) = store.queue_bounds(&req.topic, q).unwrap_or((0, 0));
             let target = match req.to {
@@ -202,9 +203,14 @@ impl RillAdmin for AdminService {
                 }
                 None => return Err(Status::invalid_argument("say where to reset to: earliest, latest or a timestamp")),
             };
-            self.broker.meta().commit_offset(&req.group, &req.topic, q, target);
+            targets.push((q, target));
         }
-        self.broker.forget_group(&req.group);
+        let meta = self.broker.meta();
+        self.broker.reset_group(&req.group, Some(&req.topic), None, || {
+            for (q, target) in targets {
+                meta.commit_offset(&req.group, &req.topic, q, target);
+            }
+        });
         self.broker.persist_offsets().map_err(internal)?;
         Ok(Response::new(self.group_info(&req.group)))
     }

@@ -31,6 +31,11 @@ use rill_store::{MetaStore, ReadStatus, Store, TopicConfig};
 use crate::convert::{Delivery, Limits, Rejection};
 use crate::pop::{Handle, HandleError, PopState, QueueState};
 
+/// Shortest invisible duration accepted.
+pub const MIN_INVISIBLE: Duration = Duration::from_secs(1);
+/// Longest invisible duration accepted (RocketMQ's 12 hours).
+pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
+
 /// Errors of the broker crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -309,12 +314,11 @@ impl Broker {
                 return Ok(got);
             }
             // New messages wake us at once; expired invisibility is noticed within a second.
-            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let _parked = Parked::new(&self.waiting);
             tokio::select! {
                 _ = tokio::time::timeout(left.min(Duration::from_secs(1)), dispatched.changed()) => {}
                 _ = stopping.changed() => {}
             }
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -325,7 +329,7 @@ impl Broker {
         }
         let start = req.queue.unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed)) % queues;
         let now = self.clock.now_millis();
-        let deadline = now + req.invisible.as_millis() as i64;
+        let deadline = self.deadline(req.invisible)?;
         for i in 0..queues {
             if out.len() >= req.batch {
                 break;
@@ -336,13 +340,17 @@ impl Broker {
                 let min = self.store.queue_bounds(&req.topic, q).map_or(0, |b| b.0);
                 self.meta.offset(&req.group, &req.topic, q).map_or(min, |o| o.max(min))
             };
-            let committed = self.pop.with(&key, init, |state| {
+            let clustering = key.0 == req.group;
+            self.pop.with(&key, init, |state| {
                 self.pop_queue(req, q, state, now, deadline, &mut out)?;
-                Ok::<_, Rejection>(state.committed())
+                // Committed under the pop lock, so a concurrent reset or ack
+                // cannot be overwritten by an older value.
+                let committed = state.committed();
+                if clustering && self.meta.offset(&req.group, &req.topic, q) != Some(committed) {
+                    self.meta.commit_offset(&req.group, &req.topic, q, committed);
+                }
+                Ok::<_, Rejection>(())
             })?;
-            if key.0 == req.group && self.meta.offset(&req.group, &req.topic, q) != Some(committed) {
-                self.meta.commit_offset(&req.group, &req.topic, q, committed);
-            }
         }
         Ok(out)
     }
@@ -419,11 +427,17 @@ impl Broker {
     pub fn ack(&self, group: &str, client_id: &str, topic: &str, receipt_handle: &str) -> Result<(), Rejection> {
         let handle = parse_handle(receipt_handle)?;
         let key = self.state_key(group, client_id, topic, handle.queue);
-        let committed = self.pop.with(&key, || handle.offset, |s| PopState::ack(s, handle)).map_err(stale)?;
-        if key.0 == group {
-            self.meta.commit_offset(group, topic, handle.queue, committed);
-        }
-        Ok(())
+        let clustering = key.0 == group;
+        self.pop
+            .with_existing(&key, |s| {
+                let committed = PopState::ack(s, handle)?;
+                if clustering {
+                    self.meta.commit_offset(group, topic, handle.queue, committed);
+                }
+                Ok(())
+            })
+            .unwrap_or(Err(HandleError::Stale))
+            .map_err(stale)
     }
 
     /// Extends (or shortens) how long a received message stays invisible.
@@ -437,20 +451,60 @@ impl Broker {
     ) -> Result<String, Rejection> {
         let handle = parse_handle(receipt_handle)?;
         let key = self.state_key(group, client_id, topic, handle.queue);
-        let deadline = self.clock.now_millis() + invisible.as_millis() as i64;
-        let moved = self.pop.with(&key, || handle.offset, |s| self.pop.change(s, handle, deadline)).map_err(stale)?;
+        let deadline = self.deadline(invisible)?;
+        let moved = self
+            .pop
+            .with_existing(&key, |s| self.pop.change(s, handle, deadline))
+            .unwrap_or(Err(HandleError::Stale))
+            .map_err(stale)?;
         Ok(moved.encode())
     }
 
-    /// Drops a group's in-memory pop state so that it restarts from its
-    /// committed offsets (after an offset reset).
-    pub fn forget_group(&self, group: &str) {
-        self.pop.forget_group(group);
+    /// Resets a group's offsets: drops its in-memory pop state (for one
+    /// topic, or one queue of it) and runs `commit` to write the new offsets,
+    /// atomically with respect to receives and acks.
+    pub fn reset_group<R>(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+        queue: Option<u32>,
+        commit: impl FnOnce() -> R,
+    ) -> R {
+        self.pop.reset(group, topic, queue, commit)
+    }
+
+    /// The visibility deadline for `invisible` from now, refusing durations
+    /// outside 1 s – 12 h.
+    fn deadline(&self, invisible: Duration) -> Result<i64, Rejection> {
+        if invisible < MIN_INVISIBLE || invisible > MAX_INVISIBLE {
+            return Err(Rejection::new(
+                Code::IllegalInvisibleTime,
+                format!("invisible duration {invisible:?} is outside {MIN_INVISIBLE:?}..={MAX_INVISIBLE:?}"),
+            ));
+        }
+        Ok(self.clock.now_millis().saturating_add(invisible.as_millis() as i64))
     }
 
     /// Writes consumer offsets that changed (call periodically and at shutdown).
     pub fn persist_offsets(&self) -> Result<(), rill_store::Error> {
         self.meta.flush_offsets().map(|_| ())
+    }
+}
+
+/// Counts a parked receive for as long as it lives (also when the client
+/// goes away and the receive is dropped mid-wait).
+struct Parked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

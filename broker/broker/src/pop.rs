@@ -110,6 +110,13 @@ impl PopState {
         f(state)
     }
 
+    /// Runs `f` on the state of `key` if the broker has one (acks and
+    /// visibility changes never create state: a handle from before a
+    /// restart must not move where the group reads from).
+    pub fn with_existing<R>(&self, key: &StateKey, f: impl FnOnce(&mut QueueState) -> R) -> Option<R> {
+        self.queues.lock().get_mut(key).map(f)
+    }
+
     /// Marks `offset` in flight until `deadline`; returns its handle and attempt.
     pub fn deliver(&self, state: &mut QueueState, queue: u32, offset: u64, deadline: i64) -> (Handle, i32) {
         let nonce = self.next_nonce();
@@ -146,9 +153,20 @@ impl PopState {
         }
     }
 
-    /// Forgets all state of a group (e.g. after an offset reset).
-    pub fn forget_group(&self, group: &str) {
-        self.queues.lock().retain(|(g, _, _), _| g != group);
+    /// Forgets a group's state (all of it, or one topic, or one queue) and
+    /// runs `commit` — which writes the new offsets — under the same lock,
+    /// so no receive can slip in between and write back an older offset.
+    /// Broadcast members' state (`group@client`) goes too.
+    pub fn reset<R>(&self, group: &str, topic: Option<&str>, queue: Option<u32>, commit: impl FnOnce() -> R) -> R {
+        let member_prefix = format!("{group}@");
+        let mut queues = self.queues.lock();
+        queues.retain(|(g, t, q), _| {
+            let same_group = g == group || g.starts_with(&member_prefix);
+            let same_topic = topic.is_none_or(|x| x == t);
+            let same_queue = queue.is_none_or(|x| x == *q);
+            !(same_group && same_topic && same_queue)
+        });
+        commit()
     }
 }
 

@@ -348,8 +348,9 @@ impl MessagingService for Service {
         let s = match (req.message_queue.as_ref(), u64::try_from(req.offset)) {
             (Some(q), Ok(offset)) if q.id >= 0 => {
                 let (_, topic) = resource_name(&q.topic);
-                self.broker.meta().commit_offset(group, topic, q.id as u32, offset);
-                self.broker.forget_group(group);
+                self.broker.reset_group(group, Some(topic), Some(q.id as u32), || {
+                    self.broker.meta().commit_offset(group, topic, q.id as u32, offset)
+                });
                 status::ok()
             }
             _ => status::new(Code::IllegalOffset, "update offset needs a queue id ≥ 0 and an offset ≥ 0"),

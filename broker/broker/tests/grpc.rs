@@ -375,3 +375,19 @@ async fn garbage_and_hostile_requests_do_not_hurt_the_broker() {
     let got = receive(c, "g", "t", (TAG, "*"), Duration::from_secs(30), Duration::from_secs(1)).await;
     assert_eq!(got.messages.len(), 1);
 }
+
+#[tokio::test]
+async fn an_unknown_handle_neither_acks_nor_moves_where_the_group_reads() {
+    let mut s = server(BrokerConfig::default()).await;
+    let c = &mut s.client;
+    send(c, vec![message("t", "A", "m0"), message("t", "A", "m1"), message("t", "A", "m2")]).await;
+    // As if from before a restart: queue 0, offset 5, any nonce.
+    assert_eq!(ack(c, "g", "t", "r1:0:5:1").await, Code::InvalidReceiptHandle as i32);
+    let got = receive(c, "g", "t", (TAG, "*"), Duration::from_secs(30), Duration::from_secs(1)).await;
+    assert_eq!(got.messages.len(), 3, "nothing was skipped");
+    // Invisible durations outside 1 s – 12 h are refused.
+    let zero = receive(c, "g2", "t", (TAG, "*"), Duration::ZERO, Duration::from_secs(1)).await;
+    assert_eq!(zero.status.code, Code::IllegalInvisibleTime as i32);
+    let huge = receive(c, "g2", "t", (TAG, "*"), Duration::from_secs(13 * 3600), Duration::from_secs(1)).await;
+    assert_eq!(huge.status.code, Code::IllegalInvisibleTime as i32);
+}

@@ -283,30 +283,33 @@ where
 {
     let mut backoff = Duration::from_millis(100);
     loop {
-        // Only ask for as many messages as can be processed now.
+        // Only ask for as many messages as can be processed now: take the
+        // permits first (one, waiting; more if free), shared by every topic.
         let Ok(first) = Arc::clone(&permits).acquire_owned().await else { return };
-        let free = permits.available_permits() + 1;
-        let messages = match core.receive(&topic, free.min(32), invisible).await {
+        let mut held = vec![first];
+        while held.len() < 32 {
+            match Arc::clone(&permits).try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        let messages = match core.receive(&topic, held.len(), invisible).await {
             Ok(m) => {
                 backoff = Duration::from_millis(100);
                 m
             }
             Err(e) => {
                 tracing::warn!(topic = %topic, error = %e, "receive failed; retrying");
-                drop(first);
+                drop(held);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        let mut first = Some(first);
         for message in messages {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match Arc::clone(&permits).acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+            let Some(permit) = held.pop() else {
+                tracing::error!(topic = %topic, "the broker returned more messages than asked for");
+                break;
             };
             let (core, listener) = (core.clone(), Arc::clone(&listener));
             tokio::spawn(async move {

@@ -469,6 +469,12 @@ impl CommitLog {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let end = w.active.end();
         let next = MappedFile::create(&self.dir, end, self.segment_size)?;
+        // The new file's directory entry must be durable before anything
+        // acknowledged can live in it.
+        if let Err(e) = mapped::sync_dir(&self.dir) {
+            let _ = std::fs::remove_file(next.path());
+            return Err(e);
+        }
         if let Err(e) = self.write_staged(w) {
             let _ = std::fs::remove_file(next.path());
             return Err(e);

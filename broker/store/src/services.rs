@@ -101,6 +101,10 @@ fn flusher(inner: Arc<Inner>) {
             Ok(flushed) => {
                 batch.last_flush = began.elapsed();
                 inner.flush_progressed();
+                if sync {
+                    // Newly durable records may now be dispatched.
+                    inner.dispatch_signal.notify();
+                }
                 tracing::trace!(
                     waiters = batch.last_batch,
                     micros = batch.last_flush.as_micros() as u64,
@@ -194,9 +198,13 @@ impl GroupCommit {
 fn dispatcher(inner: Arc<Inner>) {
     let mut next = inner.dispatched.load(Ordering::Acquire);
     let mut last = None;
+    // Under sync flush, consumers see a record only once it is on disk: a
+    // record lost to a power cut must not have been consumed and acknowledged.
+    let sync = inner.config.flush.is_sync();
+    let visible = || if sync { inner.log.flushed() } else { inner.log.committed() };
     loop {
         let shutdown = inner.shutdown.load(Ordering::Acquire);
-        let committed = inner.log.committed();
+        let committed = visible();
         let mut failed = false;
         let mut since_publish = 0u32;
         while next < committed {
@@ -235,12 +243,12 @@ fn dispatcher(inner: Arc<Inner>) {
         // virtual machine, waking an idle CPU alone costs tens of µs).
         let spin_until = Instant::now()
             + if inner.config.flush.is_sync() { Duration::from_micros(250) } else { Duration::from_micros(50) };
-        while inner.log.committed() <= next && Instant::now() < spin_until && !inner.shutdown.load(Ordering::Acquire) {
+        while visible() <= next && Instant::now() < spin_until && !inner.shutdown.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
-        inner.dispatch_signal.sleep_while(Duration::from_millis(100), || {
-            inner.log.committed() <= next && !inner.shutdown.load(Ordering::Acquire)
-        });
+        inner
+            .dispatch_signal
+            .sleep_while(Duration::from_millis(100), || visible() <= next && !inner.shutdown.load(Ordering::Acquire));
     }
 }
 
