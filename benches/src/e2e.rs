@@ -12,8 +12,8 @@ use rill_client::{ClientConfig, FilterExpression, Message, Producer, PushConsume
 use serde::Serialize;
 
 use crate::local::LocalBroker;
-use crate::report::{table, thousands};
-use crate::{Error, Result};
+use crate::report::{percentile_us, table, thousands};
+use crate::{Error, Result, client_error, peer_error};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -154,10 +154,6 @@ pub fn run(opts: &E2eBenchOptions, progress: &mut dyn FnMut(&str)) -> Result<E2e
     Ok(E2eBenchReport { bench: "e2e", target_p99_us: 5_000.0, cases })
 }
 
-fn client_error(e: rill_client::Error) -> Error {
-    Error::Options { option: "rill", reason: e.to_string() }
-}
-
 async fn rill_case(opts: &E2eBenchOptions, addr: &str) -> Result<E2eCase> {
     let base = Instant::now();
     let producer = Producer::connect(ClientConfig::new(addr)).await.map_err(client_error)?;
@@ -187,10 +183,7 @@ async fn rill_case(opts: &E2eBenchOptions, addr: &str) -> Result<E2eCase> {
 
 async fn nats_case(opts: &E2eBenchOptions, url: &str) -> Result<E2eCase> {
     use tokio_stream::StreamExt;
-    let peer = |e: &dyn std::fmt::Display| Error::Options {
-        option: "--nats-url",
-        reason: format!("NATS JetStream at {url}: {e} (use --skip-peer to run without it)"),
-    };
+    let peer = |e: &dyn std::fmt::Display| peer_error(url, e);
     let client = async_nats::connect(url).await.map_err(|e| peer(&e))?;
     let js = async_nats::jetstream::new(client);
     let name = format!("RILLE2E{}", std::process::id());
@@ -264,9 +257,7 @@ async fn finish(system: &str, r: &Recorder, sent: u64, opts: &E2eBenchOptions) -
     }
     let mut lat = r.latencies.lock().map(|v| v.clone()).unwrap_or_default();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |&n| n as f64 / 1000.0)
-    };
+    let pct = |p: f64| percentile_us(&lat, p);
     E2eCase {
         system: system.into(),
         sent,

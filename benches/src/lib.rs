@@ -46,3 +46,16 @@ pub enum Error {
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure of Rill's client during a run.
+pub(crate) fn client_error(e: rill_client::Error) -> Error {
+    Error::Options { option: "rill", reason: e.to_string() }
+}
+
+/// A failure of the NATS peer during a run.
+pub(crate) fn peer_error(url: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Options {
+        option: "--nats-url",
+        reason: format!("NATS JetStream at {url}: {e} (use --skip-peer to run without it)"),
+    }
+}

@@ -17,8 +17,8 @@ use rill_client::{ClientConfig, Message, Producer};
 use serde::Serialize;
 
 use crate::local::LocalBroker;
-use crate::report::{table, thousands};
-use crate::{Error, Result};
+use crate::report::{percentile_us, table, thousands};
+use crate::{Error, Result, client_error, peer_error};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -191,10 +191,6 @@ fn rill_case(opts: &ProduceBenchOptions, sync: bool, load: &tokio::runtime::Runt
     Ok(case(if sync { "rill sync flush" } else { "rill async flush" }, opts, messages, seconds, latencies))
 }
 
-fn client_error(e: rill_client::Error) -> Error {
-    Error::Options { option: "rill", reason: e.to_string() }
-}
-
 async fn nats_case(opts: &ProduceBenchOptions, url: &str) -> Result<ProduceCase> {
     let peer = |e: &dyn std::fmt::Display| peer_error(url, e);
     let client = async_nats::connect(url).await.map_err(|e| peer(&e))?;
@@ -230,13 +226,6 @@ async fn nats_case(opts: &ProduceBenchOptions, url: &str) -> Result<ProduceCase>
     let _ = js.delete_stream(&stream_name).await;
     let (messages, seconds, latencies) = result?;
     Ok(case("nats jetstream (file)", opts, messages, seconds, latencies))
-}
-
-fn peer_error(url: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::Options {
-        option: "--nats-url",
-        reason: format!("NATS JetStream at {url}: {e} (use --skip-peer to run without it)"),
-    }
 }
 
 /// Keeps `in_flight` publishes going until the message count or the time
@@ -275,11 +264,7 @@ where
 
 fn case(system: &str, opts: &ProduceBenchOptions, messages: u64, seconds: f64, mut latencies: Vec<u64>) -> ProduceCase {
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |&n| n as f64 / 1000.0)
-    };
+    let pct = |p: f64| percentile_us(&latencies, p);
     let rate = messages as f64 / seconds.max(f64::MIN_POSITIVE);
     ProduceCase {
         system: system.into(),

@@ -22,6 +22,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The `p` quantile (0..=1) of sorted nanosecond samples, in microseconds.
+pub fn percentile_us(sorted_nanos: &[u64], p: f64) -> f64 {
+    let last = sorted_nanos.len().saturating_sub(1);
+    sorted_nanos.get(((sorted_nanos.len() as f64 * p) as usize).min(last)).map_or(0.0, |&n| n as f64 / 1000.0)
+}
+
 /// Formats a number with thousands separators.
 pub fn thousands(n: f64) -> String {
     let s = format!("{:.0}", n.max(0.0));
@@ -45,5 +51,9 @@ mod tests {
         assert_eq!(t, "a    long header\n---  -----------\nxyz  1\n");
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+        let samples: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_us(&samples, 0.5), 51.0);
+        assert_eq!(percentile_us(&samples, 0.99), 100.0);
+        assert_eq!(percentile_us(&[], 0.5), 0.0);
     }
 }

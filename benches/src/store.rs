@@ -27,7 +27,7 @@ const ASYNC_FLUSH_MS: u64 = 500;
 const SYNC_ROUNDS: u32 = 5;
 use serde::Serialize;
 
-use crate::report::{table, thousands};
+use crate::report::{percentile_us, table, thousands};
 use crate::{Error, Result};
 
 /// What to run.
@@ -433,11 +433,7 @@ async fn store_case(
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |&n| n as f64 / 1000.0)
-    };
+    let pct = |p: f64| percentile_us(&latencies, p);
     let n = latencies.len() as u64;
     Ok(CaseResult {
         flush: if sync { "sync".into() } else { "async".into() },
