@@ -44,6 +44,8 @@ pub const BORN_HOST: &str = "__BORN_HOST";
 pub const MAX_MESSAGE_GROUP_LEN: usize = 64;
 /// Largest total size of user properties (RocketMQ's default, 16 KiB).
 pub const MAX_PROPERTIES_SIZE: usize = 16 * 1024;
+/// Largest encoded properties of a record, system ones included.
+pub const MAX_ENCODED_PROPERTIES: usize = 32 * 1024;
 
 /// Property names users may not set: the broker derives them.
 const SYSTEM_KEYS: [&str; 6] = [keys::TAGS, keys::KEYS, keys::UNIQ_KEY, MESSAGE_GROUP, BODY_ENCODING, BORN_HOST];
@@ -132,6 +134,14 @@ pub fn to_store(
         return Err(Rejection::new(
             Code::MessagePropertiesTooLarge,
             format!("user properties take {user_size} bytes; the limit is {MAX_PROPERTIES_SIZE}"),
+        ));
+    }
+    // Keys, tag, id and group count against the record's property space too.
+    let total: usize = props.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > MAX_ENCODED_PROPERTIES {
+        return Err(Rejection::new(
+            Code::MessagePropertiesTooLarge,
+            format!("tag, keys, id and properties take {total} bytes; the limit is {MAX_ENCODED_PROPERTIES}"),
         ));
     }
     let mut out = MessageToStore::new(topic.clone(), queue_id, bytes::Bytes::copy_from_slice(&msg.body));
@@ -288,5 +298,8 @@ mod tests {
         let mut group = wire(None, &[], b"x");
         group.system_properties.as_mut().unwrap().message_group = Some("g".repeat(65));
         assert_eq!(code(group), v2::Code::IllegalMessageGroup);
+        let many_keys: Vec<String> = (0..4000).map(|i| format!("key-{i:08}")).collect();
+        let refs: Vec<&str> = many_keys.iter().map(String::as_str).collect();
+        assert_eq!(code(wire(None, &refs, b"x")), v2::Code::MessagePropertiesTooLarge);
     }
 }

@@ -323,9 +323,11 @@ impl Broker {
     }
 
     fn try_receive(&self, req: &ReceiveRequest, queues: u32) -> Result<Vec<v2::Message>, Rejection> {
-        let mut out = Vec::new();
+        // Messages are picked under the pop lock; their wire form (MD5 of
+        // every body) is built after it is released.
+        let mut out: Vec<Picked> = Vec::new();
         if queues == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let start = req.queue.unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed)) % queues;
         let now = self.clock.now_millis();
@@ -352,7 +354,7 @@ impl Broker {
                 Ok::<_, Rejection>(())
             })?;
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(m, handle, attempt)| self.delivered(&m, req, handle, attempt)).collect())
     }
 
     fn pop_queue(
@@ -362,7 +364,7 @@ impl Broker {
         state: &mut QueueState,
         now: i64,
         deadline: i64,
-        out: &mut Vec<v2::Message>,
+        out: &mut Vec<Picked>,
     ) -> Result<(), Rejection> {
         let internal = |e: rill_store::Error| Rejection::new(Code::InternalServerError, e.to_string());
         for offset in PopState::expired(state, now, req.batch - out.len()) {
@@ -370,7 +372,7 @@ impl Broker {
             match read.messages.into_iter().next() {
                 Some(m) if req.filter.matches(m.properties.tag()) => {
                     let (handle, attempt) = self.pop.deliver(state, q, offset, deadline);
-                    out.push(self.delivered(&m, req, handle, attempt));
+                    out.push((m, handle, attempt));
                 }
                 // Deleted by retention, or no longer wanted by this filter.
                 _ => {
@@ -397,7 +399,7 @@ impl Broker {
             for m in read.messages {
                 if req.filter.matches(m.properties.tag()) {
                     let (handle, attempt) = self.pop.deliver(state, q, m.queue_offset, deadline);
-                    out.push(self.delivered(&m, req, handle, attempt));
+                    out.push((m, handle, attempt));
                 }
             }
             state.next = scanned_to;
@@ -490,6 +492,9 @@ impl Broker {
         self.meta.flush_offsets().map(|_| ())
     }
 }
+
+/// A message chosen for delivery, with its receipt handle and attempt.
+type Picked = (rill_store::StoredMessage, Handle, i32);
 
 /// Counts a parked receive for as long as it lives (also when the client
 /// goes away and the receive is dropped mid-wait).
