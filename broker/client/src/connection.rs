@@ -178,6 +178,51 @@ impl Connection {
     /// broker's reply (its view of the settings). The stream stays open in
     /// the background for later server commands.
     pub async fn announce(&self, settings: v2::Settings) -> Result<v2::Settings> {
+        let (tx, mut replies, answered) = self.open_telemetry(settings.clone()).await?;
+        // The task must not hold the guard that aborts it, or it would never end.
+        let this = Connection { telemetry: Arc::default(), ..self.clone() };
+        let task = tokio::spawn(async move {
+            // Keep the sender alive (closing it would end the stream) and
+            // drain server commands; transactions will handle them here.
+            let mut _keep = tx;
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                while let Ok(Some(cmd)) = replies.message().await {
+                    tracing::debug!(?cmd, "telemetry command from the broker");
+                }
+                // The broker went away (restart, network): announce again.
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    match this.open_telemetry(settings.clone()).await {
+                        Ok((tx, r, _)) => {
+                            _keep = tx;
+                            replies = r;
+                            backoff = Duration::from_millis(200);
+                            tracing::info!("telemetry stream to the broker re-established");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "telemetry reconnect failed; retrying");
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        });
+        if let Ok(mut slot) = self.telemetry.0.lock()
+            && let Some(old) = slot.replace(task.abort_handle())
+        {
+            old.abort();
+        }
+        Ok(answered)
+    }
+
+    /// Opens one Telemetry stream, sends `settings` and waits for the answer.
+    async fn open_telemetry(
+        &self,
+        settings: v2::Settings,
+    ) -> Result<(tokio::sync::mpsc::Sender<v2::TelemetryCommand>, tonic::Streaming<v2::TelemetryCommand>, v2::Settings)>
+    {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let hello =
             v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(settings)) };
@@ -203,21 +248,8 @@ impl Connection {
         if reply.status.is_some() {
             crate::check("Telemetry", reply.status.clone())?;
         }
-        let task = tokio::spawn(async move {
-            // Keep the sender alive (closing it would end the stream) and
-            // drain server commands; transactions will handle them here.
-            let _keep = tx;
-            while let Ok(Some(cmd)) = replies.message().await {
-                tracing::debug!(?cmd, "telemetry command from the broker");
-            }
-        });
-        if let Ok(mut slot) = self.telemetry.0.lock()
-            && let Some(old) = slot.replace(task.abort_handle())
-        {
-            old.abort();
-        }
         match reply.command {
-            Some(v2::telemetry_command::Command::Settings(s)) => Ok(s),
+            Some(v2::telemetry_command::Command::Settings(s)) => Ok((tx, replies, s)),
             _ => Err(Error::Broker { rpc: "Telemetry", code: 0, message: "the first reply held no settings".into() }),
         }
     }

@@ -158,3 +158,59 @@ async fn bad_configuration_and_refusals_are_clear() {
     assert_eq!(err.code(), Some(rill_proto::v2::Code::IllegalTopic), "{err}");
     assert!(!err.is_retryable());
 }
+
+/// A broker on a fixed address that can be stopped and started again.
+async fn serve_at(
+    addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> (Arc<Broker>, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mut cfg = StoreConfig::new(dir.join("data"));
+    cfg.segment_size = 8 << 20;
+    let store = Store::open(cfg).unwrap();
+    let meta = MetaStore::open(dir.join("data/meta")).unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let b = Arc::clone(&broker);
+    let task = tokio::spawn(async move {
+        let _ = rill_broker::service::serve(b, addr, listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    (broker, stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_and_announce_themselves_again_after_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (_broker, stop, task) = serve_at(addr, &dir.path().join("a")).await;
+    let producer = Producer::connect(ClientConfig::new(addr.to_string())).await.unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(addr.to_string()),
+        "g",
+        subscription("t", FilterExpression::all()),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    producer.send(Message::new("t", "before")).await.unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let (broker, _stop, _task) = serve_at(addr, &dir.path().join("b")).await;
+    // The consumer announces itself to the new broker on its own.
+    let started = std::time::Instant::now();
+    while broker.group_members("g").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the consumer never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the channel reconnects for ordinary calls.
+    producer.send(Message::new("t", "after")).await.unwrap();
+    let got = consumer.receive(8, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [b"after"]);
+}
