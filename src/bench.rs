@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use rill_bench::produce::ProduceBenchReport;
+use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
+use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 
 /// The benchmarks.
@@ -19,41 +20,66 @@ pub enum BenchCommand {
     E2e(E2eArgs),
 }
 
-/// Options of `rill bench e2e`.
+/// Options every benchmark takes.
 #[derive(Debug, clap::Args)]
-pub struct E2eArgs {
-    /// Scratch directory for the broker's data (removed afterwards) [default: a temp dir].
+pub struct CommonArgs {
+    /// Scratch directory on the disk to measure (removed afterwards) [default: a temp dir].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Messages per second.
-    #[arg(long, default_value_t = 10_000)]
-    rate: u64,
-    /// Seconds of sending.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CommonArgs {
+    /// A per-run scratch folder below `--dir`, if one was given.
+    fn scratch(&self, bench: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("rill-bench-{bench}-{}", std::process::id())))
+    }
+}
+
+/// Options of the benchmarks that compare with NATS JetStream.
+#[derive(Debug, clap::Args)]
+pub struct PeerArgs {
     /// NATS server with JetStream to compare with.
     #[arg(long, default_value = "127.0.0.1:4222")]
     nats_url: String,
     /// Measure Rill only.
     #[arg(long)]
     skip_peer: bool,
-    /// Print one JSON object with every figure instead of a table.
-    #[arg(long)]
-    json: bool,
+}
+
+impl PeerArgs {
+    fn url(self) -> Option<String> {
+        (!self.skip_peer).then_some(self.nats_url)
+    }
+}
+
+/// Options of `rill bench e2e`.
+#[derive(Debug, clap::Args)]
+pub struct E2eArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    peer: PeerArgs,
+    /// Messages per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
 }
 
 /// Options of `rill bench produce`.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
-    /// Scratch directory for the broker's data (removed afterwards) [default: a temp dir].
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// Most messages per case.
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
@@ -66,26 +92,13 @@ pub struct ProduceArgs {
     /// Time limit per case in seconds.
     #[arg(long, default_value_t = 10.0)]
     max_seconds: f64,
-    /// NATS server with JetStream to compare with.
-    #[arg(long, default_value = "127.0.0.1:4222")]
-    nats_url: String,
-    /// Measure Rill only.
-    #[arg(long)]
-    skip_peer: bool,
-    /// Print one JSON object with every figure instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Options of `rill bench store`.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// Scratch directory on the disk to measure (removed afterwards) [default: a temp dir].
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Messages per async-flush case.
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
@@ -98,60 +111,56 @@ pub struct StoreArgs {
     /// Time limit per case in seconds.
     #[arg(long, default_value_t = 5.0)]
     max_seconds: f64,
-    /// Print one JSON object with every figure instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Runs the chosen benchmark.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::E2e(a) => {
-            let mut opts = rill_bench::e2e::E2eBenchOptions {
+            let defaults = E2eBenchOptions::default();
+            let opts = E2eBenchOptions {
+                dir: a.common.scratch("e2e").unwrap_or(defaults.dir),
                 rate: a.rate,
                 seconds: a.seconds,
-                message_size: a.size,
-                nats_url: (!a.skip_peer).then_some(a.nats_url),
-                ..Default::default()
+                message_size: a.common.size,
+                nats_url: a.peer.url(),
             };
-            if let Some(dir) = a.dir {
-                opts.dir = dir.join(format!("rill-bench-e2e-{}", std::process::id()));
-            }
-            let report = rill_bench::e2e::run(&opts, &mut |step| eprintln!("[bench e2e] {step} …"))?;
-            emit(&report, a.json, rill_bench::e2e::E2eBenchReport::to_table)
+            let report = rill_bench::e2e::run(&opts, &mut progress("e2e"))?;
+            emit(&report, a.common.json, E2eBenchReport::to_table)
         }
         BenchCommand::Produce(a) => {
-            let mut opts = rill_bench::produce::ProduceBenchOptions {
-                message_size: a.size,
+            let defaults = ProduceBenchOptions::default();
+            let opts = ProduceBenchOptions {
+                dir: a.common.scratch("produce").unwrap_or(defaults.dir),
+                message_size: a.common.size,
                 messages: a.messages,
                 in_flight: a.in_flight,
                 producers: a.producers,
                 max_seconds: a.max_seconds,
-                nats_url: (!a.skip_peer).then_some(a.nats_url),
-                ..Default::default()
+                nats_url: a.peer.url(),
             };
-            if let Some(dir) = a.dir {
-                opts.dir = dir.join(format!("rill-bench-produce-{}", std::process::id()));
-            }
-            let report = rill_bench::produce::run(&opts, &mut |step| eprintln!("[bench produce] {step} …"))?;
-            emit(&report, a.json, ProduceBenchReport::to_table)
+            let report = rill_bench::produce::run(&opts, &mut progress("produce"))?;
+            emit(&report, a.common.json, ProduceBenchReport::to_table)
         }
         BenchCommand::Store(a) => {
-            let mut opts = StoreBenchOptions {
-                message_size: a.size,
+            let defaults = StoreBenchOptions::default();
+            let opts = StoreBenchOptions {
+                dir: a.common.scratch("store").unwrap_or(defaults.dir),
+                message_size: a.common.size,
                 async_messages: a.messages,
                 sync_messages: a.sync_messages,
                 writers: a.writers,
                 max_seconds: a.max_seconds,
-                ..StoreBenchOptions::default()
             };
-            if let Some(dir) = a.dir {
-                opts.dir = dir.join(format!("rill-bench-store-{}", std::process::id()));
-            }
-            let report = rill_bench::store::run(&opts, &mut |step| eprintln!("[bench store] {step} …"))?;
-            emit(&report, a.json, StoreBenchReport::to_table)
+            let report = rill_bench::store::run(&opts, &mut progress("store"))?;
+            emit(&report, a.common.json, StoreBenchReport::to_table)
         }
     }
+}
+
+/// Prints each step of benchmark `name` on stderr.
+fn progress(name: &'static str) -> impl FnMut(&str) {
+    move |step| eprintln!("[bench {name}] {step} …")
 }
 
 /// Prints a report: one JSON object, or the table for people.
