@@ -21,10 +21,10 @@ use rill_store::{FlushConfig, MessageToStore, Store, StoreConfig};
 
 /// The store's default async flush interval, mirrored by one raw anchor.
 const ASYNC_FLUSH_MS: u64 = 500;
-/// Slices each sync case is cut into, alternating with its anchor, so that
-/// both see the disk's burst allowance (fdatasync is faster in a series'
-/// first seconds) in the same way.
-const SYNC_ROUNDS: u32 = 5;
+/// Slices each case is cut into, alternating with its anchor, so that both
+/// see the machine alike: the disk's burst allowance (fdatasync is faster in
+/// a series' first seconds), write-back of earlier cases, noisy neighbours.
+const ROUNDS: u32 = 5;
 use serde::Serialize;
 
 use crate::report::{percentile_us, table, thousands};
@@ -63,7 +63,7 @@ impl Default for StoreBenchOptions {
 /// A raw-disk measurement: the anchor of a store case.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawResult {
-    /// `raw_write` or `raw_write_fdatasync`.
+    /// `raw_write_vs_<W>_writers`, `raw_write_fdatasync` or `raw_write_fdatasync_every_<P>ms`.
     pub name: String,
     /// Messages per `write` (and per `fdatasync` for the synced variant).
     pub batch_messages: usize,
@@ -196,10 +196,10 @@ fn run_cases(opts: &StoreBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
     // leave gigabytes to write back and discard that would slow them.
     for &w in &opts.writers {
         progress(&format!("sync flush, {w} writer(s), interleaved with raw write + fdatasync of {w} message(s)"));
-        let mut anchor = RawSync::open(&opts.dir, opts.message_size, w, opts.sync_messages)?;
+        let mut anchor = RawSeq::open(&opts.dir, opts.message_size, w, true, opts.sync_messages)?;
         let case =
-            runtime.block_on(store_case(opts, true, w, opts.sync_messages, limit, SYNC_ROUNDS, &mut |slice| {
-                anchor.run(slice, opts.sync_messages)
+            runtime.block_on(store_case(opts, true, w, opts.sync_messages, limit, ROUNDS, &mut |slice| {
+                anchor.run(slice, opts.sync_messages / u64::from(ROUNDS))
             }))?;
         let anchor = anchor.finish()?;
         raw.push(anchor.clone());
@@ -207,27 +207,30 @@ fn run_cases(opts: &StoreBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
         cases.push(compare(case, format!("raw_write_fdatasync_batch_{w}"), anchor.mb_per_sec, target));
         clean_page_cache();
     }
-    // Page-cache writes are sensitive to what the disk is still doing from
-    // the cases before; the anchor is the better of two runs (a higher bar).
-    progress("raw sequential write into the page cache (best of two)");
-    let anchor = best_of_two(|| raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::None))?;
-    raw.push(anchor.clone());
     // The store's async flush writes back every 500 ms while appending; the
-    // page-cache-only anchor defers all of that past the measurement, so
-    // the like-for-like anchor flushes on the same schedule.
+    // page-cache-only anchor defers all of that past the measurement, so a
+    // second reference flushes on the same schedule.
     let period = Duration::from_millis(ASYNC_FLUSH_MS);
     progress(&format!("raw sequential write, fdatasync every {ASYNC_FLUSH_MS} ms (best of two)"));
     let same_flush =
-        best_of_two(|| raw_write(&opts.dir, opts.message_size, opts.async_messages, limit, RawFlush::Every(period)))?;
+        best_of_two(|| raw_write_flushed_every(&opts.dir, opts.message_size, opts.async_messages, limit, period))?;
     raw.push(same_flush.clone());
+    clean_page_cache();
     for &w in &opts.writers {
-        progress(&format!("rill store, async flush, {w} writer(s)"));
-        let case = runtime.block_on(store_case(opts, false, w, opts.async_messages, limit, 1, &mut |_| Ok(())))?;
+        // Page-cache writes swing with what the machine and the disk are
+        // doing; slices alternating with the anchor see the same swings.
+        progress(&format!("rill store, async flush, {w} writer(s), interleaved with raw sequential writes"));
+        let mut anchor = RawSeq::open(&opts.dir, opts.message_size, 1, false, opts.async_messages)?;
+        let case = runtime.block_on(store_case(opts, false, w, opts.async_messages, limit, ROUNDS, &mut |slice| {
+            anchor.run(slice, opts.async_messages / u64::from(ROUNDS))
+        }))?;
+        let anchor = RawResult { name: format!("raw_write_vs_{w}_writers"), ..anchor.finish()? };
+        raw.push(anchor.clone());
         let case = CaseResult {
             ratio_vs_raw_same_flush: case.mb_per_sec / same_flush.mb_per_sec.max(f64::MIN_POSITIVE),
             ..case
         };
-        cases.push(compare(case, "raw_write".into(), anchor.mb_per_sec, 0.7));
+        cases.push(compare(case, anchor.name.clone(), anchor.mb_per_sec, 0.7));
         clean_page_cache();
     }
     Ok(StoreBenchReport {
@@ -256,17 +259,9 @@ fn clean_page_cache() {
     unsafe { libc::sync() };
 }
 
-/// How a raw write run makes its data durable.
-#[derive(Debug, Clone, Copy)]
-enum RawFlush {
-    /// Not at all during the run (the page cache keeps it).
-    None,
-    /// `fdatasync` from a second thread at this interval, like the store's async flush.
-    Every(Duration),
-}
-
-/// Sequential writes of `size`-byte messages, made durable as `flush` says.
-fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: RawFlush) -> Result<RawResult> {
+/// Sequential writes of `size`-byte messages, with `fdatasync` from a second
+/// thread every `period`, like the store's async flush.
+fn raw_write_flushed_every(dir: &Path, size: usize, messages: u64, limit: Duration, period: Duration) -> Result<RawResult> {
     let path = dir.join("raw.bin");
     let file = create_scratch(&path)?;
     let chunk = vec![0x5Au8; size];
@@ -274,19 +269,16 @@ fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: Raw
     let done = std::sync::atomic::AtomicBool::new(false);
     let (file, done) = (&file, &done);
     let (written, syncs) = std::thread::scope(|scope| {
-        let background = match flush {
-            RawFlush::Every(period) => Some(scope.spawn(move || {
-                let mut n = 0u64;
-                while !done.load(Ordering::Acquire) {
-                    std::thread::sleep(period);
-                    if file.sync_data().is_ok() {
-                        n += 1;
-                    }
+        let background = scope.spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(period);
+                if file.sync_data().is_ok() {
+                    n += 1;
                 }
-                n
-            })),
-            _ => None,
-        };
+            }
+            n
+        });
         let run = || -> Result<(u64, u64)> {
             let (mut written, mut pos) = (0u64, 0u64);
             while written < messages && start.elapsed() < limit {
@@ -298,7 +290,7 @@ fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: Raw
         };
         let result = run();
         done.store(true, Ordering::Release);
-        let extra = background.map_or(0, |h| h.join().unwrap_or(0));
+        let extra = background.join().unwrap_or(0);
         result.map(|(w, s)| (w, s + extra))
     })?;
     let seconds = start.elapsed().as_secs_f64();
@@ -306,10 +298,7 @@ fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: Raw
     std::fs::remove_file(&path).map_err(io("remove", &path))?;
     clean_page_cache();
     Ok(RawResult {
-        name: match flush {
-            RawFlush::None => "raw_write".into(),
-            RawFlush::Every(p) => format!("raw_write_fdatasync_every_{}ms", p.as_millis()),
-        },
+        name: format!("raw_write_fdatasync_every_{}ms", period.as_millis()),
         batch_messages: 1,
         messages: written,
         seconds,
@@ -320,36 +309,57 @@ fn raw_write(dir: &Path, size: usize, messages: u64, limit: Duration, flush: Raw
 }
 
 /// Sequential writes of `batch` messages at a time, each followed by
-/// `fdatasync`, in slices of time that interleave with the store's.
-struct RawSync {
+/// `fdatasync` when `fsync` is set, in slices of time that interleave with
+/// the store's.
+struct RawSeq {
     path: PathBuf,
     file: File,
     chunk: Vec<u8>,
     batch: usize,
+    fsync: bool,
     pos: u64,
     written: u64,
     syncs: u64,
     seconds: f64,
 }
 
-impl RawSync {
-    fn open(dir: &Path, size: usize, batch: usize, max_messages: u64) -> Result<Self> {
-        let path = dir.join(format!("raw-sync-{batch}.bin"));
+impl RawSeq {
+    fn open(dir: &Path, size: usize, batch: usize, fsync: bool, max_messages: u64) -> Result<Self> {
+        let path = dir.join(format!("raw-{}-{batch}.bin", if fsync { "sync" } else { "write" }));
         let file = create_scratch(&path)?;
-        // Same as the store: space is reserved up front.
-        preallocate(&file, max_messages * size as u64).map_err(io("reserve space for", &path))?;
-        Ok(Self { path, file, chunk: vec![0x5Au8; size * batch], batch, pos: 0, written: 0, syncs: 0, seconds: 0.0 })
+        // Synced writes reserve space up front, as the store does (without it
+        // every fdatasync also journals the file's growth). Plain writes
+        // append to an empty file, their fastest form: the higher bar.
+        if fsync {
+            preallocate(&file, max_messages * size as u64).map_err(io("reserve space for", &path))?;
+        }
+        Ok(Self {
+            path,
+            file,
+            chunk: vec![0x5Au8; size * batch],
+            batch,
+            fsync,
+            pos: 0,
+            written: 0,
+            syncs: 0,
+            seconds: 0.0,
+        })
     }
 
+    /// Writes for `slice`, or `max_messages` messages if that comes first.
     fn run(&mut self, slice: Duration, max_messages: u64) -> Result<()> {
         let start = Instant::now();
-        while self.written + self.batch as u64 <= max_messages && start.elapsed() < slice {
+        let mut n = 0u64;
+        while n + self.batch as u64 <= max_messages && start.elapsed() < slice {
             self.file.write_all_at(&self.chunk, self.pos).map_err(io("write", &self.path))?;
-            self.file.sync_data().map_err(io("fdatasync", &self.path))?;
+            if self.fsync {
+                self.file.sync_data().map_err(io("fdatasync", &self.path))?;
+                self.syncs += 1;
+            }
             self.pos += self.chunk.len() as u64;
-            self.written += self.batch as u64;
-            self.syncs += 1;
+            n += self.batch as u64;
         }
+        self.written += n;
         self.seconds += start.elapsed().as_secs_f64();
         Ok(())
     }
@@ -359,7 +369,7 @@ impl RawSync {
         let size = self.chunk.len() as f64 / self.batch as f64;
         let seconds = self.seconds.max(f64::MIN_POSITIVE);
         Ok(RawResult {
-            name: "raw_write_fdatasync".into(),
+            name: if self.fsync { "raw_write_fdatasync".into() } else { "raw_write".into() },
             batch_messages: self.batch,
             messages: self.written,
             seconds: self.seconds,
@@ -382,8 +392,8 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
 }
 
-/// Runs `writers` concurrent appenders for `limit`, split into `rounds`
-/// slices; `before_round` runs before each slice (the interleaved anchor).
+/// Runs `writers` concurrent appenders for `limit` or `messages`, split into
+/// `rounds` slices; `before_round` runs before each slice (the interleaved anchor).
 async fn store_case(
     opts: &StoreBenchOptions,
     sync: bool,
@@ -401,19 +411,20 @@ async fn store_case(
     let store = Store::open(config)?;
     let topic = TopicName::new("bench").map_err(rill_store::Error::from)?;
     let body = Bytes::from(vec![0xA5u8; opts.message_size]);
-    let tickets = Arc::new(AtomicU64::new(0));
     let slice = limit / rounds.max(1);
+    let per_round = (messages / u64::from(rounds.max(1))).max(1);
     let mut latencies = Vec::new();
     let mut seconds = 0.0;
     for _ in 0..rounds.max(1) {
         before_round(slice)?;
+        let tickets = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = Vec::with_capacity(writers);
         for w in 0..writers {
             let (store, topic, body, tickets) = (store.clone(), topic.clone(), body.clone(), Arc::clone(&tickets));
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while start.elapsed() < slice && tickets.fetch_add(1, Ordering::Relaxed) < messages {
+                while start.elapsed() < slice && tickets.fetch_add(1, Ordering::Relaxed) < per_round {
                     let t = Instant::now();
                     store.append(MessageToStore::new(topic.clone(), (w % 8) as u32, body.clone())).await?;
                     latencies.push(t.elapsed().as_nanos() as u64);
@@ -472,8 +483,8 @@ mod tests {
         let mut steps = 0;
         let report = run(&opts, &mut |_| steps += 1).unwrap();
         assert_eq!(report.cases.len(), 4);
-        assert_eq!(report.raw.len(), 4);
-        assert_eq!(steps, 6);
+        assert_eq!(report.raw.len(), 5);
+        assert_eq!(steps, 5);
         let first_async = report.cases.iter().find(|c| c.flush == "async").unwrap();
         assert!(first_async.ratio_vs_raw_same_flush > 0.0);
         assert_eq!(first_async.messages, 2_000);
