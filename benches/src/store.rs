@@ -197,10 +197,9 @@ fn run_cases(opts: &StoreBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
     for &w in &opts.writers {
         progress(&format!("sync flush, {w} writer(s), interleaved with raw write + fdatasync of {w} message(s)"));
         let mut anchor = RawSeq::open(&opts.dir, opts.message_size, w, true, opts.sync_messages)?;
-        let case =
-            runtime.block_on(store_case(opts, true, w, opts.sync_messages, limit, ROUNDS, &mut |slice| {
-                anchor.run(slice, opts.sync_messages / u64::from(ROUNDS))
-            }))?;
+        let case = runtime.block_on(store_case(opts, true, w, opts.sync_messages, limit, ROUNDS, &mut |slice| {
+            anchor.run(slice, opts.sync_messages / u64::from(ROUNDS))
+        }))?;
         let anchor = anchor.finish()?;
         raw.push(anchor.clone());
         let target = if w >= 16 { 0.8 } else { 0.0 };
@@ -261,7 +260,13 @@ fn clean_page_cache() {
 
 /// Sequential writes of `size`-byte messages, with `fdatasync` from a second
 /// thread every `period`, like the store's async flush.
-fn raw_write_flushed_every(dir: &Path, size: usize, messages: u64, limit: Duration, period: Duration) -> Result<RawResult> {
+fn raw_write_flushed_every(
+    dir: &Path,
+    size: usize,
+    messages: u64,
+    limit: Duration,
+    period: Duration,
+) -> Result<RawResult> {
     let path = dir.join("raw.bin");
     let file = create_scratch(&path)?;
     let chunk = vec![0x5Au8; size];

@@ -1,11 +1,12 @@
 //! Compiles the apache.rocketmq.v2 .proto files with protox (pure Rust, no
 //! system protoc) and generates prost messages and tonic services.
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "proto/apache/rocketmq/v2/definition.proto",
     "proto/apache/rocketmq/v2/service.proto",
     "proto/apache/rocketmq/v2/admin.proto",
     "proto/rill/admin/v1/admin.proto",
+    "proto/rill/namesrv/v1/namesrv.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -128,6 +128,7 @@ impl RillAdmin for AdminService {
             cfg.perm = perm::READ;
         }
         meta.put_topic(cfg.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.broker.topics_changed();
         Ok(Response::new(self.topic_info(&cfg)))
     }
 
@@ -148,11 +149,13 @@ impl RillAdmin for AdminService {
         }
         cfg.perm = if spec.read_only { perm::READ } else { perm::READ_WRITE };
         meta.put_topic(cfg.clone()).map_err(internal)?;
+        self.broker.topics_changed();
         Ok(Response::new(self.topic_info(&cfg)))
     }
 
     async fn delete_topic(&self, request: Request<Name>) -> Result<Response<Done>, Status> {
         let existed = self.broker.meta().delete_topic(&request.into_inner().name).map_err(internal)?;
+        self.broker.topics_changed();
         Ok(Response::new(Done { existed }))
     }
 

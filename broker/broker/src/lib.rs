@@ -13,6 +13,7 @@
 //! (rill-proto).
 
 pub mod admin;
+pub mod cluster;
 pub mod convert;
 pub mod members;
 pub mod pop;
@@ -60,8 +61,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Broker settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Name reported in routes.
+    /// Name reported in routes and to the name server.
     pub broker_name: String,
+    /// Cluster the broker registers in.
+    pub cluster_name: String,
     /// Create topics on first use (standalone default).
     pub auto_create_topics: bool,
     /// Queues of an auto-created topic.
@@ -84,6 +87,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             broker_name: "rill-broker-0".into(),
+            cluster_name: "DefaultCluster".into(),
             auto_create_topics: true,
             default_queues: 8,
             max_body_size: 4 * 1024 * 1024,
@@ -175,6 +179,8 @@ pub struct Broker {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Clients by group.
     members: members::Members,
+    /// The name server link (none in a single-broker setup).
+    cluster: cluster::Link,
 }
 
 impl Broker {
@@ -196,6 +202,7 @@ impl Broker {
             waiting: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             members: members::Members::default(),
+            cluster: cluster::Link::default(),
         })
     }
 
@@ -262,6 +269,7 @@ impl Broker {
             .put_topic(cfg.clone())
             .map_err(|e| Rejection::new(Code::InternalServerError, format!("cannot create topic '{name}': {e}")))?;
         tracing::info!(topic = name, queues = cfg.write_queues, "created topic on first use");
+        self.topics_changed();
         Ok((topic, cfg))
     }
 

@@ -101,29 +101,13 @@ fn unsupported(what: &str) -> v2::Status {
 }
 
 impl Service {
-    fn route_queues(
+    async fn route_queues(
         &self,
         topic: &str,
         namespace: &str,
         endpoints: Option<v2::Endpoints>,
     ) -> Result<Vec<v2::MessageQueue>, Rejection> {
-        let (_, cfg) = self.broker.topic(topic)?;
-        let broker = v2::Broker {
-            name: self.broker.config().broker_name.clone(),
-            id: 0,
-            endpoints: Some(endpoints.unwrap_or_else(|| self.advertised())),
-        };
-        let types =
-            [v2::MessageType::Normal, v2::MessageType::Fifo, v2::MessageType::Delay, v2::MessageType::Transaction];
-        Ok((0..cfg.read_queues.max(cfg.write_queues))
-            .map(|id| v2::MessageQueue {
-                topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: topic.to_owned() }),
-                id: id as i32,
-                permission: v2::Permission::ReadWrite as i32,
-                broker: Some(broker.clone()),
-                accept_message_types: types.iter().map(|t| *t as i32).collect(),
-            })
-            .collect())
+        self.broker.route(topic, namespace, endpoints.unwrap_or_else(|| self.advertised())).await
     }
 
     fn advertised(&self) -> v2::Endpoints {
@@ -155,7 +139,7 @@ impl MessagingService for Service {
         let (ns, topic) = resource_name(&req.topic);
         // Echo the access point the client used: it reaches us there.
         let endpoints = req.endpoints.clone().filter(|e| !e.addresses.is_empty());
-        Ok(Response::new(match self.route_queues(topic, ns, endpoints) {
+        Ok(Response::new(match self.route_queues(topic, ns, endpoints).await {
             Ok(message_queues) => v2::QueryRouteResponse { status: Some(status::ok()), message_queues },
             Err(r) => v2::QueryRouteResponse { status: Some(r.status()), message_queues: Vec::new() },
         }))
@@ -207,20 +191,25 @@ impl MessagingService for Service {
         let req = request.into_inner();
         let (ns, topic) = resource_name(&req.topic);
         let endpoints = req.endpoints.clone().filter(|e| !e.addresses.is_empty());
-        Ok(Response::new(match self.route_queues(topic, ns, endpoints) {
-            // Non-FIFO consumers pop from every queue of the broker: one
-            // assignment per broker, queue id -1.
-            Ok(queues) => v2::QueryAssignmentResponse {
-                status: Some(status::ok()),
-                assignments: queues
-                    .into_iter()
-                    .take(1)
-                    .map(|mut q| {
+        Ok(Response::new(match self.route_queues(topic, ns, endpoints).await {
+            // Non-FIFO consumers pop from every queue of a broker: one
+            // assignment per readable broker, queue id -1.
+            Ok(queues) => {
+                let mut assignments: Vec<v2::Assignment> = Vec::new();
+                for mut q in queues {
+                    let readable =
+                        [v2::Permission::Read as i32, v2::Permission::ReadWrite as i32].contains(&q.permission);
+                    let name = q.broker.as_ref().map(|b| b.name.clone());
+                    let seen = assignments.iter().any(|a| {
+                        a.message_queue.as_ref().and_then(|m| m.broker.as_ref()).map(|b| &b.name) == name.as_ref()
+                    });
+                    if readable && !seen {
                         q.id = -1;
-                        v2::Assignment { message_queue: Some(q) }
-                    })
-                    .collect(),
-            },
+                        assignments.push(v2::Assignment { message_queue: Some(q) });
+                    }
+                }
+                v2::QueryAssignmentResponse { status: Some(status::ok()), assignments }
+            }
             Err(r) => v2::QueryAssignmentResponse { status: Some(r.status()), assignments: Vec::new() },
         }))
     }

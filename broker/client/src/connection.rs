@@ -1,8 +1,10 @@
-//! Client settings, the gRPC channel, request headers and signing, and the
-//! Telemetry stream that announces a client's settings to the broker.
+//! Client settings, the gRPC channels (the access point, and one per
+//! broker that a topic's route names), topic routes, request headers and
+//! signing, and the Telemetry stream that announces a client's settings.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use rill_proto::v2;
@@ -89,12 +91,25 @@ impl ClientConfig {
     }
 }
 
-/// A connection to a broker (or a load-balanced set of them).
+/// How long a topic's route is trusted before it is asked for again.
+const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+type Rpc = MessagingServiceClient<Channel>;
+
+/// A topic's queues as the access point reported them.
+pub(crate) type Route = Arc<Vec<v2::MessageQueue>>;
+
+/// A connection to the access point and to every broker its routes name.
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     pub config: Arc<ClientConfig>,
-    pub rpc: MessagingServiceClient<Channel>,
+    /// The access point (the configured endpoints, load-balanced).
+    pub rpc: Rpc,
     pub access_point: v2::Endpoints,
+    /// Channels to brokers named in routes, by [`endpoint_key`].
+    brokers: Arc<Mutex<HashMap<String, Rpc>>>,
+    /// Routes by topic, with when they were fetched.
+    routes: Arc<Mutex<HashMap<String, (Instant, Route)>>>,
     /// Ends the Telemetry stream when the last clone of the client goes.
     telemetry: Arc<telemetry_task::AbortOnDrop>,
 }
@@ -115,22 +130,33 @@ mod telemetry_task {
     }
 }
 
+/// A stable name for a broker's endpoints: its addresses, `;`-separated.
+pub(crate) fn endpoint_key(e: &v2::Endpoints) -> String {
+    e.addresses.iter().map(|a| format!("{}:{}", a.host, a.port)).collect::<Vec<_>>().join(";")
+}
+
+/// A lazily connecting, reconnecting channel over `addresses`.
+fn rpc_for(addresses: &[(String, u16)], timeout: Duration) -> Result<Rpc> {
+    let mut endpoints = Vec::new();
+    for (host, port) in addresses {
+        let uri = if host.contains(':') { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|source| Error::Connect { endpoint: uri.clone(), source })?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        endpoints.push(endpoint);
+    }
+    Ok(MessagingServiceClient::new(Channel::balance_list(endpoints.into_iter()))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
 impl Connection {
     /// Builds the channel; it connects lazily and reconnects by itself.
     pub fn open(config: ClientConfig) -> Result<Self> {
         let addresses = config.addresses()?;
-        let mut endpoints = Vec::new();
-        for (host, port) in &addresses {
-            let uri =
-                if host.contains(':') { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
-            let endpoint = Endpoint::from_shared(uri.clone())
-                .map_err(|source| Error::Connect { endpoint: uri.clone(), source })?
-                .connect_timeout(config.request_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30));
-            endpoints.push(endpoint);
-        }
-        let channel = Channel::balance_list(endpoints.into_iter());
+        let rpc = rpc_for(&addresses, config.request_timeout)?;
         let scheme = match addresses[0].0.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(_)) => v2::AddressScheme::IPv4,
             Ok(std::net::IpAddr::V6(_)) => v2::AddressScheme::IPv6,
@@ -140,10 +166,67 @@ impl Connection {
             scheme: scheme as i32,
             addresses: addresses.iter().map(|(h, p)| v2::Address { host: h.clone(), port: i32::from(*p) }).collect(),
         };
-        let rpc = MessagingServiceClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024);
-        Ok(Self { config: Arc::new(config), rpc, access_point, telemetry: Arc::default() })
+        let brokers = HashMap::from([(endpoint_key(&access_point), rpc.clone())]);
+        Ok(Self {
+            config: Arc::new(config),
+            rpc,
+            access_point,
+            brokers: Arc::new(Mutex::new(brokers)),
+            routes: Arc::default(),
+            telemetry: Arc::default(),
+        })
+    }
+
+    /// The channel to the broker at `endpoints` (opened on first use).
+    pub fn broker(&self, endpoints: &v2::Endpoints) -> Result<Rpc> {
+        let key = endpoint_key(endpoints);
+        let mut brokers = self.brokers.lock().map_err(|_| Error::Config("broker table poisoned".into()))?;
+        if let Some(rpc) = brokers.get(&key) {
+            return Ok(rpc.clone());
+        }
+        let addresses: Vec<(String, u16)> = endpoints
+            .addresses
+            .iter()
+            .filter_map(|a| u16::try_from(a.port).ok().map(|p| (a.host.clone(), p)))
+            .collect();
+        if addresses.is_empty() {
+            return Err(Error::Config(format!("the route names a broker without a usable address: {key:?}")));
+        }
+        let rpc = rpc_for(&addresses, self.config.request_timeout)?;
+        brokers.insert(key, rpc.clone());
+        Ok(rpc)
+    }
+
+    /// The queues of `topic` on every broker, from cache or the access point.
+    pub async fn route(&self, topic: &str) -> Result<Route> {
+        if let Ok(routes) = self.routes.lock()
+            && let Some((at, route)) = routes.get(topic)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(Arc::clone(route));
+        }
+        let req =
+            v2::QueryRouteRequest { topic: Some(self.resource(topic)), endpoints: Some(self.access_point.clone()) };
+        let reply = self
+            .rpc
+            .clone()
+            .query_route(self.request(req))
+            .await
+            .map_err(|source| Error::Rpc { rpc: "QueryRoute", source })?
+            .into_inner();
+        crate::check("QueryRoute", reply.status)?;
+        let route: Route = Arc::new(reply.message_queues);
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
+        }
+        Ok(route)
+    }
+
+    /// Drops a cached route (after a failure), so the next call asks again.
+    pub fn forget_route(&self, topic: &str) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(topic);
+        }
     }
 
     /// A resource in this client's namespace.

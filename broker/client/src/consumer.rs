@@ -5,14 +5,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rill_proto::v2;
+use rill_proto::v2::messaging_service_client::MessagingServiceClient;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, endpoint_key};
 use crate::{ClientConfig, Error, ReceivedMessage, Result, check};
 
 /// Which messages of a topic a consumer wants.
@@ -53,6 +56,22 @@ struct Core {
     group: String,
     subscriptions: Arc<HashMap<String, FilterExpression>>,
     long_polling: Duration,
+    client_type: v2::ClientType,
+    /// Round-robin position over the brokers of a route.
+    turn: Arc<AtomicUsize>,
+    /// When each broker last heard this client's heartbeat.
+    beats: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// How often a consumer tells each broker it reads from that it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// One broker's share of a topic: where to send receives for it.
+#[derive(Debug, Clone)]
+struct Source {
+    /// The broker's queue with id -1: pop from all of its queues.
+    queue: v2::MessageQueue,
+    endpoints: v2::Endpoints,
 }
 
 impl Core {
@@ -82,18 +101,81 @@ impl Core {
             ..Default::default()
         };
         conn.announce(settings).await?;
-        Ok(Self { conn, group: group.to_owned(), subscriptions: Arc::new(subscriptions), long_polling })
+        Ok(Self {
+            conn,
+            group: group.to_owned(),
+            subscriptions: Arc::new(subscriptions),
+            long_polling,
+            client_type,
+            turn: Arc::default(),
+            beats: Arc::default(),
+        })
     }
 
+    /// The readable brokers of `topic`'s route, one [`Source`] each.
+    async fn sources(&self, topic: &str) -> Result<Vec<Source>> {
+        let route = self.conn.route(topic).await?;
+        let mut out: Vec<Source> = Vec::new();
+        for q in route.iter() {
+            let readable = [v2::Permission::Read as i32, v2::Permission::ReadWrite as i32].contains(&q.permission);
+            let endpoints =
+                q.broker.as_ref().and_then(|b| b.endpoints.clone()).unwrap_or(self.conn.access_point.clone());
+            if readable && !out.iter().any(|s| endpoint_key(&s.endpoints) == endpoint_key(&endpoints)) {
+                out.push(Source { queue: v2::MessageQueue { id: -1, ..q.clone() }, endpoints });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Receives from the next broker of `topic`'s route, in turn.
     async fn receive(&self, topic: &str, max: usize, invisible: Duration) -> Result<Vec<ReceivedMessage>> {
+        let sources = self.sources(topic).await?;
+        if sources.is_empty() {
+            return Err(Error::Broker {
+                rpc: "ReceiveMessage",
+                code: v2::Code::Forbidden as i32,
+                message: format!("topic '{topic}' has no readable queue"),
+            });
+        }
+        let source = &sources[self.turn.fetch_add(1, Ordering::Relaxed) % sources.len()];
+        self.receive_from(topic, source, max, invisible).await
+    }
+
+    /// Tells the broker at `endpoints` that this client is alive, at most every few seconds.
+    fn heartbeat(&self, endpoints: &v2::Endpoints) {
+        let key = endpoint_key(endpoints);
+        let due = self.beats.lock().map(|mut b| {
+            let due = b.get(&key).is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
+            if due {
+                b.insert(key.clone(), Instant::now());
+            }
+            due
+        });
+        let Ok(true) = due else { return };
+        let Ok(mut rpc) = self.conn.broker(endpoints) else { return };
+        let req = self.conn.request(v2::HeartbeatRequest {
+            group: Some(self.conn.resource(&self.group)),
+            client_type: self.client_type as i32,
+        });
+        tokio::spawn(async move {
+            if let Err(e) = rpc.heartbeat(req).await {
+                tracing::debug!(broker = %key, error = %e, "heartbeat failed");
+            }
+        });
+    }
+
+    async fn receive_from(
+        &self,
+        topic: &str,
+        source: &Source,
+        max: usize,
+        invisible: Duration,
+    ) -> Result<Vec<ReceivedMessage>> {
+        self.heartbeat(&source.endpoints);
         let filter = self.subscriptions.get(topic).cloned().unwrap_or_else(FilterExpression::all);
         let req = v2::ReceiveMessageRequest {
             group: Some(self.conn.resource(&self.group)),
-            message_queue: Some(v2::MessageQueue {
-                topic: Some(self.conn.resource(topic)),
-                id: -1,
-                ..Default::default()
-            }),
+            message_queue: Some(source.queue.clone()),
             filter_expression: Some(filter.to_wire()),
             batch_size: i32::try_from(max).unwrap_or(i32::MAX),
             invisible_duration: Some(rill_proto::time::from_duration(invisible)),
@@ -104,7 +186,7 @@ impl Core {
         let mut request = self.conn.request(req);
         // The broker may hold the call for the whole long-polling time.
         request.set_timeout(self.long_polling + self.conn.config.request_timeout);
-        let mut rpc = self.conn.rpc.clone();
+        let mut rpc = self.conn.broker(&source.endpoints)?;
         let mut stream = rpc
             .receive_message(request)
             .await
@@ -120,11 +202,27 @@ impl Core {
                     }
                     check("ReceiveMessage", Some(s))?;
                 }
-                Some(v2::receive_message_response::Content::Message(m)) => out.push(ReceivedMessage::from_wire(m)),
+                Some(v2::receive_message_response::Content::Message(m)) => {
+                    out.push(ReceivedMessage::from_wire(m, endpoint_key(&source.endpoints)));
+                }
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// The channel to the broker that delivered `message` (receipt handles are per broker).
+    fn delivered_by(&self, message: &ReceivedMessage) -> Result<MessagingServiceClient<Channel>> {
+        let addresses = message
+            .broker
+            .split(';')
+            .filter_map(|a| a.rsplit_once(':'))
+            .filter_map(|(h, p)| p.parse::<i32>().ok().map(|port| v2::Address { host: h.to_owned(), port }))
+            .collect::<Vec<_>>();
+        if addresses.is_empty() {
+            return Ok(self.conn.rpc.clone());
+        }
+        self.conn.broker(&v2::Endpoints { scheme: 0, addresses })
     }
 
     async fn ack(&self, message: &ReceivedMessage) -> Result<()> {
@@ -137,7 +235,7 @@ impl Core {
                 lite_topic: None,
             }],
         };
-        let mut rpc = self.conn.rpc.clone();
+        let mut rpc = self.delivered_by(message)?;
         let reply =
             rpc.ack_message(self.conn.request(req)).await.map_err(|source| Error::Rpc { rpc: "AckMessage", source })?;
         let reply = reply.into_inner();
@@ -155,7 +253,7 @@ impl Core {
             lite_topic: None,
             suspend: None,
         };
-        let mut rpc = self.conn.rpc.clone();
+        let mut rpc = self.delivered_by(message)?;
         let reply = rpc
             .change_invisible_duration(self.conn.request(req))
             .await
@@ -253,7 +351,7 @@ impl PushConsumer {
             .map(|topic| {
                 let (core, topic, permits, listener) =
                     (core.clone(), topic.clone(), Arc::clone(&permits), Arc::clone(&listener));
-                tokio::spawn(async move { pump(core, topic, permits, invisible, listener).await })
+                tokio::spawn(async move { supervise(core, topic, permits, invisible, listener).await })
             })
             .collect();
         Ok(Self { tasks })
@@ -275,9 +373,53 @@ impl Drop for PushConsumer {
     }
 }
 
-/// Receives from one topic forever, handing messages to the listener.
-async fn pump<F, Fut>(core: Core, topic: String, permits: Arc<Semaphore>, invisible: Duration, listener: Arc<F>)
+/// How often a push consumer looks for brokers that joined a topic's route.
+const ROUTE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Keeps one pump per broker of `topic`'s route; the pumps end with it.
+async fn supervise<F, Fut>(core: Core, topic: String, permits: Arc<Semaphore>, invisible: Duration, listener: Arc<F>)
 where
+    F: Fn(ReceivedMessage) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ConsumeError>> + Send + 'static,
+{
+    let mut pumps = tokio::task::JoinSet::new();
+    let mut running: Vec<String> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let wait = match core.sources(&topic).await {
+            Ok(sources) => {
+                for source in sources {
+                    let key = endpoint_key(&source.endpoints);
+                    if !running.contains(&key) {
+                        tracing::debug!(topic = %topic, broker = %key, "consuming from broker");
+                        running.push(key);
+                        let (core, topic, permits, listener) =
+                            (core.clone(), topic.clone(), Arc::clone(&permits), Arc::clone(&listener));
+                        pumps.spawn(pump(core, topic, source, permits, invisible, listener));
+                    }
+                }
+                backoff = Duration::from_millis(100);
+                ROUTE_REFRESH
+            }
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "cannot get the topic's route; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Receives from one broker's share of a topic forever, handing messages to the listener.
+async fn pump<F, Fut>(
+    core: Core,
+    topic: String,
+    source: Source,
+    permits: Arc<Semaphore>,
+    invisible: Duration,
+    listener: Arc<F>,
+) where
     F: Fn(ReceivedMessage) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ConsumeError>> + Send + 'static,
 {
@@ -293,7 +435,7 @@ where
                 Err(_) => break,
             }
         }
-        let messages = match core.receive(&topic, held.len(), invisible).await {
+        let messages = match core.receive_from(&topic, &source, held.len(), invisible).await {
             Ok(m) => {
                 backoff = Duration::from_millis(100);
                 m

@@ -121,10 +121,13 @@ pub struct ReceivedMessage {
     pub receipt_handle: String,
     /// How long it stays invisible after receipt.
     pub invisible_duration: Option<Duration>,
+    /// `host:port` of the broker that delivered it; acks and visibility
+    /// changes go back there (receipt handles are the broker's own).
+    pub broker: String,
 }
 
 impl ReceivedMessage {
-    pub(crate) fn from_wire(m: v2::Message) -> Self {
+    pub(crate) fn from_wire(m: v2::Message, broker: String) -> Self {
         let sys = m.system_properties.unwrap_or_default();
         Self {
             topic: m.topic.map(|t| t.name).unwrap_or_default(),
@@ -144,6 +147,7 @@ impl ReceivedMessage {
                 .unwrap_or(0),
             receipt_handle: sys.receipt_handle.unwrap_or_default(),
             invisible_duration: sys.invisible_duration.as_ref().and_then(|d| rill_proto::time::to_duration(d).ok()),
+            broker,
         }
     }
 }

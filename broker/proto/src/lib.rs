@@ -34,6 +34,12 @@ pub mod admin {
     tonic::include_proto!("rill.admin.v1");
 }
 
+/// Rill's name server protocol (`rill.namesrv.v1`): broker registration and routes.
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod namesrv {
+    tonic::include_proto!("rill.namesrv.v1");
+}
+
 pub mod status;
 pub mod time;
 
