@@ -236,22 +236,26 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
             let rows = brokers
                 .iter()
                 .map(|b| {
-                    vec![
-                        b.name.clone(),
-                        b.address.clone(),
-                        b.topics.to_string(),
-                        format!("{}..{}", b.commitlog_min, b.commitlog_max),
-                    ]
+                    let log = if b.data_dir.is_empty() {
+                        format!("(seen {} s ago)", b.last_seen_ms_ago / 1000)
+                    } else {
+                        format!("{}..{}", b.commitlog_min, b.commitlog_max)
+                    };
+                    vec![b.cluster.clone(), b.name.clone(), b.address.clone(), b.topics.to_string(), log]
                 })
                 .collect::<Vec<_>>();
             let json = brokers
                 .iter()
                 .map(|b| {
-                    json!({"name": b.name, "address": b.address, "data_dir": b.data_dir, "topics": b.topics,
-                    "commitlog_min": b.commitlog_min, "commitlog_max": b.commitlog_max})
+                    json!({"cluster": b.cluster, "name": b.name, "address": b.address, "data_dir": b.data_dir,
+                    "topics": b.topics, "commitlog_min": b.commitlog_min, "commitlog_max": b.commitlog_max,
+                    "last_seen_ms_ago": b.last_seen_ms_ago})
                 })
                 .collect();
-            Output { json: Value::Array(json), text: table(&["broker", "address", "topics", "commit log"], &rows) }
+            Output {
+                json: Value::Array(json),
+                text: table(&["cluster", "broker", "address", "topics", "commit log"], &rows),
+            }
         }
     })
 }

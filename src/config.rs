@@ -19,6 +19,9 @@ pub struct RillConfig {
     /// The broker's service.
     #[serde(default)]
     pub broker: BrokerSection,
+    /// The name server.
+    #[serde(default)]
+    pub namesrv: NamesrvSection,
 }
 
 /// The `[broker]` section.
@@ -28,25 +31,79 @@ pub struct BrokerSection {
     /// Where the RocketMQ 5 gRPC service listens.
     #[serde(default = "default_grpc_addr")]
     pub grpc_addr: String,
-    /// Create topics when a client first uses them.
-    #[serde(default = "default_true")]
-    pub auto_create_topics: bool,
+    /// Create topics when a client first uses them [default: on in
+    /// standalone, off for `rill broker`].
+    #[serde(default)]
+    pub auto_create_topics: Option<bool>,
     /// Queues of an auto-created topic.
     #[serde(default = "default_queues")]
     pub default_queues: u32,
+    /// Name of this broker in routes and on the name server.
+    #[serde(default = "default_broker_name")]
+    pub broker_name: String,
+    /// Cluster the broker registers in.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// Where Prometheus metrics are served (`GET /metrics`); none when unset.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (needs `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
     fn default() -> Self {
-        Self { grpc_addr: default_grpc_addr(), auto_create_topics: true, default_queues: default_queues() }
+        Self {
+            grpc_addr: default_grpc_addr(),
+            auto_create_topics: None,
+            default_queues: default_queues(),
+            broker_name: default_broker_name(),
+            cluster_name: default_cluster_name(),
+            metrics_addr: None,
+            tls_cert: None,
+            tls_key: None,
+        }
     }
+}
+
+/// The `[namesrv]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesrvSection {
+    /// Where the name server listens (`rill namesrv`, `rill standalone`)
+    /// and where a broker registers (`rill broker`).
+    #[serde(default = "default_namesrv_addr")]
+    pub addr: String,
+    /// A broker silent for longer than this many seconds leaves routes.
+    #[serde(default = "default_broker_timeout")]
+    pub broker_timeout_secs: u64,
+}
+
+impl Default for NamesrvSection {
+    fn default() -> Self {
+        Self { addr: default_namesrv_addr(), broker_timeout_secs: default_broker_timeout() }
+    }
+}
+
+fn default_namesrv_addr() -> String {
+    "127.0.0.1:9876".into()
+}
+fn default_broker_timeout() -> u64 {
+    rill_namesrv::DEFAULT_BROKER_TIMEOUT.as_secs()
+}
+fn default_broker_name() -> String {
+    "broker-a".into()
+}
+fn default_cluster_name() -> String {
+    "DefaultCluster".into()
 }
 
 fn default_grpc_addr() -> String {
     "127.0.0.1:8081".into()
-}
-fn default_true() -> bool {
-    true
 }
 fn default_queues() -> u32 {
     8

@@ -11,7 +11,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench;
 mod config;
-mod standalone;
+mod metrics;
+mod server;
+mod tls;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -35,8 +37,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process on an embedded data directory.
+    /// Run a name server and a broker in one process on an embedded data directory.
     Standalone(ServerArgs),
+    /// Run a broker that registers its topics with a name server.
+    Broker(ServerArgs),
+    /// Run a name server: brokers register with it, routes span them.
+    Namesrv(ServerArgs),
     /// Measure Rill against the limits of this machine and its peers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,7 +74,22 @@ struct ServerArgs {
     /// Where the RocketMQ 5 gRPC service listens [default: 127.0.0.1:8081].
     #[arg(long, value_name = "HOST:PORT")]
     grpc_addr: Option<String>,
-    /// Print the store's state as JSON instead of a summary.
+    /// The name server: where `namesrv` and `standalone` serve it, where `broker` registers [default: 127.0.0.1:9876].
+    #[arg(long, value_name = "HOST:PORT")]
+    namesrv_addr: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// This broker's name in routes [default: broker-a].
+    #[arg(long, value_name = "NAME")]
+    broker_name: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Print the server's state as one JSON line instead of a summary.
     #[arg(long)]
     json: bool,
 }
@@ -79,8 +100,18 @@ impl ServerArgs {
         if let Some(dir) = &self.data_dir {
             overrides.push(("store.data_dir", toml::Value::String(dir.display().to_string())));
         }
-        if let Some(addr) = &self.grpc_addr {
-            overrides.push(("broker.grpc_addr", toml::Value::String(addr.clone())));
+        let text = [
+            ("broker.grpc_addr", self.grpc_addr.clone()),
+            ("namesrv.addr", self.namesrv_addr.clone()),
+            ("broker.metrics_addr", self.metrics_addr.clone()),
+            ("broker.broker_name", self.broker_name.clone()),
+            ("broker.tls_cert", self.tls_cert.as_ref().map(|p| p.display().to_string())),
+            ("broker.tls_key", self.tls_key.as_ref().map(|p| p.display().to_string())),
+        ];
+        for (key, value) in text {
+            if let Some(v) = value {
+                overrides.push((key, toml::Value::String(v)));
+            }
         }
         if let Some(mode) = self.flush {
             let mode = if mode == FlushMode::Sync { "sync" } else { "async" };
@@ -126,7 +157,9 @@ fn run() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
-        Command::Standalone(args) => standalone::run(&args.load_config()?, args.json),
+        Command::Standalone(args) => server::run(&args.load_config()?, server::Role::Standalone, args.json),
+        Command::Broker(args) => server::run(&args.load_config()?, server::Role::Broker, args.json),
+        Command::Namesrv(args) => server::run(&args.load_config()?, server::Role::NameServer, args.json),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Admin(args) => admin::run(args),
     }

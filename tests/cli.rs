@@ -83,7 +83,7 @@ fn bench_store_prints_one_json_object_with_ratios() {
         assert!(c["ratio_vs_raw"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["msgs_per_sec"].as_f64().unwrap() > 0.0, "{c}");
     }
-    assert_eq!(report["raw"].as_array().unwrap().len(), 4);
+    assert_eq!(report["raw"].as_array().unwrap().len(), 5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("[bench store]"), "progress goes to stderr");
 }
 
@@ -110,7 +110,7 @@ fn a_data_directory_without_permission_is_named_in_the_error() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)
-        .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--namesrv-addr", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env_remove("RILL_LOG")
         .output()

@@ -40,7 +40,7 @@ impl LocalBroker {
         let addr = listener.local_addr().map_err(io("listen for"))?;
         let broker = Broker::new(store.clone(), meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = server.spawn(rill_broker::service::serve(broker, addr, listener, async move {
+        let served = server.spawn(rill_broker::service::serve(broker, addr, listener, None, async move {
             let _ = stopped.await;
         }));
         Ok(Self { server, store, stop, served, addr })

@@ -15,7 +15,7 @@ pub fn rill() -> Command {
 /// Starts `rill standalone --json` on a free port; returns it and its state line.
 pub fn start(data_dir: &Path, extra: &[&str]) -> (Child, serde_json::Value) {
     let mut child = rill()
-        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["standalone", "--json", "--grpc-addr", "127.0.0.1:0", "--namesrv-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())

@@ -239,15 +239,28 @@ impl RillAdmin for AdminService {
     async fn list_cluster(&self, _request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
         let state = self.broker.store().state();
         let c = self.broker.config();
-        Ok(Response::new(ClusterInfo {
-            brokers: vec![BrokerInfo {
-                name: c.broker_name.clone(),
-                address: c.store_host.to_string(),
-                data_dir: state.data_dir.display().to_string(),
-                commitlog_min: state.min_offset,
-                commitlog_max: state.committed,
-                topics: self.broker.meta().topics().len() as u32,
-            }],
-        }))
+        let mut brokers = vec![BrokerInfo {
+            name: c.broker_name.clone(),
+            address: c.store_host.to_string(),
+            data_dir: state.data_dir.display().to_string(),
+            commitlog_min: state.min_offset,
+            commitlog_max: state.committed,
+            topics: self.broker.meta().topics().len() as u32,
+            cluster: c.cluster_name.clone(),
+            last_seen_ms_ago: 0,
+        }];
+        // The other brokers as the name server knows them.
+        if let Some(ns) = self.broker.name_server() {
+            let others = ns.brokers().await.map_err(|e| Status::unavailable(e.to_string()))?;
+            brokers.extend(others.into_iter().filter(|b| b.broker_name != c.broker_name).map(|b| BrokerInfo {
+                name: b.broker_name,
+                address: b.grpc_addr,
+                topics: b.topics,
+                cluster: b.cluster,
+                last_seen_ms_ago: b.last_seen_ms_ago,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(ClusterInfo { brokers }))
     }
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod cluster;
 pub mod convert;
 pub mod members;
+pub mod metrics;
 pub mod pop;
 pub mod service;
 pub mod settings;
@@ -181,6 +182,8 @@ pub struct Broker {
     members: members::Members,
     /// The name server link (none in a single-broker setup).
     cluster: cluster::Link,
+    /// Counters for Prometheus.
+    metrics: metrics::Metrics,
 }
 
 impl Broker {
@@ -203,6 +206,7 @@ impl Broker {
             stopping: tokio::sync::watch::channel(false).0,
             members: members::Members::default(),
             cluster: cluster::Link::default(),
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -235,6 +239,11 @@ impl Broker {
     /// Receives currently waiting in a long poll (a gauge for operators and tests).
     pub fn waiting_receives(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The broker's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// The configuration.

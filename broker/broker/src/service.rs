@@ -45,11 +45,12 @@ fn self_limit() -> usize {
     64 * 1024 * 1024
 }
 
-/// Serves `broker` on `addr` until `shutdown` resolves.
+/// Serves `broker` on `addr` until `shutdown` resolves; over TLS when `tls` is given.
 pub async fn serve(
     broker: Arc<Broker>,
     addr: SocketAddr,
     listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     // Replies are small and latency-bound: without TCP_NODELAY, Nagle's
@@ -68,7 +69,11 @@ pub async fn serve(
         // Streams that clients keep open would hold the graceful shutdown forever.
         stopper.stop_serving();
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|source| Error::Transport { addr, source })?;
+    }
+    builder
         .add_service(crate::admin::AdminService::new(Arc::clone(&broker)).into_server())
         .add_service(Service::new(broker).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -171,9 +176,11 @@ impl MessagingService for Service {
         for msg in &req.messages {
             let entry = match self.broker.send(msg).await {
                 Ok((message_id, offset)) => {
+                    self.broker.metrics().sent(msg.topic.as_ref().map_or("", |t| t.name.as_str()));
                     v2::SendResultEntry { status: Some(status::ok()), message_id, offset, ..Default::default() }
                 }
                 Err(r) => {
+                    self.broker.metrics().send_failed(r.code.as_str_name());
                     first_error.get_or_insert_with(|| r.status());
                     let message_id = msg.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
                     v2::SendResultEntry { status: Some(r.status()), message_id, ..Default::default() }
@@ -251,7 +258,13 @@ impl MessagingService for Service {
                 invisible: duration(&req.invisible_duration, self.broker.config().default_invisible)?,
                 long_polling: duration(&req.long_polling_timeout, Duration::from_secs(20))?,
             };
-            self.broker.receive(&r).await
+            let got = self.broker.receive(&r).await;
+            if let Ok(msgs) = &got
+                && !msgs.is_empty()
+            {
+                self.broker.metrics().delivered(topic, group, msgs.len());
+            }
+            got
         }
         .await;
         let items: Vec<Result<v2::ReceiveMessageResponse, Status>> = match result {
@@ -287,7 +300,10 @@ impl MessagingService for Service {
             .iter()
             .map(|e| {
                 let s = match self.broker.ack(group, &client_id, topic, &e.receipt_handle) {
-                    Ok(()) => status::ok(),
+                    Ok(()) => {
+                        self.broker.metrics().acked(topic, group);
+                        status::ok()
+                    }
                     Err(r) => first_error.get_or_insert_with(|| r.status()).clone(),
                 };
                 v2::AckMessageResultEntry {

@@ -28,7 +28,7 @@ async fn server(config: BrokerConfig) -> Server {
     let addr = listener.local_addr().unwrap();
     let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..config });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, async move {
+    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
         let _ = stopped.await;
     }));
     let client = MessagingServiceClient::connect(format!("http://{addr}")).await.unwrap();

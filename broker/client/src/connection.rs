@@ -41,6 +41,17 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Identifies this client process to the broker.
     pub client_id: String,
+    /// Connect over TLS, trusting this CA (PEM); `None` for plaintext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS settings of a client.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate(s) of the CA that signed the brokers' certificates.
+    pub ca_pem: Vec<u8>,
+    /// Name to verify the brokers' certificates against (e.g. `localhost`).
+    pub domain: String,
 }
 
 impl ClientConfig {
@@ -54,6 +65,7 @@ impl ClientConfig {
             credentials: None,
             request_timeout: Duration::from_secs(3),
             client_id: format!("{host}@{}@{nanos:x}", std::process::id()),
+            tls: None,
         }
     }
 
@@ -66,6 +78,12 @@ impl ClientConfig {
     /// Sets credentials.
     pub fn with_credentials(mut self, access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
         self.credentials = Some(Credentials { access_key: access_key.into(), secret_key: secret_key.into() });
+        self
+    }
+
+    /// Connects over TLS, trusting `ca_pem` and verifying brokers as `domain`.
+    pub fn with_tls(mut self, ca_pem: impl Into<Vec<u8>>, domain: impl Into<String>) -> Self {
+        self.tls = Some(TlsSettings { ca_pem: ca_pem.into(), domain: domain.into() });
         self
     }
 
@@ -136,15 +154,27 @@ pub(crate) fn endpoint_key(e: &v2::Endpoints) -> String {
 }
 
 /// A lazily connecting, reconnecting channel over `addresses`.
-fn rpc_for(addresses: &[(String, u16)], timeout: Duration) -> Result<Rpc> {
+fn rpc_for(addresses: &[(String, u16)], config: &ClientConfig) -> Result<Rpc> {
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let mut endpoints = Vec::new();
     for (host, port) in addresses {
-        let uri = if host.contains(':') { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|source| Error::Connect { endpoint: uri.clone(), source })?
-            .connect_timeout(timeout)
+        let uri = if host.contains(':') {
+            format!("{scheme}://[{host}]:{port}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        };
+        let fail = |source| Error::Connect { endpoint: uri.clone(), source };
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(fail)?
+            .connect_timeout(config.request_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
+        if let Some(tls) = &config.tls {
+            let settings = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+                .domain_name(tls.domain.clone());
+            endpoint = endpoint.tls_config(settings).map_err(fail)?;
+        }
         endpoints.push(endpoint);
     }
     Ok(MessagingServiceClient::new(Channel::balance_list(endpoints.into_iter()))
@@ -156,7 +186,7 @@ impl Connection {
     /// Builds the channel; it connects lazily and reconnects by itself.
     pub fn open(config: ClientConfig) -> Result<Self> {
         let addresses = config.addresses()?;
-        let rpc = rpc_for(&addresses, config.request_timeout)?;
+        let rpc = rpc_for(&addresses, &config)?;
         let scheme = match addresses[0].0.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(_)) => v2::AddressScheme::IPv4,
             Ok(std::net::IpAddr::V6(_)) => v2::AddressScheme::IPv6,
@@ -192,7 +222,7 @@ impl Connection {
         if addresses.is_empty() {
             return Err(Error::Config(format!("the route names a broker without a usable address: {key:?}")));
         }
-        let rpc = rpc_for(&addresses, self.config.request_timeout)?;
+        let rpc = rpc_for(&addresses, &self.config)?;
         brokers.insert(key, rpc.clone());
         Ok(rpc)
     }

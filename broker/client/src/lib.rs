@@ -22,10 +22,12 @@ mod consumer;
 mod message;
 mod producer;
 
-pub use connection::{ClientConfig, Credentials};
+pub use connection::{ClientConfig, Credentials, TlsSettings};
 pub use consumer::{ConsumeError, FilterExpression, PushConsumer, SimpleConsumer};
 pub use message::{Message, ReceivedMessage, SendReceipt};
 pub use producer::Producer;
+/// Protocol status codes, as [`Error::code`] reports them.
+pub use rill_proto::v2::Code;
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ async fn server() -> Server {
     let addr = listener.local_addr().unwrap();
     let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, async move {
+    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
         let _ = stopped.await;
     }));
     Server { endpoint: addr.to_string(), _dir: dir, _stop: stop }
@@ -173,7 +173,7 @@ async fn serve_at(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let b = Arc::clone(&broker);
     let task = tokio::spawn(async move {
-        let _ = rill_broker::service::serve(b, addr, listener, async move {
+        let _ = rill_broker::service::serve(b, addr, listener, None, async move {
             let _ = stopped.await;
         })
         .await;

@@ -46,7 +46,7 @@ async fn start_broker(name: &str, namesrv: &str, stop: tokio::sync::watch::Recei
         rill_broker::cluster::REGISTER_EVERY,
     ));
     let mut stop = stop;
-    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, async move {
+    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
     Node { broker, addr: addr.to_string(), _dir: dir }
