@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(FILES, ["proto"])?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(descriptors)?;
+    // Message bodies as `Bytes`: decoding slices the received buffer and
+    // copies of a message share the body instead of copying it.
+    tonic_prost_build::configure()
+        .bytes(".apache.rocketmq.v2.Message.body")
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -144,7 +144,7 @@ pub fn to_store(
             format!("tag, keys, id and properties take {total} bytes; the limit is {MAX_ENCODED_PROPERTIES}"),
         ));
     }
-    let mut out = MessageToStore::new(topic.clone(), queue_id, bytes::Bytes::copy_from_slice(&msg.body));
+    let mut out = MessageToStore::new(topic.clone(), queue_id, msg.body.clone());
     out.properties = props;
     out.born_timestamp =
         sys.born_timestamp.as_ref().and_then(|t| rill_proto::time::timestamp_to_millis(t).ok()).unwrap_or(0);
@@ -208,7 +208,7 @@ pub fn from_store(m: &StoredMessage, namespace: &str, delivery: Delivery) -> v2:
         topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: m.topic.to_string() }),
         user_properties: user,
         system_properties: Some(sys),
-        body: m.body.to_vec(),
+        body: m.body.clone(),
     }
 }
 
@@ -236,7 +236,7 @@ mod tests {
                 born_host: "10.0.0.7".into(),
                 ..Default::default()
             }),
-            body: body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(body),
         }
     }
 
@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(sys.body_digest.unwrap().checksum, "5D41402ABC4B2A76B9719D911017C592");
         assert_eq!(back.user_properties.get("region").map(String::as_str), Some("eu"));
         assert!(!back.user_properties.contains_key("TAGS"));
-        assert_eq!(back.body, b"hello");
+        assert_eq!(&back.body[..], b"hello");
     }
 
     #[test]

@@ -173,8 +173,9 @@ impl MessagingService for Service {
         }
         let mut entries = Vec::with_capacity(req.messages.len());
         let mut first_error = None;
-        for msg in &req.messages {
-            let entry = match self.broker.send(msg).await {
+        let results = self.broker.send_batch(&req.messages).await;
+        for (msg, result) in req.messages.iter().zip(results) {
+            let entry = match result {
                 Ok((message_id, offset)) => {
                     self.broker.metrics().sent(msg.topic.as_ref().map_or("", |t| t.name.as_str()));
                     v2::SendResultEntry { status: Some(status::ok()), message_id, offset, ..Default::default() }

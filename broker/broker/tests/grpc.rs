@@ -48,7 +48,7 @@ fn message(topic: &str, tag: &str, body: &str) -> v2::Message {
             message_id: format!("ID-{body}"),
             ..Default::default()
         }),
-        body: body.as_bytes().to_vec(),
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
     }
 }
 
@@ -122,7 +122,7 @@ async fn tag_filtered_receive_ack_and_nothing_left() {
 
     let got = receive(c, "g", "t", (TAG, "A"), Duration::from_secs(30), Duration::from_secs(1)).await;
     assert_eq!(got.status.code, Code::Ok as i32);
-    let mut bodies: Vec<_> = got.messages.iter().map(|m| String::from_utf8(m.body.clone()).unwrap()).collect();
+    let mut bodies: Vec<_> = got.messages.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect();
     bodies.sort();
     assert_eq!(bodies, ["a1", "a2"]);
     for m in &got.messages {
@@ -293,7 +293,7 @@ async fn receive_as(c: &mut MessagingServiceClient<Channel>, client_id: &str, gr
     let mut bodies = Vec::new();
     while let Some(item) = stream.next().await {
         if let Some(v2::receive_message_response::Content::Message(m)) = item.unwrap().content {
-            bodies.push(String::from_utf8(m.body).unwrap());
+            bodies.push(String::from_utf8(m.body.to_vec()).unwrap());
         }
     }
     bodies.sort();

@@ -78,6 +78,16 @@ impl Error {
         }
     }
 
+    /// A copy for each of several callers that share one failed request.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Connect { endpoint, source } => Error::Config(format!("cannot connect to {endpoint}: {source}")),
+            Error::Rpc { rpc, source } => Error::Rpc { rpc, source: source.clone() },
+            Error::Broker { rpc, code, message } => Error::Broker { rpc, code: *code, message: message.clone() },
+        }
+    }
+
     /// Whether trying again may succeed (transport trouble, overload).
     pub fn is_retryable(&self) -> bool {
         use rill_proto::v2::Code;

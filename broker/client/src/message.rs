@@ -78,7 +78,7 @@ impl Message {
                 message_group: self.message_group.clone(),
                 ..Default::default()
             }),
-            body: self.body.to_vec(),
+            body: self.body.clone(),
         }
     }
 }
@@ -131,7 +131,7 @@ impl ReceivedMessage {
         let sys = m.system_properties.unwrap_or_default();
         Self {
             topic: m.topic.map(|t| t.name).unwrap_or_default(),
-            body: Bytes::from(m.body),
+            body: m.body,
             tag: sys.tag,
             keys: sys.keys,
             properties: m.user_properties,

@@ -1,19 +1,48 @@
 //! The producer: sends messages to the queues of a topic's route (every
 //! broker serving it), retrying transport failures on another broker.
+//!
+//! Single sends are coalesced: each producer keeps at most
+//! [`MAX_OUTSTANDING`] send requests on the wire, and messages sent while
+//! those are busy go together in the next request (one `SendMessage` with
+//! several entries, each acknowledged on its own). A lone send leaves at
+//! once, so coalescing adds no delay when the producer is idle.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rill_proto::v2;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::connection::Connection;
 use crate::message::new_message_id;
 use crate::{ClientConfig, Error, Message, Result, SendReceipt, check};
 
+/// Send requests a producer keeps on the wire at once.
+pub const MAX_OUTSTANDING: usize = 2;
+/// Most messages coalesced into one request.
+const MAX_COALESCED: usize = 128;
+/// Most body bytes coalesced into one request.
+const MAX_COALESCED_BYTES: usize = 1 << 20;
+
+/// A single send waiting to be coalesced into a request.
+struct Pending {
+    topic: String,
+    wire: v2::Message,
+    reply: oneshot::Sender<Result<SendReceipt>>,
+}
+
 /// Sends messages to a broker.
 #[derive(Debug, Clone)]
 pub struct Producer {
+    core: Core,
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+/// What requests need: the connection, retry policy and queue rotation.
+#[derive(Debug, Clone)]
+struct Core {
     conn: Connection,
     max_attempts: u32,
     /// Round-robin position over the route's writable queues.
@@ -34,13 +63,21 @@ impl Producer {
         };
         let answered = conn.announce(settings).await?;
         let max_attempts = answered.backoff_policy.map_or(3, |p| p.max_attempts.max(1) as u32);
-        Ok(Self { conn, max_attempts, next_queue: Arc::default() })
+        let core = Core { conn, max_attempts, next_queue: Arc::default() };
+        let (queue, pending) = mpsc::unbounded_channel();
+        // Ends when the last clone of the producer (the last sender) is gone.
+        tokio::spawn(coalesce(core.clone(), pending));
+        Ok(Self { core, queue })
     }
 
     /// Sends one message; resolves when the broker stored it.
     pub async fn send(&self, message: Message) -> Result<SendReceipt> {
-        let mut receipts = self.send_batch(vec![message]).await?;
-        receipts.pop().ok_or_else(|| Error::Broker { rpc: "SendMessage", code: 0, message: "empty reply".into() })
+        let wire = message.to_wire(&self.core.conn.config.namespace, new_message_id());
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { topic: message.topic, wire, reply })
+            .map_err(|_| Error::Config("the producer's send loop has stopped".into()))?;
+        answer.await.map_err(|_| Error::Config("the producer's send loop dropped a message".into()))?
     }
 
     /// Sends without waiting: the returned task resolves with the receipt.
@@ -50,9 +87,10 @@ impl Producer {
     }
 
     /// Sends several messages of one topic in one request; receipts come
-    /// in the same order. The request goes to the next writable queue of
-    /// the topic's route (round robin over every broker); a failed attempt
-    /// is retried on a queue of another broker when the route has one.
+    /// in the same order, or the first failure. The request goes to the
+    /// next writable queue of the topic's route (round robin over every
+    /// broker); a failed attempt is retried on a queue of another broker
+    /// when the route has one.
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
         let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
             return Err(Error::Config("a send needs at least one message".into()));
@@ -63,13 +101,69 @@ impl Producer {
                 topic, other.topic
             )));
         }
-        let ns = self.conn.config.namespace.clone();
-        let mut wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(&ns, new_message_id())).collect();
+        let ns = &self.core.conn.config.namespace;
+        let wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(ns, new_message_id())).collect();
+        self.core.request(&topic, wire).await?.into_iter().collect()
+    }
+}
+
+/// Gathers single sends into requests, at most [`MAX_OUTSTANDING`] at once.
+async fn coalesce(core: Core, mut pending: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+    while let Some(first) = pending.recv().await {
+        // Waiting for a free slot is what lets later sends join this request.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let mut bytes = first.wire.body.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_COALESCED && bytes < MAX_COALESCED_BYTES {
+            match pending.try_recv() {
+                Ok(p) => {
+                    bytes += p.wire.body.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        // One request holds messages a broker (or a RocketMQ proxy) takes
+        // as one batch: same topic, same type, same message group.
+        let mut by_kind: HashMap<(String, i32, Option<String>), Vec<Pending>> = HashMap::new();
+        for p in batch {
+            let sys = p.wire.system_properties.as_ref();
+            let kind = (p.topic.clone(), sys.map_or(0, |s| s.message_type), sys.and_then(|s| s.message_group.clone()));
+            by_kind.entry(kind).or_default().push(p);
+        }
+        let slot = Arc::new(slot);
+        for ((topic, _, _), group) in by_kind {
+            let (core, slot) = (core.clone(), Arc::clone(&slot));
+            tokio::spawn(async move {
+                let _slot = slot;
+                let (wire, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.wire, p.reply)).unzip();
+                match core.request(&topic, wire).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.duplicate()));
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Core {
+    /// Sends one request with `wire` (all of `topic`), retrying failures of
+    /// the whole request; one result per message.
+    async fn request(&self, topic: &str, mut wire: Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 1;
         let mut last_broker: Option<String> = None;
         loop {
-            let result = match self.pick_queue(&topic, last_broker.as_deref()).await {
+            let result = match self.pick_queue(topic, last_broker.as_deref()).await {
                 Ok(queue) => {
                     for m in &mut wire {
                         if let Some(sys) = m.system_properties.as_mut() {
@@ -84,7 +178,7 @@ impl Producer {
             match result {
                 Err(e) if e.is_retryable() && attempt < self.max_attempts => {
                     tracing::warn!(attempt, error = %e, "send failed; retrying");
-                    self.conn.forget_route(&topic);
+                    self.conn.forget_route(topic);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     attempt += 1;
@@ -117,7 +211,9 @@ impl Producer {
         Ok(chosen.clone())
     }
 
-    async fn send_to(&self, queue: &v2::MessageQueue, messages: Vec<v2::Message>) -> Result<Vec<SendReceipt>> {
+    /// One `SendMessage` call; per-entry results when the broker gives them.
+    async fn send_to(&self, queue: &v2::MessageQueue, messages: Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
+        let n = messages.len();
         let endpoints = queue.broker.as_ref().and_then(|b| b.endpoints.as_ref());
         let mut rpc = match endpoints {
             Some(e) => self.conn.broker(e)?,
@@ -126,14 +222,21 @@ impl Producer {
         let request = self.conn.request(v2::SendMessageRequest { messages });
         let reply = rpc.send_message(request).await.map_err(|source| Error::Rpc { rpc: "SendMessage", source })?;
         let reply = reply.into_inner();
-        check("SendMessage", reply.status)?;
-        reply
+        if reply.entries.len() != n {
+            check("SendMessage", reply.status)?;
+            return Err(Error::Broker {
+                rpc: "SendMessage",
+                code: 0,
+                message: format!("the broker answered {} entries for {n} messages", reply.entries.len()),
+            });
+        }
+        Ok(reply
             .entries
             .into_iter()
             .map(|e| {
                 check("SendMessage", e.status)?;
                 Ok(SendReceipt { message_id: e.message_id, offset: e.offset })
             })
-            .collect()
+            .collect())
     }
 }

@@ -214,3 +214,47 @@ async fn clients_reconnect_and_announce_themselves_again_after_a_broker_restart(
     let got = consumer.receive(8, Duration::from_secs(30)).await.unwrap();
     assert_eq!(got.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [b"after"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_requests_but_succeed_or_fail_one_by_one() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let mut sends = Vec::new();
+    for i in 0..300 {
+        sends.push(producer.send_async(Message::new("bulk", format!("b{i}")).with_key(format!("k{i}"))));
+    }
+    // A message the broker refuses, in the middle of the stream.
+    let too_big = producer.send_async(Message::new("bulk", vec![0u8; 4 * 1024 * 1024 + 1]));
+    for i in 300..400 {
+        sends.push(producer.send_async(Message::new("bulk", format!("b{i}"))));
+    }
+    let mut ids = BTreeSet::new();
+    for s in sends {
+        ids.insert(s.await.unwrap().unwrap().message_id);
+    }
+    assert_eq!(ids.len(), 400, "every send has its own receipt");
+    let err = too_big.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(rill_proto::v2::Code::MessageBodyTooLarge), "{err}");
+
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "bulk-readers",
+        subscription("bulk", FilterExpression::all()),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let mut bodies = BTreeSet::new();
+    loop {
+        let got = consumer.receive(64, Duration::from_secs(30)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            assert!(ids.contains(&m.message_id));
+            bodies.insert(String::from_utf8(m.body.to_vec()).unwrap());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    assert_eq!(bodies.len(), 400, "each message stored exactly once");
+}

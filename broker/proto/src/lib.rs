@@ -69,7 +69,7 @@ mod tests {
         let cmd =
             TelemetryCommand { status: None, command: Some(telemetry_command::Command::Settings(Settings::default())) };
         assert_eq!(cmd.encode_to_vec(), [0x12, 0x00]);
-        let m = super::v2::Message { body: b"hi".to_vec(), ..Default::default() };
+        let m = super::v2::Message { body: prost::bytes::Bytes::from_static(b"hi"), ..Default::default() };
         assert_eq!(m.encode_to_vec(), [0x22, 0x02, b'h', b'i']);
     }
 

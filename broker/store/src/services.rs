@@ -238,11 +238,12 @@ fn dispatcher(inner: Arc<Inner>) {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        // Under a steady stream the next record is microseconds away: look
-        // again briefly before paying for a sleep and a wake-up (on a
-        // virtual machine, waking an idle CPU alone costs tens of µs).
-        let spin_until = Instant::now()
-            + if inner.config.flush.is_sync() { Duration::from_micros(250) } else { Duration::from_micros(50) };
+        // Under sync flush the next group is microseconds away: look again
+        // briefly before paying for a sleep and a wake-up (on a virtual
+        // machine, waking an idle CPU alone costs tens of µs). Under async
+        // flush appends never wait for the dispatcher, and spinning would
+        // only take a core from the threads that serve clients.
+        let spin_until = Instant::now() + if sync { Duration::from_micros(250) } else { Duration::ZERO };
         while visible() <= next && Instant::now() < spin_until && !inner.shutdown.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
