@@ -194,7 +194,7 @@ async fn bind(key: &str, addr: &str) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {parsed} ({key}; is another server running there?)"))
 }
 
-/// Writes changed consumer offsets every few seconds.
+/// Writes changed consumer offsets and drops silent clients every few seconds.
 async fn flush_offsets(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(OFFSET_FLUSH);
     loop {
@@ -202,6 +202,7 @@ async fn flush_offsets(broker: Arc<Broker>) {
         if let Err(e) = broker.persist_offsets() {
             tracing::error!(error = %e, "cannot save consumer offsets");
         }
+        broker.expire_members();
     }
 }
 

@@ -215,9 +215,27 @@ impl Broker {
         self.members.seen(group, client_id, client_type, self.clock.now_millis());
     }
 
-    /// Forgets a client that terminated.
+    /// Forgets a client that terminated (and its broadcast state).
     pub fn client_left(&self, group: &str, client_id: &str) {
         self.members.left(group, client_id);
+        self.pop.forget_member(group, client_id);
+    }
+
+    /// Drops clients silent for longer than the client timeout, with the
+    /// state a broadcast member kept; returns how many left (call periodically).
+    pub fn expire_members(&self) -> usize {
+        let gone = self.members.expire(self.clock.now_millis(), self.config.client_timeout.as_millis() as i64);
+        for (group, client_id) in &gone {
+            tracing::info!(group = %group, client = %client_id, "consumer silent for too long; no longer a member");
+            self.pop.forget_member(group, client_id);
+        }
+        gone.len()
+    }
+
+    /// Queue states the pop bookkeeping keeps (one per group, topic and queue;
+    /// per member for broadcast groups).
+    pub fn pop_states(&self) -> usize {
+        self.pop.len()
     }
 
     /// The live members of a group.

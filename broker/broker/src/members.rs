@@ -45,17 +45,27 @@ impl Members {
         }
     }
 
+    /// Drops clients silent for longer than `timeout_ms`; returns them as (group, client id).
+    pub fn expire(&self, now: i64, timeout_ms: i64) -> Vec<(String, String)> {
+        let mut clients = self.clients.lock();
+        let gone: Vec<(String, String)> =
+            clients.iter().filter(|(_, m)| now - m.last_seen > timeout_ms).map(|(k, _)| k.clone()).collect();
+        for k in &gone {
+            clients.remove(k);
+        }
+        gone
+    }
+
     /// Forgets a client that said goodbye.
     pub fn left(&self, group: &str, client_id: &str) {
         self.clients.lock().remove(&(group.to_owned(), client_id.to_owned()));
     }
 
-    /// Members of `group` heard from within `timeout_ms` of `now`, by id;
-    /// expired ones are dropped.
+    /// Members of `group` heard from within `timeout_ms` of `now`, by id.
     pub fn of_group(&self, group: &str, now: i64, timeout_ms: i64) -> Vec<Member> {
-        let mut clients = self.clients.lock();
-        clients.retain(|_, m| now - m.last_seen <= timeout_ms);
-        let mut out: Vec<Member> = clients.values().filter(|m| m.group == group).cloned().collect();
+        let clients = self.clients.lock();
+        let mut out: Vec<Member> =
+            clients.values().filter(|m| m.group == group && now - m.last_seen <= timeout_ms).cloned().collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         out
     }

@@ -12,11 +12,17 @@
 //! A receipt handle names the queue, the offset and a nonce that changes on
 //! every delivery and visibility change, so a stale handle is refused.
 //! This module keeps state only; reading messages is the caller's.
+//!
+//! Locking: a map lock is held only to find or create a queue's state;
+//! each state has its own lock, held while a receive reads that queue, so
+//! receives on different queues (and groups) run in parallel. A reset
+//! retires the states it removes, and whoever still holds one looks again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 /// A message handed out and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +54,18 @@ impl QueueState {
 /// Key of a consumption state: group (or group@client for broadcast), topic, queue.
 pub type StateKey = (String, String, u32);
 
+/// One queue's state behind its own lock.
+#[derive(Debug)]
+struct Slot {
+    state: QueueState,
+    /// Removed from the map by a reset: holders must look the key up again.
+    retired: bool,
+}
+
 /// All groups' pop state.
 #[derive(Debug, Default)]
 pub struct PopState {
-    queues: Mutex<HashMap<StateKey, QueueState>>,
+    queues: RwLock<HashMap<StateKey, Arc<Mutex<Slot>>>>,
     nonce: AtomicU64,
 }
 
@@ -95,26 +109,40 @@ impl PopState {
     /// A state whose nonces start at `seed` (use the clock, so handles from
     /// before a restart never match).
     pub fn new(seed: u64) -> Self {
-        Self { queues: Mutex::new(HashMap::new()), nonce: AtomicU64::new(seed) }
+        Self { queues: RwLock::new(HashMap::new()), nonce: AtomicU64::new(seed) }
     }
 
     fn next_nonce(&self) -> u64 {
         self.nonce.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Runs `f` on the state of `key`, creating it with `init` (the committed
-    /// offset to start from) when it is new.
-    pub fn with<R>(&self, key: &StateKey, init: impl FnOnce() -> u64, f: impl FnOnce(&mut QueueState) -> R) -> R {
-        let mut queues = self.queues.lock();
-        let state = queues.entry(key.clone()).or_insert_with(|| QueueState { next: init(), inflight: BTreeMap::new() });
-        f(state)
+    /// Runs `f` on the state of `key` under that queue's lock, creating the
+    /// state with `init` (the committed offset to start from) when it is new.
+    pub fn with<R>(&self, key: &StateKey, init: impl Fn() -> u64, f: impl FnOnce(&mut QueueState) -> R) -> R {
+        loop {
+            let existing = self.queues.read().get(key).cloned();
+            let slot = existing.unwrap_or_else(|| {
+                let mut queues = self.queues.write();
+                let slot = queues.entry(key.clone()).or_insert_with(|| {
+                    let state = QueueState { next: init(), inflight: BTreeMap::new() };
+                    Arc::new(Mutex::new(Slot { state, retired: false }))
+                });
+                Arc::clone(slot)
+            });
+            let mut slot = slot.lock();
+            if !slot.retired {
+                return f(&mut slot.state);
+            }
+        }
     }
 
     /// Runs `f` on the state of `key` if the broker has one (acks and
     /// visibility changes never create state: a handle from before a
     /// restart must not move where the group reads from).
     pub fn with_existing<R>(&self, key: &StateKey, f: impl FnOnce(&mut QueueState) -> R) -> Option<R> {
-        self.queues.lock().get_mut(key).map(f)
+        let slot = self.queues.read().get(key).cloned()?;
+        let mut slot = slot.lock();
+        if slot.retired { None } else { Some(f(&mut slot.state)) }
     }
 
     /// Marks `offset` in flight until `deadline`; returns its handle and attempt.
@@ -159,14 +187,43 @@ impl PopState {
     /// Broadcast members' state (`group@client`) goes too.
     pub fn reset<R>(&self, group: &str, topic: Option<&str>, queue: Option<u32>, commit: impl FnOnce() -> R) -> R {
         let member_prefix = format!("{group}@");
-        let mut queues = self.queues.lock();
-        queues.retain(|(g, t, q), _| {
-            let same_group = g == group || g.starts_with(&member_prefix);
-            let same_topic = topic.is_none_or(|x| x == t);
-            let same_queue = queue.is_none_or(|x| x == *q);
-            !(same_group && same_topic && same_queue)
-        });
+        self.retire(
+            |(g, t, q)| {
+                let same_group = g == group || g.starts_with(&member_prefix);
+                same_group && topic.is_none_or(|x| x == t) && queue.is_none_or(|x| x == *q)
+            },
+            commit,
+        )
+    }
+
+    /// Forgets the state a broadcast member (`group@client`) kept, once it left.
+    pub fn forget_member(&self, group: &str, client_id: &str) {
+        let owner = format!("{group}@{client_id}");
+        self.retire(|(g, _, _)| *g == owner, || ());
+    }
+
+    /// Removes and retires every state whose key matches, then runs
+    /// `commit` while no receive can reach them: a receive still holding
+    /// one finishes first (its lock is taken here) and sees it retired after.
+    fn retire<R>(&self, matches: impl Fn(&StateKey) -> bool, commit: impl FnOnce() -> R) -> R {
+        let mut queues = self.queues.write();
+        let keys: Vec<StateKey> = queues.keys().filter(|k| matches(k)).cloned().collect();
+        for key in keys {
+            if let Some(slot) = queues.remove(&key) {
+                slot.lock().retired = true;
+            }
+        }
         commit()
+    }
+
+    /// How many queue states are kept (for tests and operators).
+    pub fn len(&self) -> usize {
+        self.queues.read().len()
+    }
+
+    /// Whether no state is kept.
+    pub fn is_empty(&self) -> bool {
+        self.queues.read().is_empty()
     }
 }
 
