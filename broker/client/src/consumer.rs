@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::acker::Acker;
 use crate::connection::{Connection, endpoint_key};
 use crate::{ClientConfig, Error, ReceivedMessage, Result, check};
 
@@ -61,6 +62,8 @@ struct Core {
     turn: Arc<AtomicUsize>,
     /// When each broker last heard this client's heartbeat.
     beats: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Gathers acknowledgements into few requests.
+    acker: Acker,
 }
 
 /// How often a consumer tells each broker it reads from that it is alive.
@@ -101,6 +104,7 @@ impl Core {
             ..Default::default()
         };
         conn.announce(settings).await?;
+        let acker = Acker::start(conn.clone(), group.to_owned());
         Ok(Self {
             conn,
             group: group.to_owned(),
@@ -109,6 +113,7 @@ impl Core {
             client_type,
             turn: Arc::default(),
             beats: Arc::default(),
+            acker,
         })
     }
 
@@ -211,8 +216,8 @@ impl Core {
         Ok(out)
     }
 
-    /// The channel to the broker that delivered `message` (receipt handles are per broker).
-    fn delivered_by(&self, message: &ReceivedMessage) -> Result<MessagingServiceClient<Channel>> {
+    /// The endpoints of the broker that delivered `message` (receipt handles are per broker).
+    fn endpoints_of(&self, message: &ReceivedMessage) -> v2::Endpoints {
         let addresses = message
             .broker
             .split(';')
@@ -220,27 +225,23 @@ impl Core {
             .filter_map(|(h, p)| p.parse::<i32>().ok().map(|port| v2::Address { host: h.to_owned(), port }))
             .collect::<Vec<_>>();
         if addresses.is_empty() {
-            return Ok(self.conn.rpc.clone());
+            return self.conn.access_point.clone();
         }
-        self.conn.broker(&v2::Endpoints { scheme: 0, addresses })
+        v2::Endpoints { scheme: 0, addresses }
+    }
+
+    /// The channel to the broker that delivered `message`.
+    fn delivered_by(&self, message: &ReceivedMessage) -> Result<MessagingServiceClient<Channel>> {
+        self.conn.broker(&self.endpoints_of(message))
     }
 
     async fn ack(&self, message: &ReceivedMessage) -> Result<()> {
-        let req = v2::AckMessageRequest {
-            group: Some(self.conn.resource(&self.group)),
-            topic: Some(self.conn.resource(&message.topic)),
-            entries: vec![v2::AckMessageEntry {
-                message_id: message.message_id.clone(),
-                receipt_handle: message.receipt_handle.clone(),
-                lite_topic: None,
-            }],
+        let entry = v2::AckMessageEntry {
+            message_id: message.message_id.clone(),
+            receipt_handle: message.receipt_handle.clone(),
+            lite_topic: None,
         };
-        let mut rpc = self.delivered_by(message)?;
-        let reply =
-            rpc.ack_message(self.conn.request(req)).await.map_err(|source| Error::Rpc { rpc: "AckMessage", source })?;
-        let reply = reply.into_inner();
-        check("AckMessage", reply.status)?;
-        reply.entries.into_iter().try_for_each(|e| check("AckMessage", e.status))
+        self.acker.ack(self.endpoints_of(message), &message.topic, entry).await
     }
 
     async fn change_invisible(&self, message: &mut ReceivedMessage, invisible: Duration) -> Result<()> {

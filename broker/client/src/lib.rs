@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acker;
 mod connection;
 mod consumer;
 mod message;

@@ -1,0 +1,123 @@
+//! Acknowledgements gathered into few requests: a consumer keeps at most
+//! [`MAX_OUTSTANDING`] `AckMessage` calls per broker on the wire, and acks
+//! made while those are busy go together in the next call (one entry each,
+//! each answered on its own). A lone ack leaves at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rill_proto::v2;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::connection::Connection;
+use crate::{Error, Result, check};
+
+/// Ack requests on the wire at once, per broker.
+const MAX_OUTSTANDING: usize = 2;
+/// Most entries in one request.
+const MAX_ENTRIES: usize = 256;
+
+/// One acknowledgement waiting to be sent.
+struct Pending {
+    endpoints: v2::Endpoints,
+    topic: String,
+    entry: v2::AckMessageEntry,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// Hands acknowledgements to the gathering task.
+#[derive(Debug, Clone)]
+pub(crate) struct Acker {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Acker {
+    /// Starts the task; it ends when the last clone of the acker is dropped.
+    pub fn start(conn: Connection, group: String) -> Self {
+        let (queue, pending) = mpsc::unbounded_channel();
+        tokio::spawn(gather(conn, group, pending));
+        Self { queue }
+    }
+
+    /// Acknowledges one message at the broker at `endpoints`.
+    pub async fn ack(&self, endpoints: v2::Endpoints, topic: &str, entry: v2::AckMessageEntry) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { endpoints, topic: topic.to_owned(), entry, reply })
+            .map_err(|_| Error::Config("the consumer's ack loop has stopped".into()))?;
+        answer.await.map_err(|_| Error::Config("the consumer's ack loop dropped an ack".into()))?
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+async fn gather(conn: Connection, group: String, mut pending: mpsc::UnboundedReceiver<Pending>) {
+    let slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENTRIES {
+            match pending.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut by_target: HashMap<(String, String), Vec<Pending>> = HashMap::new();
+        for p in batch {
+            let key = crate::connection::endpoint_key(&p.endpoints);
+            by_target.entry((key, p.topic.clone())).or_default().push(p);
+        }
+        for ((key, topic), group_acks) in by_target {
+            let slot = match slots.lock() {
+                Ok(mut s) => Arc::clone(s.entry(key).or_insert_with(|| Arc::new(Semaphore::new(MAX_OUTSTANDING)))),
+                Err(_) => Arc::new(Semaphore::new(MAX_OUTSTANDING)),
+            };
+            // Waiting for a slot of this broker is what lets later acks join the next request.
+            let Ok(permit) = slot.acquire_owned().await else { return };
+            let (conn, group) = (conn.clone(), group.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                send(&conn, &group, &topic, group_acks).await;
+            });
+        }
+    }
+}
+
+/// One `AckMessage` call for `acks` (same broker, same topic).
+async fn send(conn: &Connection, group: &str, topic: &str, acks: Vec<Pending>) {
+    let Some(endpoints) = acks.first().map(|p| p.endpoints.clone()) else { return };
+    let (entries, replies): (Vec<_>, Vec<_>) = acks.into_iter().map(|p| (p.entry, p.reply)).unzip();
+    let n = entries.len();
+    let req = v2::AckMessageRequest { group: Some(conn.resource(group)), topic: Some(conn.resource(topic)), entries };
+    let outcome = async {
+        let mut rpc = conn.broker(&endpoints)?;
+        let reply =
+            rpc.ack_message(conn.request(req)).await.map_err(|source| Error::Rpc { rpc: "AckMessage", source })?;
+        let reply = reply.into_inner();
+        if reply.entries.len() != n {
+            check("AckMessage", reply.status)?;
+            return Err(Error::Broker {
+                rpc: "AckMessage",
+                code: 0,
+                message: format!("the broker answered {} entries for {n} acks", reply.entries.len()),
+            });
+        }
+        Ok(reply.entries.into_iter().map(|e| check("AckMessage", e.status)).collect::<Vec<_>>())
+    }
+    .await;
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
