@@ -455,8 +455,11 @@ impl Broker {
                     let (handle, attempt) = self.pop.deliver(state, q, offset, deadline);
                     out.push((m, handle, attempt));
                 }
-                // Deleted by retention, or no longer wanted by this filter.
-                _ => {
+                // Not for this receiver's filter: it stays due for a member
+                // whose subscription wants it.
+                Some(_) => {}
+                // Deleted by retention: nothing left to deliver.
+                None => {
                     state.inflight.remove(&offset);
                 }
             }

@@ -1,5 +1,6 @@
-//! Group membership over time: broadcast members' pop state goes when they
-//! leave or fall silent, and receives on many queues run side by side.
+//! Pop bookkeeping over time: broadcast members' state goes when they
+//! leave or fall silent, receives on many queues run side by side, and an
+//! expired message waits for a member whose filter wants it.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -21,9 +22,17 @@ fn broker(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Broker> {
 }
 
 fn message(topic: &str, body: &str) -> v2::Message {
+    tagged(topic, body, None)
+}
+
+fn tagged(topic: &str, body: &str, tag: Option<&str>) -> v2::Message {
     v2::Message {
         topic: Some(v2::Resource { resource_namespace: String::new(), name: topic.into() }),
-        system_properties: Some(v2::SystemProperties { message_id: format!("ID-{body}"), ..Default::default() }),
+        system_properties: Some(v2::SystemProperties {
+            message_id: format!("ID-{body}"),
+            tag: tag.map(str::to_owned),
+            ..Default::default()
+        }),
         body: bytes::Bytes::copy_from_slice(body.as_bytes()),
         ..Default::default()
     }
@@ -103,4 +112,28 @@ async fn concurrent_receives_hand_out_each_message_once() {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 400, "every message handed out");
     assert_eq!(unique.len(), 400, "none twice");
+}
+
+#[tokio::test]
+async fn an_expired_message_waits_for_a_receiver_whose_filter_wants_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let b = broker(dir.path(), Arc::clone(&clock));
+    b.send(&tagged("news", "sport-1", Some("sport"))).await.unwrap();
+    let mut sport = receive("g", "c1");
+    sport.filter = Filter::tags("sport").unwrap();
+    let got = b.receive(&sport).await.unwrap();
+    assert_eq!(got.len(), 1);
+
+    // Its invisible time passes without an ack; a member with another filter looks first.
+    clock.advance(31_000);
+    let mut weather = receive("g", "c2");
+    weather.filter = Filter::tags("weather").unwrap();
+    assert!(b.receive(&weather).await.unwrap().is_empty());
+
+    let again = b.receive(&sport).await.unwrap();
+    assert_eq!(again.len(), 1, "the message is still due, not dropped");
+    assert_eq!(again[0].body, got[0].body);
+    let attempt = again[0].system_properties.as_ref().and_then(|s| s.delivery_attempt);
+    assert_eq!(attempt, Some(2));
 }
