@@ -82,6 +82,12 @@ fn two_brokers_register_with_a_name_server_and_share_a_topic() {
 
     admin(&a_addr, &["topic", "create", "shared", "--queues", "2"]);
     admin(&b_addr, &["topic", "create", "shared", "--queues", "2"]);
+    // A topic change is registered at once; wait until the name server has it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while admin(&a_addr, &["cluster", "list"])[1]["topics"] != 1 {
+        assert!(Instant::now() < deadline, "broker-b's new topic never reached the name server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -7,8 +7,11 @@
 //! Without a name server the route is this broker alone. This module does
 //! not decide what a topic is (the metadata store does) nor serve RPCs.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use rill_namesrv::{BrokerKey, NameServerClient};
 use rill_proto::namesrv as pb;
@@ -21,11 +24,26 @@ use crate::convert::Rejection;
 /// How often the registration is repeated (RocketMQ brokers: 30 s).
 pub const REGISTER_EVERY: Duration = Duration::from_secs(30);
 
+/// How long a route learned from the name server is used without asking again.
+const ROUTE_FRESH: Duration = Duration::from_secs(5);
+/// How long a name server query may take before the broker answers without it.
+const ROUTE_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Other brokers' part of a topic's route, as last learned.
+#[derive(Debug, Clone)]
+struct Learned {
+    at: Instant,
+    /// `None` when the last query failed (the name server is not asked
+    /// again before [`ROUTE_FRESH`] has passed).
+    brokers: Option<Vec<pb::BrokerQueues>>,
+}
+
 /// The broker's link to its name server, if it has one.
 #[derive(Debug, Default)]
 pub(crate) struct Link {
     namesrv: OnceLock<NameServerClient>,
     changed: tokio::sync::Notify,
+    routes: Mutex<HashMap<String, Learned>>,
 }
 
 impl Broker {
@@ -78,20 +96,12 @@ impl Broker {
     ) -> Result<Vec<v2::MessageQueue>, Rejection> {
         let local = self.topic(topic);
         let mut parts: Vec<(String, v2::Endpoints, pb::TopicQueues)> = Vec::new();
-        if let Some(ns) = self.name_server() {
-            match ns.route(topic).await {
-                Ok(brokers) => {
-                    for b in brokers.into_iter().filter(|b| b.broker_name != self.config.broker_name) {
-                        let (Some(q), Some(endpoints)) = (b.queues, endpoints(&b.grpc_addr)) else {
-                            tracing::warn!(broker = %b.broker_name, addr = %b.grpc_addr, "unusable route entry skipped");
-                            continue;
-                        };
-                        parts.push((b.broker_name, endpoints, q));
-                    }
-                }
-                // Serving this broker's own queues beats failing outright.
-                Err(e) => tracing::warn!(error = %e, topic, "name server unreachable; routing to this broker only"),
-            }
+        for b in self.others(topic).await.into_iter().filter(|b| b.broker_name != self.config.broker_name) {
+            let (Some(q), Some(endpoints)) = (b.queues, endpoints(&b.grpc_addr)) else {
+                tracing::warn!(broker = %b.broker_name, addr = %b.grpc_addr, "unusable route entry skipped");
+                continue;
+            };
+            parts.push((b.broker_name, endpoints, q));
         }
         match local {
             Ok((_, cfg)) => parts.push((self.config.broker_name.clone(), here, topic_queues(&cfg))),
@@ -119,6 +129,37 @@ impl Broker {
             return Err(Rejection::new(Code::TopicNotFound, format!("topic '{topic}' has no queues")));
         }
         Ok(queues)
+    }
+}
+
+impl Broker {
+    /// The brokers the name server routes `topic` to: from a cache younger
+    /// than [`ROUTE_FRESH`], else asked (bounded by [`ROUTE_QUERY_TIMEOUT`]).
+    /// When the name server cannot answer, the last answer is used, or
+    /// none: serving this broker's own queues beats failing outright.
+    async fn others(&self, topic: &str) -> Vec<pb::BrokerQueues> {
+        let Some(ns) = self.name_server() else { return Vec::new() };
+        let cached = self.cluster.routes.lock().get(topic).cloned();
+        if let Some(c) = &cached
+            && c.at.elapsed() < ROUTE_FRESH
+        {
+            return c.brokers.clone().unwrap_or_default();
+        }
+        let stale = cached.and_then(|c| c.brokers);
+        let answer = match tokio::time::timeout(ROUTE_QUERY_TIMEOUT, ns.route(topic)).await {
+            Ok(Ok(brokers)) => Some(brokers),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, topic, "name server query failed; using the last known route");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(namesrv = ns.addr(), topic, "name server did not answer; using the last known route");
+                None
+            }
+        };
+        let learned = Learned { at: Instant::now(), brokers: answer.clone().or(stale.clone()) };
+        self.cluster.routes.lock().insert(topic.to_owned(), learned);
+        answer.or(stale).unwrap_or_default()
     }
 }
 

@@ -391,3 +391,24 @@ async fn an_unknown_handle_neither_acks_nor_moves_where_the_group_reads() {
     let huge = receive(c, "g2", "t", (TAG, "*"), Duration::from_secs(13 * 3600), Duration::from_secs(1)).await;
     assert_eq!(huge.status.code, Code::IllegalInvisibleTime as i32);
 }
+
+#[tokio::test]
+async fn routes_still_answer_quickly_when_the_name_server_is_down() {
+    let mut s = server(BrokerConfig::default()).await;
+    // A name server address where nothing listens.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    s.broker
+        .attach_name_server(rill_namesrv::NameServerClient::new(&closed.to_string(), Duration::from_secs(3)).unwrap());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = s
+            .client
+            .query_route(v2::QueryRouteRequest { topic: resource("orders"), endpoints: None })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.status.unwrap().code, Code::Ok as i32);
+        assert_eq!(reply.message_queues.len(), 8, "this broker's own queues");
+        assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+    }
+}
