@@ -108,16 +108,5 @@ async fn send(conn: &Connection, group: &str, topic: &str, acks: Vec<Pending>) {
         Ok(reply.entries.into_iter().map(|e| check("AckMessage", e.status)).collect::<Vec<_>>())
     }
     .await;
-    match outcome {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.duplicate()));
-            }
-        }
-    }
+    crate::answer_each(replies, outcome);
 }

@@ -106,6 +106,23 @@ impl Error {
     }
 }
 
+/// Hands each caller that shared one request its own result: the entry
+/// for it, or a copy of the failure of the whole request.
+pub(crate) fn answer_each<T>(replies: Vec<tokio::sync::oneshot::Sender<Result<T>>>, outcome: Result<Vec<Result<T>>>) {
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
 /// Turns a reply's status into a result.
 pub(crate) fn check(rpc: &'static str, status: Option<rill_proto::v2::Status>) -> Result<()> {
     match status {

@@ -138,18 +138,7 @@ async fn coalesce(core: Core, mut pending: mpsc::UnboundedReceiver<Pending>) {
             tokio::spawn(async move {
                 let _slot = slot;
                 let (wire, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.wire, p.reply)).unzip();
-                match core.request(&topic, wire).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.duplicate()));
-                        }
-                    }
-                }
+                crate::answer_each(replies, core.request(&topic, wire).await);
             });
         }
     }
