@@ -6,14 +6,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{rill, start, stop};
+use common::{admin, rill, start, stop};
 use rill_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
-
-fn admin(addr: &str, args: &[&str]) -> serde_json::Value {
-    let out = rill().args(["admin", "--json", "--server", addr]).args(args).output().unwrap();
-    assert!(out.status.success(), "rill admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn admin_fails(addr: &str, args: &[&str]) -> String {
     let out = rill().args(["admin", "--server", addr]).args(args).output().unwrap();

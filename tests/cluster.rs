@@ -5,52 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{rill, stop};
+use common::{admin, broker_config, rill, spawn, stop, wait_for_brokers};
 use rill_client::{ClientConfig, Message, Producer};
-
-/// Starts `rill <args> --json`; returns the child and its state line.
-fn spawn(args: &[&str]) -> (Child, serde_json::Value) {
-    let mut child = rill().args(args).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(!line.is_empty(), "rill {args:?} printed nothing");
-    (child, serde_json::from_str(&line).unwrap())
-}
-
-fn broker_config(dir: &Path, name: &str, namesrv: &str, extra: &str) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "[store]\ndata_dir = \"{}\"\nsegment_size = 8388608\n\n[broker]\ngrpc_addr = \"127.0.0.1:0\"\n\
-         broker_name = \"{name}\"\n{extra}\n[namesrv]\naddr = \"{namesrv}\"\n",
-        dir.join(name).display()
-    );
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-fn admin(addr: &str, args: &[&str]) -> serde_json::Value {
-    let out = rill().args(["admin", "--json", "--server", addr]).args(args).output().unwrap();
-    assert!(out.status.success(), "rill admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Waits (bounded) until `rill admin cluster list` on `addr` shows `n` brokers.
-fn wait_for_brokers(addr: &str, n: usize) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let list = admin(addr, &["cluster", "list"]);
-        if list.as_array().unwrap().len() == n {
-            return list;
-        }
-        assert!(Instant::now() < deadline, "cluster never showed {n} brokers: {list}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

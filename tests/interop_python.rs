@@ -1,6 +1,7 @@
 //! The official RocketMQ 5 Python client (`rocketmq-python-client`) against
 //! `rill standalone`: producer, simple consumer with a tag filter, push
-//! consumer, a second group, and a broker restart in between.
+//! consumer, a second group, and a broker restart in between; and against
+//! a name server with two brokers, where it must follow the routes.
 //!
 //! `./scripts/test` installs the client into a virtual environment and sets
 //! `RILL_PYTHON`. Without it the test is skipped with a loud message, except
@@ -13,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command};
 
-use common::stop;
+use common::{admin, broker_config, spawn, stop, wait_for_brokers};
 
 fn python() -> Option<String> {
     match std::env::var("RILL_PYTHON") {
@@ -80,4 +81,52 @@ fn official_python_client_produces_and_consumes() {
     let next = script(&python, &home, &["simple", &addr, "orders", "g-taga", "TagA", "1"], "GOT ");
     assert_eq!(next, vec![20]);
     stop(broker);
+}
+
+#[test]
+fn official_python_client_follows_routes_across_two_brokers() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (namesrv, ns) = spawn(&["namesrv", "--namesrv-addr", "127.0.0.1:0"]);
+    let ns = ns["namesrv_addr"].as_str().unwrap().to_owned();
+    let mut brokers = Vec::new();
+    for name in ["broker-a", "broker-b"] {
+        let cfg = broker_config(dir.path(), name, &ns, "");
+        let (child, state) = spawn(&["broker", "--config", cfg.to_str().unwrap()]);
+        brokers.push((child, state["grpc_addr"].as_str().unwrap().to_owned()));
+    }
+    let (a, b) = (brokers[0].1.clone(), brokers[1].1.clone());
+    wait_for_brokers(&a, 2);
+    for addr in [&a, &b] {
+        admin(addr, &["topic", "create", "orders", "--queues", "2"]);
+    }
+    // Both topic tables are at the name server before the client asks for a route.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while admin(&a, &["cluster", "list"])[1]["topics"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "broker-b's topic never reached the name server");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The producer knows broker-a only, the consumer broker-b only.
+    let sent = script(&python, &home, &["send", &a, "orders", "40"], "SENT ");
+    assert_eq!(sent, (0..40).collect::<Vec<_>>());
+    for addr in [&a, &b] {
+        let stored: u64 = admin(addr, &["topic", "describe", "orders"])["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["max_offset"].as_u64().unwrap())
+            .sum();
+        assert!(stored > 0, "the Python producer sent nothing to {addr}");
+    }
+    let got: BTreeSet<u64> =
+        script(&python, &home, &["push", &b, "orders", "g-spread", "*", "40"], "GOT ").into_iter().collect();
+    assert_eq!(got, (0..40).collect(), "the push consumer drains both brokers");
+
+    for (child, _) in brokers {
+        stop(child);
+    }
+    stop(namesrv);
 }
