@@ -79,8 +79,8 @@ pub fn run(config: &RillConfig, role: Role, json: bool) -> Result<()> {
         }
         tracing::info!(
             namesrv = %namesrv_addr,
-            grpc = report.get("grpc_addr").and_then(|v| v.as_str()).unwrap_or("-"),
-            data_dir = report.get("data_dir").and_then(|v| v.as_str()).unwrap_or("-"),
+            grpc = %report.get("grpc_addr").and_then(|v| v.as_str()).unwrap_or("-"),
+            data_dir = %report.get("data_dir").and_then(|v| v.as_str()).unwrap_or("-"),
             ready_ms = started.elapsed().as_millis() as u64,
             "rill {} listening; press Ctrl-C to stop",
             role.name()

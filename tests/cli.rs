@@ -12,7 +12,7 @@ fn help_lists_the_commands() {
     let out = rill().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for word in ["standalone", "bench", "--log-level"] {
+    for word in ["standalone", "broker", "namesrv", "admin", "bench", "--log-level"] {
         assert!(text.contains(word), "{word} missing from:\n{text}");
     }
     let out = rill().args(["bench", "store", "--help"]).output().unwrap();
