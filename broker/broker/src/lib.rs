@@ -2,8 +2,11 @@
 //! the storage engine, so the official RocketMQ clients work unchanged.
 //!
 //! Layout:
-//! - [`Broker`] (this file): topics, sends, pop receives, acks — the
-//!   protocol-independent operations, testable without a network;
+//! - [`Broker`] (this file): topics, pop receives, acks — the
+//!   protocol-independent operations, testable without a network; the send
+//!   path in `send.rs`;
+//! - [`cluster`]: registration with the name server, routes across brokers;
+//! - [`metrics`]: Prometheus counters and gauges;
 //! - [`service`]: the tonic `MessagingService` that maps RPCs onto them;
 //! - [`convert`]: wire ⇄ stored messages and their validation;
 //! - [`pop`]: in-flight messages, visibility deadlines, receipt handles;
@@ -18,6 +21,7 @@ pub mod convert;
 pub mod members;
 pub mod metrics;
 pub mod pop;
+mod send;
 pub mod service;
 pub mod settings;
 
@@ -30,7 +34,7 @@ use rill_common::{Clock, SystemClock, TopicName, java_string_hash};
 use rill_proto::v2::{self, Code};
 use rill_store::{MetaStore, ReadStatus, Store, TopicConfig};
 
-use crate::convert::{Delivery, Limits, Rejection};
+use crate::convert::{Delivery, Rejection};
 use crate::pop::{Handle, HandleError, PopState, QueueState};
 
 /// Shortest invisible duration accepted.
@@ -298,78 +302,6 @@ impl Broker {
         tracing::info!(topic = name, queues = cfg.write_queues, "created topic on first use");
         self.topics_changed();
         Ok((topic, cfg))
-    }
-
-    /// Stores one message; returns its message id and queue offset.
-    pub async fn send(&self, msg: &v2::Message) -> Result<(String, i64), Rejection> {
-        let mut results = self.send_batch(std::slice::from_ref(msg)).await;
-        results.pop().unwrap_or_else(|| Err(Rejection::new(Code::InternalServerError, "no result for the message")))
-    }
-
-    /// Stores several messages: each is validated on its own, the valid ones
-    /// are appended together, and the call answers once all of them are
-    /// visible to consumers (a receive that follows finds them). One result
-    /// per message, in order: its message id and queue offset, or why not.
-    pub async fn send_batch(&self, msgs: &[v2::Message]) -> Vec<Result<(String, i64), Rejection>> {
-        let mut results: Vec<Option<Result<(String, i64), Rejection>>> = vec![None; msgs.len()];
-        let mut stored = Vec::with_capacity(msgs.len());
-        let mut placed = Vec::with_capacity(msgs.len());
-        for (i, msg) in msgs.iter().enumerate() {
-            match self.to_store(msg) {
-                Ok((m, id)) => {
-                    stored.push(m);
-                    placed.push((i, id));
-                }
-                Err(r) => results[i] = Some(Err(r)),
-            }
-        }
-        if !stored.is_empty() {
-            let internal = |e: rill_store::Error| {
-                tracing::error!(error = %e, "cannot store message");
-                Rejection::new(Code::InternalServerError, format!("cannot store the message: {e}"))
-            };
-            let appended = match self.store.append_batch(stored).await {
-                Ok(a) => match a.last().map(|l| l.end()) {
-                    Some(end) => self.store.wait_dispatched(end).await.map(|()| a).map_err(internal),
-                    None => Ok(a),
-                },
-                Err(e) => Err(internal(e)),
-            };
-            match appended {
-                Ok(appended) => {
-                    for ((i, id), a) in placed.into_iter().zip(appended) {
-                        results[i] = Some(Ok((id, a.queue_offset as i64)));
-                    }
-                }
-                Err(r) => {
-                    for (i, _) in placed {
-                        results[i] = Some(Err(r.clone()));
-                    }
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Rejection::new(Code::InternalServerError, "message was not handled"))))
-            .collect()
-    }
-
-    /// Validates a message and places it on a queue of its topic.
-    fn to_store(&self, msg: &v2::Message) -> Result<(rill_store::MessageToStore, String), Rejection> {
-        let name = msg.topic.as_ref().map(|t| t.name.as_str()).unwrap_or_default();
-        let (topic, cfg) = self.topic(name)?;
-        if cfg.write_queues == 0 || cfg.perm & rill_store::perm::WRITE == 0 {
-            return Err(Rejection::new(Code::Forbidden, format!("topic '{name}' is not writable")));
-        }
-        let group = msg.system_properties.as_ref().and_then(|s| s.message_group.as_deref());
-        let queue = match group {
-            Some(g) => (java_string_hash(g) as u32) % cfg.write_queues,
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % cfg.write_queues,
-        };
-        let limits = Limits { max_body_size: self.config.max_body_size };
-        let stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
-        let id = stored.properties.unique_id().unwrap_or_default().to_owned();
-        Ok((stored, id))
     }
 
     fn state_key(&self, group: &str, client_id: &str, topic: &str, queue: u32) -> (String, String, u32) {
