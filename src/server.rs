@@ -54,6 +54,8 @@ pub fn run(config: &RillConfig, role: Role, json: bool) -> Result<()> {
 
         let mut namesrv = None;
         let mut namesrv_addr = config.namesrv.addr.clone();
+        // The name server stops after the broker, so the broker can unregister.
+        let (ns_stop_tx, ns_stop) = tokio::sync::watch::channel(false);
         if role != Role::Broker {
             let listener = bind("namesrv.addr", &config.namesrv.addr).await?;
             let addr = listener.local_addr().context("cannot read the name server's address")?;
@@ -62,7 +64,7 @@ pub fn run(config: &RillConfig, role: Role, json: bool) -> Result<()> {
                 Arc::new(rill_common::SystemClock),
                 Duration::from_secs(config.namesrv.broker_timeout_secs),
             ));
-            namesrv = Some(tokio::spawn(rill_namesrv::service::serve(registry, listener, stopped(stop.clone()))));
+            namesrv = Some(tokio::spawn(rill_namesrv::service::serve(registry, listener, stopped(ns_stop))));
             report.insert("namesrv_addr".into(), namesrv_addr.clone().into());
         }
 
@@ -86,9 +88,15 @@ pub fn run(config: &RillConfig, role: Role, json: bool) -> Result<()> {
             role.name()
         );
 
-        if let Some(running) = broker {
-            running.finish().await?;
-        }
+        let finished = match broker {
+            Some(running) => running.finish().await,
+            None => {
+                stopped(stop).await;
+                Ok(())
+            }
+        };
+        ns_stop_tx.send_replace(true);
+        finished?;
         if let Some(ns) = namesrv {
             ns.await.context("the name server task failed")?.context("the name server failed")?;
         }

@@ -36,7 +36,9 @@ fn standalone_reports_state_and_stops_cleanly_or_recovers() {
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store closed cleanly"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("store closed cleanly"), "{log}");
+    assert!(log.contains("unregistered from the name server"), "the embedded name server outlives the broker: {log}");
     assert!(!data.join("abort").exists(), "a clean stop removes the abort marker");
 
     let (child, state) = start(&data, &[]);
