@@ -4,7 +4,7 @@
 //! each answered on its own). A lone ack leaves at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rill_proto::v2;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -55,9 +55,30 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+/// Routes each ack to the gathering task of its broker (started on first
+/// use), so a slow or unreachable broker never holds up acks for another.
 async fn gather(conn: Connection, group: String, mut pending: mpsc::UnboundedReceiver<Pending>) {
-    let slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
+    let mut per_broker: HashMap<String, mpsc::UnboundedSender<Pending>> = HashMap::new();
+    while let Some(p) = pending.recv().await {
+        let key = crate::connection::endpoint_key(&p.endpoints);
+        let tx = per_broker.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(gather_for_broker(conn.clone(), group.clone(), rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(p)) = tx.send(p) {
+            let _ = p.reply.send(Err(Error::Config("the consumer's ack loop has stopped".into())));
+        }
+    }
+}
+
+/// Gathers one broker's acks into requests, at most [`MAX_OUTSTANDING`] at once.
+async fn gather_for_broker(conn: Connection, group: String, mut pending: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     while let Some(first) = pending.recv().await {
+        // Waiting for a free slot is what lets later acks join this request.
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
+        let permit = Arc::new(permit);
         let mut batch = vec![first];
         while batch.len() < MAX_ENTRIES {
             match pending.try_recv() {
@@ -65,22 +86,15 @@ async fn gather(conn: Connection, group: String, mut pending: mpsc::UnboundedRec
                 Err(_) => break,
             }
         }
-        let mut by_target: HashMap<(String, String), Vec<Pending>> = HashMap::new();
+        let mut by_topic: HashMap<String, Vec<Pending>> = HashMap::new();
         for p in batch {
-            let key = crate::connection::endpoint_key(&p.endpoints);
-            by_target.entry((key, p.topic.clone())).or_default().push(p);
+            by_topic.entry(p.topic.clone()).or_default().push(p);
         }
-        for ((key, topic), group_acks) in by_target {
-            let slot = match slots.lock() {
-                Ok(mut s) => Arc::clone(s.entry(key).or_insert_with(|| Arc::new(Semaphore::new(MAX_OUTSTANDING)))),
-                Err(_) => Arc::new(Semaphore::new(MAX_OUTSTANDING)),
-            };
-            // Waiting for a slot of this broker is what lets later acks join the next request.
-            let Ok(permit) = slot.acquire_owned().await else { return };
-            let (conn, group) = (conn.clone(), group.clone());
+        for (topic, acks) in by_topic {
+            let (conn, group, permit) = (conn.clone(), group.clone(), Arc::clone(&permit));
             tokio::spawn(async move {
                 let _permit = permit;
-                send(&conn, &group, &topic, group_acks).await;
+                send(&conn, &group, &topic, acks).await;
             });
         }
     }
