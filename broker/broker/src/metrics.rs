@@ -46,9 +46,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a stored message.
-    pub fn sent(&self, topic: &str) {
-        self.sent.get_or_create(&vec![("topic", topic.to_owned())]).inc();
+    /// Counts `n` stored messages of `topic`.
+    pub fn sent(&self, topic: &str, n: u64) {
+        self.sent.get_or_create(&vec![("topic", topic.to_owned())]).inc_by(n);
     }
 
     /// Counts a refused or failed send.

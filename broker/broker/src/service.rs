@@ -174,10 +174,20 @@ impl MessagingService for Service {
         let mut entries = Vec::with_capacity(req.messages.len());
         let mut first_error = None;
         let results = self.broker.send_batch(&req.messages).await;
+        // Stored messages counted per run of one topic (a request usually holds one).
+        let mut run: Option<(&str, u64)> = None;
         for (msg, result) in req.messages.iter().zip(results) {
             let entry = match result {
                 Ok((message_id, offset)) => {
-                    self.broker.metrics().sent(msg.topic.as_ref().map_or("", |t| t.name.as_str()));
+                    let topic = msg.topic.as_ref().map_or("", |t| t.name.as_str());
+                    match &mut run {
+                        Some((t, n)) if *t == topic => *n += 1,
+                        _ => {
+                            if let Some((t, n)) = run.replace((topic, 1)) {
+                                self.broker.metrics().sent(t, n);
+                            }
+                        }
+                    }
                     v2::SendResultEntry { status: Some(status::ok()), message_id, offset, ..Default::default() }
                 }
                 Err(r) => {
@@ -188,6 +198,9 @@ impl MessagingService for Service {
                 }
             };
             entries.push(entry);
+        }
+        if let Some((t, n)) = run {
+            self.broker.metrics().sent(t, n);
         }
         Ok(Response::new(v2::SendMessageResponse { status: Some(first_error.unwrap_or_else(status::ok)), entries }))
     }

@@ -47,6 +47,19 @@ pub(crate) fn id_key(id: &str) -> String {
     format!("{ID_PREFIX}{id}")
 }
 
+/// [`topic_key`] into a reused buffer.
+pub(crate) fn write_topic_key(buf: &mut String, topic: &str, key: &str) {
+    buf.push_str(topic);
+    buf.push('#');
+    buf.push_str(key);
+}
+
+/// [`id_key`] into a reused buffer.
+pub(crate) fn write_id_key(buf: &mut String, id: &str) {
+    buf.push_str(ID_PREFIX);
+    buf.push_str(id);
+}
+
 fn hash(key: &str) -> u32 {
     java_string_hash(key) as u32
 }

@@ -223,14 +223,37 @@ impl Inner {
         let keys = raw_property(v.properties, record::keys::KEYS);
         let id = raw_property(v.properties, record::keys::UNIQ_KEY);
         if keys.is_some() || id.is_some() {
-            let mut all: Vec<String> = keys
-                .into_iter()
-                .flat_map(|k| k.split(record::keys::KEY_SEPARATOR))
-                .filter(|k| !k.is_empty())
-                .map(|k| index::topic_key(v.topic, k))
-                .collect();
-            all.extend(id.map(index::id_key));
-            self.index.add_message(v.physical_offset(), v.store_timestamp(), all.iter().map(String::as_str))?;
+            // The dispatcher is one thread: its key strings are reused from
+            // record to record instead of allocated for each.
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            return SCRATCH.with_borrow_mut(|scratch| {
+                let mut used = 0;
+                let mut next = |scratch: &mut Vec<String>| {
+                    if scratch.len() == used {
+                        scratch.push(String::new());
+                    }
+                    used += 1;
+                    let s = &mut scratch[used - 1];
+                    s.clear();
+                    used - 1
+                };
+                for k in keys.into_iter().flat_map(|k| k.split(record::keys::KEY_SEPARATOR)).filter(|k| !k.is_empty()) {
+                    let i = next(scratch);
+                    index::write_topic_key(&mut scratch[i], v.topic, k);
+                }
+                if let Some(id) = id {
+                    let i = next(scratch);
+                    index::write_id_key(&mut scratch[i], id);
+                }
+                let n = used;
+                self.index.add_message(
+                    v.physical_offset(),
+                    v.store_timestamp(),
+                    scratch[..n].iter().map(String::as_str),
+                )
+            });
         }
         Ok(())
     }
