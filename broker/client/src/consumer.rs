@@ -383,22 +383,34 @@ where
     F: Fn(ReceivedMessage) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ConsumeError>> + Send + 'static,
 {
+    // Pumps by broker; a JoinSet aborts them all when this task ends.
     let mut pumps = tokio::task::JoinSet::new();
-    let mut running: Vec<String> = Vec::new();
+    let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
     loop {
         let wait = match core.sources(&topic).await {
             Ok(sources) => {
-                for source in sources {
-                    let key = endpoint_key(&source.endpoints);
-                    if !running.contains(&key) {
+                let keys: Vec<String> = sources.iter().map(|s| endpoint_key(&s.endpoints)).collect();
+                // A broker that left the route: its messages are no longer ours to take.
+                running.retain(|key, pump| {
+                    let keep = keys.contains(key);
+                    if !keep {
+                        tracing::info!(topic = %topic, broker = %key, "broker left the route; stopped consuming from it");
+                        pump.abort();
+                    }
+                    keep
+                });
+                for (source, key) in sources.into_iter().zip(keys) {
+                    if !running.contains_key(&key) {
                         tracing::debug!(topic = %topic, broker = %key, "consuming from broker");
-                        running.push(key);
                         let (core, topic, permits, listener) =
                             (core.clone(), topic.clone(), Arc::clone(&permits), Arc::clone(&listener));
-                        pumps.spawn(pump(core, topic, source, permits, invisible, listener));
+                        let handle = pumps.spawn(pump(core, topic, source, permits, invisible, listener));
+                        running.insert(key, handle);
                     }
                 }
+                // Reap finished (aborted) pumps.
+                while pumps.try_join_next().is_some() {}
                 backoff = Duration::from_millis(100);
                 ROUTE_REFRESH
             }
