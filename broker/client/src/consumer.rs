@@ -401,12 +401,11 @@ where
                     keep
                 });
                 for (source, key) in sources.into_iter().zip(keys) {
-                    if !running.contains_key(&key) {
-                        tracing::debug!(topic = %topic, broker = %key, "consuming from broker");
+                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                        tracing::debug!(topic = %topic, broker = %slot.key(), "consuming from broker");
                         let (core, topic, permits, listener) =
                             (core.clone(), topic.clone(), Arc::clone(&permits), Arc::clone(&listener));
-                        let handle = pumps.spawn(pump(core, topic, source, permits, invisible, listener));
-                        running.insert(key, handle);
+                        slot.insert(pumps.spawn(pump(core, topic, source, permits, invisible, listener)));
                     }
                 }
                 // Reap finished (aborted) pumps.
