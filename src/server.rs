@@ -108,7 +108,7 @@ pub fn run(config: &RillConfig, role: Role, json: bool) -> Result<()> {
 struct RunningBroker {
     broker: Arc<Broker>,
     serve: tokio::task::JoinHandle<Result<(), rill_broker::Error>>,
-    registration: Option<tokio::task::JoinHandle<()>>,
+    registration: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -117,10 +117,8 @@ impl RunningBroker {
     async fn finish(self) -> Result<()> {
         self.serve.await.context("the gRPC task failed")?.context("the gRPC service failed")?;
         tracing::info!("shutting down");
-        if let Some(r) = self.registration {
-            // Unregistering is bounded by the name server client's timeout.
-            let _ = r.await;
-        }
+        // Unregistering is bounded by the name server client's timeout.
+        let _ = self.registration.await;
         for task in self.background {
             task.abort();
         }
@@ -186,7 +184,7 @@ async fn start_broker(
         background.push(tokio::spawn(crate::metrics::serve(Arc::clone(&broker), listener)));
     }
     let serve = tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), grpc_addr, listener, tls, stopped(stop)));
-    Ok(RunningBroker { broker, serve, registration: Some(registration), background })
+    Ok(RunningBroker { broker, serve, registration, background })
 }
 
 /// Resolves once `stop` turns true.

@@ -33,8 +33,8 @@ const ROUTE_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Learned {
     at: Instant,
-    /// `None` when the last query failed (the name server is not asked
-    /// again before [`ROUTE_FRESH`] has passed).
+    /// `None` when the name server has not answered yet (it is not asked
+    /// again before [`ROUTE_FRESH`] has passed either way).
     brokers: Option<Vec<pb::BrokerQueues>>,
 }
 
@@ -130,9 +130,7 @@ impl Broker {
         }
         Ok(queues)
     }
-}
 
-impl Broker {
     /// The brokers the name server routes `topic` to: from a cache younger
     /// than [`ROUTE_FRESH`], else asked (bounded by [`ROUTE_QUERY_TIMEOUT`]).
     /// When the name server cannot answer, the last answer is used, or
@@ -157,9 +155,9 @@ impl Broker {
                 None
             }
         };
-        let learned = Learned { at: Instant::now(), brokers: answer.clone().or(stale.clone()) };
-        self.cluster.routes.lock().insert(topic.to_owned(), learned);
-        answer.or(stale).unwrap_or_default()
+        let brokers = answer.or(stale);
+        self.cluster.routes.lock().insert(topic.to_owned(), Learned { at: Instant::now(), brokers: brokers.clone() });
+        brokers.unwrap_or_default()
     }
 }
 

@@ -61,9 +61,9 @@ impl Metrics {
         self.delivered.get_or_create(&vec![("topic", topic.to_owned()), ("group", group.to_owned())]).inc_by(n as u64);
     }
 
-    /// Counts an acknowledgement.
-    pub fn acked(&self, topic: &str, group: &str) {
-        self.acked.get_or_create(&vec![("topic", topic.to_owned()), ("group", group.to_owned())]).inc();
+    /// Counts `n` acknowledgements.
+    pub fn acked(&self, topic: &str, group: &str, n: u64) {
+        self.acked.get_or_create(&vec![("topic", topic.to_owned()), ("group", group.to_owned())]).inc_by(n);
     }
 
     /// The Prometheus text format, with gauges taken from `broker` now.

@@ -309,13 +309,14 @@ impl MessagingService for Service {
         let (_, group) = resource_name(&req.group);
         let (_, topic) = resource_name(&req.topic);
         let mut first_error = None;
+        let mut acked = 0;
         let entries = req
             .entries
             .iter()
             .map(|e| {
                 let s = match self.broker.ack(group, &client_id, topic, &e.receipt_handle) {
                     Ok(()) => {
-                        self.broker.metrics().acked(topic, group);
+                        acked += 1;
                         status::ok()
                     }
                     Err(r) => first_error.get_or_insert_with(|| r.status()).clone(),
@@ -327,6 +328,9 @@ impl MessagingService for Service {
                 }
             })
             .collect();
+        if acked > 0 {
+            self.broker.metrics().acked(topic, group, acked);
+        }
         Ok(Response::new(v2::AckMessageResponse { status: Some(first_error.unwrap_or_else(status::ok)), entries }))
     }
 

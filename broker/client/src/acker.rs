@@ -19,7 +19,8 @@ const MAX_ENTRIES: usize = 256;
 
 /// One acknowledgement waiting to be sent.
 struct Pending {
-    endpoints: v2::Endpoints,
+    /// [`crate::connection::endpoint_key`] of the broker that delivered the message.
+    broker: String,
     topic: String,
     entry: v2::AckMessageEntry,
     reply: oneshot::Sender<Result<()>>,
@@ -39,11 +40,11 @@ impl Acker {
         Self { queue }
     }
 
-    /// Acknowledges one message at the broker at `endpoints`.
-    pub async fn ack(&self, endpoints: v2::Endpoints, topic: &str, entry: v2::AckMessageEntry) -> Result<()> {
+    /// Acknowledges one message at the broker named by `broker` (its endpoint key).
+    pub async fn ack(&self, broker: &str, topic: &str, entry: v2::AckMessageEntry) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { endpoints, topic: topic.to_owned(), entry, reply })
+            .send(Pending { broker: broker.to_owned(), topic: topic.to_owned(), entry, reply })
             .map_err(|_| Error::Config("the consumer's ack loop has stopped".into()))?;
         answer.await.map_err(|_| Error::Config("the consumer's ack loop dropped an ack".into()))?
     }
@@ -60,8 +61,7 @@ impl std::fmt::Debug for Pending {
 async fn gather(conn: Connection, group: String, mut pending: mpsc::UnboundedReceiver<Pending>) {
     let mut per_broker: HashMap<String, mpsc::UnboundedSender<Pending>> = HashMap::new();
     while let Some(p) = pending.recv().await {
-        let key = crate::connection::endpoint_key(&p.endpoints);
-        let tx = per_broker.entry(key).or_insert_with(|| {
+        let tx = per_broker.entry(p.broker.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(gather_for_broker(conn.clone(), group.clone(), rx));
             tx
@@ -102,12 +102,12 @@ async fn gather_for_broker(conn: Connection, group: String, mut pending: mpsc::U
 
 /// One `AckMessage` call for `acks` (same broker, same topic).
 async fn send(conn: &Connection, group: &str, topic: &str, acks: Vec<Pending>) {
-    let Some(endpoints) = acks.first().map(|p| p.endpoints.clone()) else { return };
+    let Some(broker) = acks.first().map(|p| p.broker.clone()) else { return };
     let (entries, replies): (Vec<_>, Vec<_>) = acks.into_iter().map(|p| (p.entry, p.reply)).unzip();
     let n = entries.len();
     let req = v2::AckMessageRequest { group: Some(conn.resource(group)), topic: Some(conn.resource(topic)), entries };
     let outcome = async {
-        let mut rpc = conn.broker(&endpoints)?;
+        let mut rpc = conn.broker_by_key(&broker)?;
         let reply =
             rpc.ack_message(conn.request(req)).await.map_err(|source| Error::Rpc { rpc: "AckMessage", source })?;
         let reply = reply.into_inner();

@@ -227,6 +227,16 @@ impl Connection {
         Ok(rpc)
     }
 
+    /// The channel named by `key` (an [`endpoint_key`] of a broker this
+    /// connection already talks to); the access point for an empty key.
+    pub fn broker_by_key(&self, key: &str) -> Result<Rpc> {
+        if key.is_empty() {
+            return Ok(self.rpc.clone());
+        }
+        let brokers = self.brokers.lock().map_err(|_| Error::Config("broker table poisoned".into()))?;
+        brokers.get(key).cloned().ok_or_else(|| Error::Config(format!("no connection to broker {key:?}")))
+    }
+
     /// The queues of `topic` on every broker, from cache or the access point.
     pub async fn route(&self, topic: &str) -> Result<Route> {
         if let Ok(routes) = self.routes.lock()

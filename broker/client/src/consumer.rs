@@ -75,6 +75,8 @@ struct Source {
     /// The broker's queue with id -1: pop from all of its queues.
     queue: v2::MessageQueue,
     endpoints: v2::Endpoints,
+    /// [`endpoint_key`] of `endpoints`.
+    key: String,
 }
 
 impl Core {
@@ -122,11 +124,14 @@ impl Core {
         let route = self.conn.route(topic).await?;
         let mut out: Vec<Source> = Vec::new();
         for q in route.iter() {
-            let readable = [v2::Permission::Read as i32, v2::Permission::ReadWrite as i32].contains(&q.permission);
+            if ![v2::Permission::Read as i32, v2::Permission::ReadWrite as i32].contains(&q.permission) {
+                continue;
+            }
             let endpoints =
-                q.broker.as_ref().and_then(|b| b.endpoints.clone()).unwrap_or(self.conn.access_point.clone());
-            if readable && !out.iter().any(|s| endpoint_key(&s.endpoints) == endpoint_key(&endpoints)) {
-                out.push(Source { queue: v2::MessageQueue { id: -1, ..q.clone() }, endpoints });
+                q.broker.as_ref().and_then(|b| b.endpoints.clone()).unwrap_or_else(|| self.conn.access_point.clone());
+            let key = endpoint_key(&endpoints);
+            if !out.iter().any(|s| s.key == key) {
+                out.push(Source { queue: v2::MessageQueue { id: -1, ..q.clone() }, endpoints, key });
             }
         }
         Ok(out)
@@ -146,18 +151,17 @@ impl Core {
         self.receive_from(topic, source, max, invisible).await
     }
 
-    /// Tells the broker at `endpoints` that this client is alive, at most every few seconds.
-    fn heartbeat(&self, endpoints: &v2::Endpoints) {
-        let key = endpoint_key(endpoints);
+    /// Tells the broker of `source` that this client is alive, at most every few seconds.
+    fn heartbeat(&self, source: &Source, rpc: &MessagingServiceClient<Channel>) {
         let due = self.beats.lock().map(|mut b| {
-            let due = b.get(&key).is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
+            let due = b.get(&source.key).is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
             if due {
-                b.insert(key.clone(), Instant::now());
+                b.insert(source.key.clone(), Instant::now());
             }
             due
         });
         let Ok(true) = due else { return };
-        let Ok(mut rpc) = self.conn.broker(endpoints) else { return };
+        let (mut rpc, key) = (rpc.clone(), source.key.clone());
         let req = self.conn.request(v2::HeartbeatRequest {
             group: Some(self.conn.resource(&self.group)),
             client_type: self.client_type as i32,
@@ -176,7 +180,8 @@ impl Core {
         max: usize,
         invisible: Duration,
     ) -> Result<Vec<ReceivedMessage>> {
-        self.heartbeat(&source.endpoints);
+        let mut rpc = self.conn.broker(&source.endpoints)?;
+        self.heartbeat(source, &rpc);
         let filter = self.subscriptions.get(topic).cloned().unwrap_or_else(FilterExpression::all);
         let req = v2::ReceiveMessageRequest {
             group: Some(self.conn.resource(&self.group)),
@@ -191,7 +196,6 @@ impl Core {
         let mut request = self.conn.request(req);
         // The broker may hold the call for the whole long-polling time.
         request.set_timeout(self.long_polling + self.conn.config.request_timeout);
-        let mut rpc = self.conn.broker(&source.endpoints)?;
         let mut stream = rpc
             .receive_message(request)
             .await
@@ -208,31 +212,12 @@ impl Core {
                     check("ReceiveMessage", Some(s))?;
                 }
                 Some(v2::receive_message_response::Content::Message(m)) => {
-                    out.push(ReceivedMessage::from_wire(m, endpoint_key(&source.endpoints)));
+                    out.push(ReceivedMessage::from_wire(m, source.key.clone()));
                 }
                 _ => {}
             }
         }
         Ok(out)
-    }
-
-    /// The endpoints of the broker that delivered `message` (receipt handles are per broker).
-    fn endpoints_of(&self, message: &ReceivedMessage) -> v2::Endpoints {
-        let addresses = message
-            .broker
-            .split(';')
-            .filter_map(|a| a.rsplit_once(':'))
-            .filter_map(|(h, p)| p.parse::<i32>().ok().map(|port| v2::Address { host: h.to_owned(), port }))
-            .collect::<Vec<_>>();
-        if addresses.is_empty() {
-            return self.conn.access_point.clone();
-        }
-        v2::Endpoints { scheme: 0, addresses }
-    }
-
-    /// The channel to the broker that delivered `message`.
-    fn delivered_by(&self, message: &ReceivedMessage) -> Result<MessagingServiceClient<Channel>> {
-        self.conn.broker(&self.endpoints_of(message))
     }
 
     async fn ack(&self, message: &ReceivedMessage) -> Result<()> {
@@ -241,7 +226,8 @@ impl Core {
             receipt_handle: message.receipt_handle.clone(),
             lite_topic: None,
         };
-        self.acker.ack(self.endpoints_of(message), &message.topic, entry).await
+        // Receipt handles are the delivering broker's own: the ack goes there.
+        self.acker.ack(&message.broker, &message.topic, entry).await
     }
 
     async fn change_invisible(&self, message: &mut ReceivedMessage, invisible: Duration) -> Result<()> {
@@ -254,7 +240,7 @@ impl Core {
             lite_topic: None,
             suspend: None,
         };
-        let mut rpc = self.delivered_by(message)?;
+        let mut rpc = self.conn.broker_by_key(&message.broker)?;
         let reply = rpc
             .change_invisible_duration(self.conn.request(req))
             .await
@@ -390,18 +376,17 @@ where
     loop {
         let wait = match core.sources(&topic).await {
             Ok(sources) => {
-                let keys: Vec<String> = sources.iter().map(|s| endpoint_key(&s.endpoints)).collect();
                 // A broker that left the route: its messages are no longer ours to take.
                 running.retain(|key, pump| {
-                    let keep = keys.contains(key);
+                    let keep = sources.iter().any(|s| &s.key == key);
                     if !keep {
                         tracing::info!(topic = %topic, broker = %key, "broker left the route; stopped consuming from it");
                         pump.abort();
                     }
                     keep
                 });
-                for (source, key) in sources.into_iter().zip(keys) {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                for source in sources {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(source.key.clone()) {
                         tracing::debug!(topic = %topic, broker = %slot.key(), "consuming from broker");
                         let (core, topic, permits, listener) =
                             (core.clone(), topic.clone(), Arc::clone(&permits), Arc::clone(&listener));
