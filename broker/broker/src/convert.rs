@@ -13,6 +13,8 @@ use rill_proto::v2;
 use rill_store::record::keys;
 use rill_store::{MessageToStore, Properties, StoredMessage};
 
+use crate::park::props;
+
 /// A request the broker refuses, with the protocol code and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -48,7 +50,20 @@ pub const MAX_PROPERTIES_SIZE: usize = 16 * 1024;
 pub const MAX_ENCODED_PROPERTIES: usize = 32 * 1024;
 
 /// Property names users may not set: the broker derives them.
-const SYSTEM_KEYS: [&str; 6] = [keys::TAGS, keys::KEYS, keys::UNIQ_KEY, MESSAGE_GROUP, BODY_ENCODING, BORN_HOST];
+const SYSTEM_KEYS: [&str; 12] = [
+    keys::TAGS,
+    keys::KEYS,
+    keys::UNIQ_KEY,
+    MESSAGE_GROUP,
+    BODY_ENCODING,
+    BORN_HOST,
+    props::REAL_TOPIC,
+    props::REAL_QID,
+    props::TIMER_DELIVER_MS,
+    props::RETRY_TOPIC,
+    props::DLQ_ORIGIN_TOPIC,
+    props::DLQ_ORIGIN_MESSAGE_ID,
+];
 
 /// Limits that apply to incoming messages.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +199,12 @@ pub fn from_store(m: &StoredMessage, namespace: &str, delivery: Delivery) -> v2:
     let group = p.get(MESSAGE_GROUP).map(str::to_owned);
     let gzip = p.get(BODY_ENCODING) == Some("GZIP");
     let born_host = p.get(BORN_HOST).map_or_else(|| m.born_host.ip().to_string(), str::to_owned);
-    let message_type = if group.is_some() { v2::MessageType::Fifo } else { v2::MessageType::Normal };
+    let delivery_ms: Option<i64> = p.get(props::TIMER_DELIVER_MS).and_then(|v| v.parse().ok());
+    let message_type = match (&group, delivery_ms) {
+        (Some(_), _) => v2::MessageType::Fifo,
+        (None, Some(_)) => v2::MessageType::Delay,
+        (None, None) => v2::MessageType::Normal,
+    };
     let sys = v2::SystemProperties {
         tag: p.tag().map(str::to_owned),
         keys: p.keys().map(str::to_owned).collect(),
@@ -196,6 +216,7 @@ pub fn from_store(m: &StoredMessage, namespace: &str, delivery: Delivery) -> v2:
         born_host,
         store_timestamp: Some(rill_proto::time::timestamp_from_millis(m.store_timestamp)),
         store_host: m.store_host.to_string(),
+        delivery_timestamp: delivery_ms.map(rill_proto::time::timestamp_from_millis),
         receipt_handle: delivery.receipt_handle,
         queue_id: m.queue_id as i32,
         queue_offset: Some(m.queue_offset as i64),

@@ -20,8 +20,11 @@ pub mod cluster;
 pub mod convert;
 pub mod members;
 pub mod metrics;
+pub mod park;
 pub mod pop;
+mod retry;
 mod send;
+pub mod timer;
 pub mod service;
 pub mod settings;
 
@@ -37,8 +40,6 @@ use rill_store::{MetaStore, ReadStatus, Store, TopicConfig};
 use crate::convert::{Delivery, Rejection};
 use crate::pop::{Handle, HandleError, PopState, QueueState};
 
-/// Shortest invisible duration accepted.
-pub const MIN_INVISIBLE: Duration = Duration::from_secs(1);
 /// Longest invisible duration accepted (RocketMQ's 12 hours).
 pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 
@@ -58,6 +59,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A background task (timers, revive) failed.
+    #[error("background task failed: {0}")]
+    Task(String),
 }
 
 /// Result type of this crate.
@@ -86,6 +90,37 @@ pub struct BrokerConfig {
     pub store_host: SocketAddr,
     /// A client silent for longer than this leaves its groups.
     pub client_timeout: Duration,
+    /// Retry delays announced to consumers, one per retry (RocketMQ's
+    /// levels 3–18: 10 s … 2 h); push consumers wait these before retrying.
+    pub retry_delays: Vec<Duration>,
+    /// Shortest invisible duration a receive may ask for.
+    pub min_invisible: Duration,
+    /// How often expired in-flight messages are moved to retry or DLQ.
+    pub revive_interval: Duration,
+    /// Timer settings (delay messages, timer messages).
+    pub timer: TimerConfig,
+}
+
+/// Settings of the persistent timer.
+#[derive(Debug, Clone)]
+pub struct TimerConfig {
+    /// Latest delivery time accepted, counted from the send.
+    pub max_delay: Duration,
+    /// Timer resolution: a timer fires at most this much (plus a tick) late.
+    pub precision: Duration,
+    /// Parked copies older than this are parked again, so retention never
+    /// deletes a pending timer's message (keep it well below retention).
+    pub repark_after: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            max_delay: Duration::from_secs(40 * 24 * 3600),
+            precision: Duration::from_millis(100),
+            repark_after: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +136,10 @@ impl Default for BrokerConfig {
             max_retries: 16,
             store_host: SocketAddr::from(([127, 0, 0, 1], 8081)),
             client_timeout: Duration::from_secs(120),
+            retry_delays: settings::CONSUMER_RETRY_DELAYS.iter().map(|s| Duration::from_secs(*s)).collect(),
+            min_invisible: Duration::from_secs(10),
+            revive_interval: Duration::from_secs(1),
+            timer: TimerConfig::default(),
         }
     }
 }
@@ -212,6 +251,15 @@ impl Broker {
             cluster: cluster::Link::default(),
             metrics: metrics::Metrics::default(),
         })
+    }
+
+    /// Starts what a serving broker runs in the background: the timer loop
+    /// (delay messages) and the revive pass (retries, dead letters). Both
+    /// stop when the broker stops serving.
+    pub fn start_background(self: &Arc<Self>) -> Background {
+        let timers = tokio::spawn(timer::run(Arc::clone(self)));
+        let revive = tokio::spawn(retry::run(Arc::clone(self)));
+        Background { timers, revive }
     }
 
     /// Records that a client of `group` is alive.
@@ -339,52 +387,85 @@ impl Broker {
         // Messages are picked under the pop lock; their wire form (MD5 of
         // every body) is built after it is released.
         let mut out: Vec<Picked> = Vec::new();
-        if queues == 0 {
-            return Ok(Vec::new());
-        }
-        let start = req.queue.unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed)) % queues;
         let now = self.clock.now_millis();
         let deadline = self.deadline(req.invisible)?;
+        let group = self.meta.group(&req.group);
+        let broadcast = group.as_ref().is_some_and(|g| g.broadcast);
+        let fifo = group.as_ref().is_some_and(|g| g.fifo);
+        // Retries first: there are few, and a busy topic must not starve them.
+        if !broadcast {
+            let retry = park::retry_topic(&req.group, &req.topic);
+            if self.store.queue_bounds(&retry, 0).is_some() {
+                let key = (req.group.clone(), retry, 0);
+                self.pop_source(req, &key, pop::RETRY_QUEUE, fifo, now, deadline, &mut out)?;
+            }
+        }
+        if queues == 0 {
+            return Ok(self.wire(req, out));
+        }
+        let start = req.queue.unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed)) % queues;
         for i in 0..queues {
             if out.len() >= req.batch {
                 break;
             }
             let q = (start + i) % queues;
             let key = self.state_key(&req.group, &req.client_id, &req.topic, q);
-            let init = || {
-                let min = self.store.queue_bounds(&req.topic, q).map_or(0, |b| b.0);
-                self.meta.offset(&req.group, &req.topic, q).map_or(min, |o| o.max(min))
-            };
-            let clustering = key.0 == req.group;
-            self.pop.with(&key, init, |state| {
-                self.pop_queue(req, q, state, now, deadline, &mut out)?;
-                // Committed under the pop lock, so a concurrent reset or ack
-                // cannot be overwritten by an older value.
-                let committed = state.committed();
-                if clustering && self.meta.offset(&req.group, &req.topic, q) != Some(committed) {
-                    self.meta.commit_offset(&req.group, &req.topic, q, committed);
-                }
-                Ok::<_, Rejection>(())
-            })?;
+            self.pop_source(req, &key, q, fifo, now, deadline, &mut out)?;
         }
-        Ok(out.into_iter().map(|(m, handle, attempt)| self.delivered(&m, req, handle, attempt)).collect())
+        Ok(self.wire(req, out))
+    }
+
+    /// Pops from one store queue (`key` names it) into `out`; `handle_queue`
+    /// is the queue id its receipt handles carry.
+    #[allow(clippy::too_many_arguments)]
+    fn pop_source(
+        &self,
+        req: &ReceiveRequest,
+        key: &pop::StateKey,
+        handle_queue: u32,
+        fifo: bool,
+        now: i64,
+        deadline: i64,
+        out: &mut Vec<Picked>,
+    ) -> Result<(), Rejection> {
+        let (owner, topic, q) = key;
+        let init = || {
+            let min = self.store.queue_bounds(topic, *q).map_or(0, |b| b.0);
+            self.meta.offset(&req.group, topic, *q).map_or(min, |o| o.max(min))
+        };
+        let clustering = *owner == req.group;
+        self.pop.with(key, init, |state| {
+            let src = Source { topic, queue: *q, handle_queue, fifo };
+            self.pop_queue(req, &src, state, now, deadline, out)?;
+            // Committed under the pop lock, so a concurrent reset or ack
+            // cannot be overwritten by an older value.
+            let committed = state.committed();
+            if clustering && self.meta.offset(&req.group, topic, *q) != Some(committed) {
+                self.meta.commit_offset(&req.group, topic, *q, committed);
+            }
+            Ok::<_, Rejection>(())
+        })
     }
 
     fn pop_queue(
         &self,
         req: &ReceiveRequest,
-        q: u32,
+        src: &Source<'_>,
         state: &mut QueueState,
         now: i64,
         deadline: i64,
         out: &mut Vec<Picked>,
     ) -> Result<(), Rejection> {
         let internal = |e: rill_store::Error| Rejection::new(Code::InternalServerError, e.to_string());
-        for offset in PopState::expired(state, now, req.batch - out.len()) {
-            let read = self.store.read_queue(&req.topic, q, offset, 1).map_err(internal)?;
+        let (topic, q) = (src.topic, src.queue);
+        // FIFO groups retry in place; the others' expired messages are
+        // moved to the retry topic by the revive pass.
+        let expired = if src.fifo { PopState::expired(state, now, req.batch - out.len()) } else { Vec::new() };
+        for offset in expired {
+            let read = self.store.read_queue(topic, q, offset, 1).map_err(internal)?;
             match read.messages.into_iter().next() {
                 Some(m) if req.filter.matches(m.properties.tag()) => {
-                    let (handle, attempt) = self.pop.deliver(state, q, offset, deadline);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline);
                     out.push((m, handle, attempt));
                 }
                 // Not for this receiver's filter: it stays due for a member
@@ -401,7 +482,7 @@ impl Broker {
             let filter = &req.filter;
             let read = self
                 .store
-                .read_queue_filtered(&req.topic, q, state.next, want, 1024, |e| filter.hash_matches(e.tag_hash))
+                .read_queue_filtered(topic, q, state.next, want, 1024, |e| filter.hash_matches(e.tag_hash))
                 .map_err(internal)?;
             match read.status {
                 ReadStatus::Found => {}
@@ -414,7 +495,7 @@ impl Broker {
             let scanned_to = read.next_offset;
             for m in read.messages {
                 if req.filter.matches(m.properties.tag()) {
-                    let (handle, attempt) = self.pop.deliver(state, q, m.queue_offset, deadline);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline);
                     out.push((m, handle, attempt));
                 }
             }
@@ -424,6 +505,11 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// The wire form of picked messages.
+    fn wire(&self, req: &ReceiveRequest, picked: Vec<Picked>) -> Vec<v2::Message> {
+        picked.into_iter().map(|(m, handle, attempt)| self.delivered(&m, req, handle, attempt)).collect()
     }
 
     fn delivered(
@@ -436,21 +522,38 @@ impl Broker {
         let delivery = Delivery {
             receipt_handle: Some(handle.encode()),
             invisible_duration: Some(req.invisible),
-            delivery_attempt: attempt,
+            // Earlier attempts of a retry copy count too.
+            delivery_attempt: attempt.saturating_add(m.reconsume_times as i32),
         };
-        convert::from_store(m, &req.namespace, delivery)
+        let mut out = convert::from_store(m, &req.namespace, delivery);
+        if handle.queue == pop::RETRY_QUEUE
+            && let Some(t) = out.topic.as_mut()
+        {
+            // A retry copy reaches the consumer as a message of the topic it subscribed to.
+            t.name = req.topic.clone();
+        }
+        out
+    }
+
+    /// The pop state a receipt handle of `group` for `topic` belongs to.
+    fn handle_key(&self, group: &str, client_id: &str, topic: &str, handle: Handle) -> pop::StateKey {
+        if handle.queue == pop::RETRY_QUEUE {
+            (group.to_owned(), park::retry_topic(group, topic), 0)
+        } else {
+            self.state_key(group, client_id, topic, handle.queue)
+        }
     }
 
     /// Acknowledges a received message.
     pub fn ack(&self, group: &str, client_id: &str, topic: &str, receipt_handle: &str) -> Result<(), Rejection> {
         let handle = parse_handle(receipt_handle)?;
-        let key = self.state_key(group, client_id, topic, handle.queue);
+        let key = self.handle_key(group, client_id, topic, handle);
         let clustering = key.0 == group;
         self.pop
             .with_existing(&key, |s| {
                 let committed = PopState::ack(s, handle)?;
                 if clustering {
-                    self.meta.commit_offset(group, topic, handle.queue, committed);
+                    self.meta.commit_offset(group, &key.1, key.2, committed);
                 }
                 Ok(())
             })
@@ -468,8 +571,8 @@ impl Broker {
         invisible: Duration,
     ) -> Result<String, Rejection> {
         let handle = parse_handle(receipt_handle)?;
-        let key = self.state_key(group, client_id, topic, handle.queue);
-        let deadline = self.deadline(invisible)?;
+        let key = self.handle_key(group, client_id, topic, handle);
+        let deadline = self.deadline_within(invisible, Duration::ZERO)?;
         let moved = self
             .pop
             .with_existing(&key, |s| self.pop.change(s, handle, deadline))
@@ -491,13 +594,20 @@ impl Broker {
         self.pop.reset(group, topic, queue, commit)
     }
 
-    /// The visibility deadline for `invisible` from now, refusing durations
-    /// outside 1 s – 12 h.
+    /// The visibility deadline of a receive: `invisible` from now, refusing
+    /// durations outside the configured minimum (10 s) – 12 h.
     fn deadline(&self, invisible: Duration) -> Result<i64, Rejection> {
-        if invisible < MIN_INVISIBLE || invisible > MAX_INVISIBLE {
+        self.deadline_within(invisible, self.config.min_invisible)
+    }
+
+    /// The deadline `invisible` from now, refusing durations outside `min` – 12 h
+    /// (a visibility change may be shorter than a receive: a nack waits its
+    /// retry delay).
+    fn deadline_within(&self, invisible: Duration, min: Duration) -> Result<i64, Rejection> {
+        if invisible < min || invisible > MAX_INVISIBLE {
             return Err(Rejection::new(
                 Code::IllegalInvisibleTime,
-                format!("invisible duration {invisible:?} is outside {MIN_INVISIBLE:?}..={MAX_INVISIBLE:?}"),
+                format!("invisible duration {invisible:?} is outside {min:?}..={MAX_INVISIBLE:?}"),
             ));
         }
         Ok(self.clock.now_millis().saturating_add(invisible.as_millis() as i64))
@@ -509,8 +619,40 @@ impl Broker {
     }
 }
 
+/// The broker's background tasks (see [`Broker::start_background`]).
+#[derive(Debug)]
+pub struct Background {
+    timers: tokio::task::JoinHandle<Result<()>>,
+    revive: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Waits for both to end (call after [`Broker::stop_serving`]); a timer
+    /// failure is logged.
+    pub async fn finish(self) {
+        match self.timers.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the timer loop failed; delayed messages wait until a restart"),
+            Err(e) => tracing::error!(error = %e, "the timer loop panicked"),
+        }
+        if let Err(e) = self.revive.await {
+            tracing::error!(error = %e, "the revive pass panicked");
+        }
+    }
+}
+
 /// A message chosen for delivery, with its receipt handle and attempt.
 type Picked = (rill_store::StoredMessage, Handle, i32);
+
+/// The store queue a receive pops from.
+struct Source<'a> {
+    topic: &'a str,
+    queue: u32,
+    /// Queue id its receipt handles carry ([`pop::RETRY_QUEUE`] for retries).
+    handle_queue: u32,
+    /// The group redelivers in place.
+    fifo: bool,
+}
 
 /// Counts a parked receive for as long as it lives (also when the client
 /// goes away and the receive is dropped mid-wait).

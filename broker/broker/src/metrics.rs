@@ -18,6 +18,10 @@ pub struct Metrics {
     send_failures: Family<Labels, Counter>,
     delivered: Family<Labels, Counter>,
     acked: Family<Labels, Counter>,
+    dead_letters: Family<Labels, Counter>,
+    timers_fired: Counter,
+    timers_lost: Counter,
+    timers_pending: Gauge,
     commitlog_max: Gauge,
     commitlog_min: Gauge,
     topics: Gauge,
@@ -31,17 +35,37 @@ impl Default for Metrics {
         let send_failures = Family::<Labels, Counter>::default();
         let delivered = Family::<Labels, Counter>::default();
         let acked = Family::<Labels, Counter>::default();
+        let dead_letters = Family::<Labels, Counter>::default();
+        let (timers_fired, timers_lost, timers_pending) = (Counter::default(), Counter::default(), Gauge::default());
         let (commitlog_max, commitlog_min, topics, long_polls) =
             (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("messages_sent", "Messages stored, by topic", sent.clone());
         registry.register("send_failures", "Sends refused or failed, by protocol code", send_failures.clone());
         registry.register("messages_delivered", "Messages handed to consumers, by topic and group", delivered.clone());
         registry.register("messages_acked", "Messages acknowledged, by topic and group", acked.clone());
+        registry.register("dead_letters", "Messages moved to a dead-letter queue, by topic and group", dead_letters.clone());
+        registry.register("timers_fired", "Delayed messages delivered to their topic", timers_fired.clone());
+        registry.register("timers_lost", "Delayed messages whose parked copy was gone when due", timers_lost.clone());
+        registry.register("timers_pending", "Delayed messages waiting for their time", timers_pending.clone());
         registry.register("commitlog_max_offset", "End of the CommitLog in bytes", commitlog_max.clone());
         registry.register("commitlog_min_offset", "Oldest retained CommitLog byte", commitlog_min.clone());
         registry.register("topics", "Topics configured on this broker", topics.clone());
         registry.register("long_polls_waiting", "Receives parked in a long poll", long_polls.clone());
-        Self { registry, sent, send_failures, delivered, acked, commitlog_max, commitlog_min, topics, long_polls }
+        Self {
+            registry,
+            sent,
+            send_failures,
+            delivered,
+            acked,
+            dead_letters,
+            timers_fired,
+            timers_lost,
+            timers_pending,
+            commitlog_max,
+            commitlog_min,
+            topics,
+            long_polls,
+        }
     }
 }
 
@@ -64,6 +88,28 @@ impl Metrics {
     /// Counts `n` acknowledgements.
     pub fn acked(&self, topic: &str, group: &str, n: u64) {
         self.acked.get_or_create(&vec![("topic", topic.to_owned()), ("group", group.to_owned())]).inc_by(n);
+    }
+
+    /// Counts a message moved to `group`'s dead-letter queue.
+    pub fn dead_lettered(&self, topic: &str, group: &str) {
+        self.dead_letters.get_or_create(&vec![("topic", topic.to_owned()), ("group", group.to_owned())]).inc();
+    }
+
+    /// Counts fired timers and ones whose message was gone.
+    pub fn timers(&self, fired: u64, lost: u64, pending: u64) {
+        self.timers_fired.inc_by(fired);
+        self.timers_lost.inc_by(lost);
+        self.timers_pending.set(pending as i64);
+    }
+
+    /// Timers waiting now.
+    pub fn timers_pending(&self) -> u64 {
+        self.timers_pending.get().max(0) as u64
+    }
+
+    /// Timers fired since start.
+    pub fn timers_fired(&self) -> u64 {
+        self.timers_fired.get()
     }
 
     /// The Prometheus text format, with gauges taken from `broker` now.

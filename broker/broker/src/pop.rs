@@ -9,6 +9,12 @@
 //! next offset), persisted in the metadata store, so a restart resumes there
 //! (at-least-once: in-flight messages are delivered again).
 //!
+//! When a message's deadline passes, the broker's revive pass takes it out
+//! of flight and stores a copy on the group's retry topic (or its
+//! dead-letter topic once attempts run out), so committed offsets move on
+//! and the redelivery survives a restart; FIFO groups instead redeliver in
+//! place. Messages of a retry topic are popped like any other queue.
+//!
 //! A receipt handle names the queue, the offset and a nonce that changes on
 //! every delivery and visibility change, so a stale handle is refused.
 //! This module keeps state only; reading messages is the caller's.
@@ -50,6 +56,13 @@ impl QueueState {
         self.inflight.keys().next().copied().unwrap_or(self.next)
     }
 }
+
+/// Queue id a receipt handle carries for a message from the group's retry
+/// topic (whose single store queue is 0).
+pub const RETRY_QUEUE: u32 = u32::MAX;
+
+/// Deadline of a message being moved to a retry or dead-letter topic.
+pub const MOVING: i64 = i64::MAX;
 
 /// Key of a consumption state: group (or group@client for broadcast), topic, queue.
 pub type StateKey = (String, String, u32);
@@ -169,10 +182,80 @@ impl PopState {
         }
     }
 
+    /// Takes up to `max` in-flight messages whose deadline passed and that
+    /// `select` picks, over every state: each is marked as being moved (no
+    /// receive redelivers it, its old handle goes stale) until
+    /// [`PopState::finish_move`] or [`PopState::abort_move`].
+    pub fn take_expired(
+        &self,
+        now: i64,
+        max: usize,
+        select: impl Fn(&StateKey, &InFlight) -> bool,
+    ) -> Vec<(StateKey, u64, InFlight)> {
+        let slots: Vec<(StateKey, Arc<Mutex<Slot>>)> =
+            self.queues.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        let mut out = Vec::new();
+        for (key, slot) in slots {
+            let mut slot = slot.lock();
+            if slot.retired {
+                continue;
+            }
+            for (offset, f) in slot.state.inflight.iter_mut() {
+                if out.len() >= max {
+                    return out;
+                }
+                if f.deadline <= now && select(&key, f) {
+                    f.deadline = MOVING;
+                    f.nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+                    out.push((key.clone(), *offset, *f));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes a message taken by [`PopState::take_expired`] once its copy
+    /// is stored; returns the state's new committed offset.
+    pub fn finish_move(&self, key: &StateKey, offset: u64, nonce: u64) -> Option<u64> {
+        self.with_existing(key, |s| match s.inflight.get(&offset) {
+            Some(f) if f.nonce == nonce => {
+                s.inflight.remove(&offset);
+                Some(s.committed())
+            }
+            _ => None,
+        })
+        .flatten()
+    }
+
+    /// Puts a message whose move failed back, due again at `now`.
+    pub fn abort_move(&self, key: &StateKey, offset: u64, nonce: u64, now: i64) {
+        self.with_existing(key, |s| {
+            if let Some(f) = s.inflight.get_mut(&offset)
+                && f.nonce == nonce
+            {
+                f.deadline = now;
+            }
+        });
+    }
+
+    /// Marks the message a handle names as being moved (to the dead-letter
+    /// queue at a client's request); returns its in-flight record.
+    pub fn take(&self, key: &StateKey, handle: Handle) -> Result<InFlight, HandleError> {
+        self.with_existing(key, |s| match s.inflight.get_mut(&handle.offset) {
+            Some(f) if f.nonce == handle.nonce && f.deadline != MOVING => {
+                f.deadline = MOVING;
+                f.nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+                Ok(*f)
+            }
+            _ => Err(HandleError::Stale),
+        })
+        .unwrap_or(Err(HandleError::Stale))
+    }
+
     /// Moves a message's visibility deadline; returns the new handle.
     pub fn change(&self, state: &mut QueueState, handle: Handle, deadline: i64) -> Result<Handle, HandleError> {
         match state.inflight.get_mut(&handle.offset) {
-            Some(f) if f.nonce == handle.nonce => {
+            Some(f) if f.nonce == handle.nonce && f.deadline != MOVING => {
                 f.nonce = self.next_nonce();
                 f.deadline = deadline;
                 Ok(Handle { nonce: f.nonce, ..handle })

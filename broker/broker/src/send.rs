@@ -1,13 +1,15 @@
-//! The send path: validation, queue choice and storing a request's
-//! messages with one append call, answering once they are visible.
+//! The send path: validation, queue choice, parking delayed messages on the
+//! timer topic, and storing a request's messages with one append call,
+//! answering once they are visible.
 
 use std::sync::atomic::Ordering;
 
-use rill_common::java_string_hash;
+use rill_common::{TopicName, java_string_hash};
 use rill_proto::v2::{self, Code};
 
 use crate::Broker;
 use crate::convert::{self, Limits, Rejection};
+use crate::park::{TIMER_TOPIC, props};
 
 impl Broker {
     /// Stores one message; returns its message id and queue offset.
@@ -77,8 +79,40 @@ impl Broker {
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % cfg.write_queues,
         };
         let limits = Limits { max_body_size: self.config.max_body_size };
-        let stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
+        let mut stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
         let id = stored.properties.unique_id().unwrap_or_default().to_owned();
+        let due = msg.system_properties.as_ref().and_then(|s| s.delivery_timestamp.as_ref());
+        if let Some(due) = due {
+            self.park(&mut stored, due)?;
+        }
         Ok((stored, id))
+    }
+
+    /// Parks a message with a delivery time on the timer topic, unless that
+    /// time has come already.
+    fn park(&self, m: &mut rill_store::MessageToStore, due: &prost_types::Timestamp) -> Result<(), Rejection> {
+        let due_ms = rill_proto::time::timestamp_to_millis(due)
+            .map_err(|e| Rejection::new(Code::IllegalDeliveryTime, format!("delivery timestamp: {e}")))?;
+        let now = self.clock.now_millis();
+        let max = self.config.timer.max_delay;
+        if due_ms.saturating_sub(now) > max.as_millis() as i64 {
+            return Err(Rejection::new(
+                Code::IllegalDeliveryTime,
+                format!(
+                    "delivery time is {} s ahead; this broker accepts at most {} s (timer.max_delay)",
+                    (due_ms - now) / 1000,
+                    max.as_secs()
+                ),
+            ));
+        }
+        if due_ms <= now {
+            return Ok(());
+        }
+        let real = std::mem::replace(&mut m.topic, TopicName::new(TIMER_TOPIC).map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?);
+        m.properties.insert(props::REAL_TOPIC, real.as_str());
+        m.properties.insert(props::REAL_QID, m.queue_id.to_string());
+        m.properties.insert(props::TIMER_DELIVER_MS, due_ms.to_string());
+        m.queue_id = 0;
+        Ok(())
     }
 }

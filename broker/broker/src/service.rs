@@ -63,6 +63,7 @@ pub async fn serve(
         }
         s
     });
+    let background = crate::Broker::start_background(&broker);
     let stopper = Arc::clone(&broker);
     let shutdown = async move {
         shutdown.await;
@@ -73,12 +74,16 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|source| Error::Transport { addr, source })?;
     }
-    builder
+    let served = builder
         .add_service(crate::admin::AdminService::new(Arc::clone(&broker)).into_server())
-        .add_service(Service::new(broker).into_server())
+        .add_service(Service::new(Arc::clone(&broker)).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(|source| Error::Transport { addr, source })
+        .map_err(|source| Error::Transport { addr, source });
+    // Also when serving failed: the timers must checkpoint and stop.
+    broker.stop_serving();
+    background.finish().await;
+    served
 }
 
 fn header(req: &Request<impl Sized>, name: &str) -> String {
@@ -130,6 +135,7 @@ impl Service {
             receive_batch_size: 32,
             long_polling_timeout: Duration::from_secs(20).min(c.max_long_polling),
             max_retries: c.max_retries,
+            retry_delays: c.retry_delays.clone(),
         }
     }
 }
@@ -336,11 +342,17 @@ impl MessagingService for Service {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
-            status: Some(unsupported("the dead-letter queue")),
-        }))
+        let client_id = header(&request, "x-mq-client-id");
+        let req = request.into_inner();
+        let (_, group) = resource_name(&req.group);
+        let (_, topic) = resource_name(&req.topic);
+        let status = match self.broker.forward_to_dlq(group, &client_id, topic, &req.receipt_handle).await {
+            Ok(()) => status::ok(),
+            Err(r) => r.status(),
+        };
+        Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse { status: Some(status) }))
     }
 
     type PullMessageStream = Stream2<v2::PullMessageResponse>;
@@ -462,17 +474,21 @@ impl MessagingService for Service {
                     let kind = client.client_type.and_then(|t| v2::ClientType::try_from(t).ok());
                     broker.client_seen(group, &client_id, kind.map_or("", |t| t.as_str_name()));
                 }
-                let fifo = match &client.pub_sub {
-                    Some(v2::settings::PubSub::Subscription(s)) => {
-                        s.group.as_ref().and_then(|g| broker.meta().group(&g.name)).is_some_and(|g| g.fifo)
-                    }
-                    _ => false,
+                let group = match &client.pub_sub {
+                    Some(v2::settings::PubSub::Subscription(s)) => s.group.as_ref().and_then(|g| broker.meta().group(&g.name)),
+                    _ => None,
+                };
+                let fifo = group.as_ref().is_some_and(|g| g.fifo);
+                // The group's own attempts, which the revive pass applies.
+                let server = ServerSettings {
+                    max_retries: group.as_ref().map_or(server.max_retries, |g| g.max_retries),
+                    ..server.clone()
                 };
                 let reply = v2::TelemetryCommand {
                     status: Some(status::ok()),
                     command: Some(v2::telemetry_command::Command::Settings(settings::merge(
                         client,
-                        server,
+                        &server,
                         fifo,
                         &metric_endpoints,
                     ))),

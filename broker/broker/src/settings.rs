@@ -10,12 +10,13 @@ use std::time::Duration;
 use rill_proto::time::from_duration;
 use rill_proto::v2;
 
-/// RocketMQ's retry delays for consumers, in seconds (levels 3..18).
+/// RocketMQ's retry delays for consumers, in seconds (levels 3..18); the
+/// broker's default `retry_delays`.
 pub const CONSUMER_RETRY_DELAYS: [u64; 16] =
     [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200];
 
 /// What the broker tells clients.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// Largest message body accepted.
     pub max_body_size: usize,
@@ -25,6 +26,8 @@ pub struct ServerSettings {
     pub long_polling_timeout: Duration,
     /// Redeliveries before a message goes to the dead-letter queue.
     pub max_retries: u32,
+    /// Wait before each retry (push consumers nack with these).
+    pub retry_delays: Vec<Duration>,
 }
 
 /// Completes a client's Settings with the server's view.
@@ -35,7 +38,7 @@ pub struct ServerSettings {
 /// Telemetry stream reader dies (so later server commands would be lost).
 pub fn merge(
     client: v2::Settings,
-    server: ServerSettings,
+    server: &ServerSettings,
     group_fifo: bool,
     metric_endpoints: &v2::Endpoints,
 ) -> v2::Settings {
@@ -55,7 +58,7 @@ pub fn merge(
         v2::RetryPolicy {
             max_attempts: server.max_retries as i32 + 1,
             strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(v2::CustomizedBackoff {
-                next: CONSUMER_RETRY_DELAYS.iter().map(|s| from_duration(Duration::from_secs(*s))).collect(),
+                next: server.retry_delays.iter().map(|d| from_duration(*d)).collect(),
             })),
         }
     });
@@ -89,12 +92,15 @@ pub fn merge(
 mod tests {
     use super::*;
 
-    const SERVER: ServerSettings = ServerSettings {
-        max_body_size: 4 << 20,
-        receive_batch_size: 32,
-        long_polling_timeout: Duration::from_secs(20),
-        max_retries: 16,
-    };
+    fn server() -> ServerSettings {
+        ServerSettings {
+            max_body_size: 4 << 20,
+            receive_batch_size: 32,
+            long_polling_timeout: Duration::from_secs(20),
+            max_retries: 16,
+            retry_delays: CONSUMER_RETRY_DELAYS.iter().map(|s| Duration::from_secs(*s)).collect(),
+        }
+    }
 
     #[test]
     fn producers_get_limits_and_a_backoff_policy() {
@@ -103,7 +109,7 @@ mod tests {
             pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing::default())),
             ..Default::default()
         };
-        let s = merge(client, SERVER, false, &v2::Endpoints::default());
+        let s = merge(client, &server(), false, &v2::Endpoints::default());
         let Some(v2::settings::PubSub::Publishing(p)) = s.pub_sub else { panic!("no publishing") };
         assert_eq!(p.max_body_size, 4 << 20);
         assert!(p.validate_message_type);
@@ -118,7 +124,7 @@ mod tests {
             pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription::default())),
             ..Default::default()
         };
-        let s = merge(client, SERVER, true, &v2::Endpoints::default());
+        let s = merge(client, &server(), true, &v2::Endpoints::default());
         let policy = s.backoff_policy.unwrap();
         assert_eq!(policy.max_attempts, 17);
         let Some(v2::retry_policy::Strategy::CustomizedBackoff(b)) = policy.strategy else { panic!("no backoff") };

@@ -140,7 +140,12 @@ async fn tag_filtered_receive_ack_and_nothing_left() {
 
 #[tokio::test]
 async fn unacknowledged_messages_come_back_and_old_handles_go_stale() {
-    let mut s = server(BrokerConfig::default()).await;
+    let config = BrokerConfig {
+        min_invisible: Duration::from_secs(1),
+        revive_interval: Duration::from_millis(100),
+        ..BrokerConfig::default()
+    };
+    let mut s = server(config).await;
     let c = &mut s.client;
     send(c, vec![message("t", "A", "x")]).await;
     let first = receive(c, "g", "t", (TAG, "*"), Duration::from_secs(1), Duration::from_secs(1)).await;

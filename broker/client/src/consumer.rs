@@ -64,6 +64,58 @@ struct Core {
     beats: Arc<Mutex<HashMap<String, Instant>>>,
     /// Gathers acknowledgements into few requests.
     acker: Acker,
+    /// The broker's retry schedule for this group.
+    retry: Arc<RetryPolicy>,
+}
+
+/// When a failed message is tried again, as the broker announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Deliveries before the message goes to the dead-letter queue.
+    pub max_attempts: i32,
+    /// Wait after failed attempt `n` (1-based; the last repeats).
+    pub delays: Vec<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// RocketMQ's: 16 retries, 10 s … 2 h.
+    fn default() -> Self {
+        const SECS: [u64; 16] = [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200];
+        Self { max_attempts: 17, delays: SECS.iter().map(|s| Duration::from_secs(*s)).collect() }
+    }
+}
+
+impl RetryPolicy {
+    /// The policy in a broker's Settings answer (the default when it sent none).
+    fn from_settings(s: &v2::Settings) -> Self {
+        let Some(p) = &s.backoff_policy else { return Self::default() };
+        let delays: Vec<Duration> = match &p.strategy {
+            Some(v2::retry_policy::Strategy::CustomizedBackoff(b)) => {
+                b.next.iter().filter_map(|d| rill_proto::time::to_duration(d).ok()).collect()
+            }
+            Some(v2::retry_policy::Strategy::ExponentialBackoff(e)) => {
+                let (initial, max) = (
+                    e.initial.as_ref().and_then(|d| rill_proto::time::to_duration(d).ok()).unwrap_or_default(),
+                    e.max.as_ref().and_then(|d| rill_proto::time::to_duration(d).ok()).unwrap_or_default(),
+                );
+                let factor = if e.multiplier > 1.0 { f64::from(e.multiplier) } else { 2.0 };
+                (0..p.max_attempts.clamp(1, 64))
+                    .map(|i| initial.mul_f64(factor.powi(i)).min(max.max(initial)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        if delays.is_empty() {
+            return Self::default();
+        }
+        Self { max_attempts: p.max_attempts.max(1), delays }
+    }
+
+    /// How long to wait after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let i = usize::try_from(attempt.max(1) - 1).unwrap_or(0).min(self.delays.len().saturating_sub(1));
+        self.delays.get(i).copied().unwrap_or(Duration::from_secs(10))
+    }
 }
 
 /// How often a consumer tells each broker it reads from that it is alive.
@@ -105,7 +157,8 @@ impl Core {
             user_agent: Some(Connection::user_agent()),
             ..Default::default()
         };
-        conn.announce(settings).await?;
+        let answered = conn.announce(settings).await?;
+        let retry = Arc::new(RetryPolicy::from_settings(&answered));
         let acker = Acker::start(conn.clone(), group.to_owned());
         Ok(Self {
             conn,
@@ -116,6 +169,7 @@ impl Core {
             turn: Arc::default(),
             beats: Arc::default(),
             acker,
+            retry,
         })
     }
 
@@ -252,6 +306,38 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Gives a message back after a failure: tried again after the retry
+    /// delay for its attempt, or sent to the dead-letter queue once its
+    /// attempts are used up.
+    async fn nack(&self, message: &mut ReceivedMessage) -> Result<()> {
+        if message.delivery_attempt >= self.retry.max_attempts {
+            return self.forward_to_dlq(message).await;
+        }
+        let wait = self.retry.delay(message.delivery_attempt);
+        self.change_invisible(message, wait).await
+    }
+
+    async fn forward_to_dlq(&self, message: &ReceivedMessage) -> Result<()> {
+        let req = v2::ForwardMessageToDeadLetterQueueRequest {
+            group: Some(self.conn.resource(&self.group)),
+            topic: Some(self.conn.resource(&message.topic)),
+            receipt_handle: message.receipt_handle.clone(),
+            message_id: message.message_id.clone(),
+            delivery_attempt: message.delivery_attempt,
+            max_delivery_attempts: self.retry.max_attempts,
+            lite_topic: None,
+        };
+        let mut rpc = self.conn.broker_by_key(&message.broker)?;
+        let reply = rpc
+            .forward_message_to_dead_letter_queue(self.conn.request(req))
+            .await
+            .map_err(|source| Error::Rpc { rpc: "ForwardMessageToDeadLetterQueue", source })?
+            .into_inner();
+        check("ForwardMessageToDeadLetterQueue", reply.status)
+    }
+}
+
 /// A consumer that receives and acknowledges explicitly.
 #[derive(Debug, Clone)]
 pub struct SimpleConsumer {
@@ -301,6 +387,23 @@ impl SimpleConsumer {
     pub async fn change_invisible_duration(&self, message: &mut ReceivedMessage, invisible: Duration) -> Result<()> {
         self.core.change_invisible(message, invisible).await
     }
+
+    /// Gives a message back after a failure: it comes again after the
+    /// broker's retry delay for its attempt, or goes to the dead-letter
+    /// queue when it has had all its attempts.
+    pub async fn nack(&self, message: &mut ReceivedMessage) -> Result<()> {
+        self.core.nack(message).await
+    }
+
+    /// Moves a message to the group's dead-letter queue now.
+    pub async fn forward_to_dead_letter_queue(&self, message: &ReceivedMessage) -> Result<()> {
+        self.core.forward_to_dlq(message).await
+    }
+
+    /// The retry schedule the broker announced for this group.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.core.retry
+    }
 }
 
 /// A consumer that calls a listener for every message.
@@ -312,7 +415,8 @@ pub struct PushConsumer {
 impl PushConsumer {
     /// Connects as `group` and starts calling `listener` with at most
     /// `concurrency` messages in progress. `Ok` acknowledges the message;
-    /// `Err` or a panic leaves it to come back after `invisible`.
+    /// `Err` or a panic retries it after the broker's retry delay for its
+    /// attempt, and moves it to the dead-letter queue after the last one.
     pub async fn start<F, Fut>(
         config: ClientConfig,
         group: &str,
@@ -408,6 +512,14 @@ where
     }
 }
 
+/// Nacks a message the listener failed; if even that fails, the message
+/// comes back after its invisible duration.
+async fn give_back(core: &Core, mut message: ReceivedMessage) {
+    if let Err(e) = core.nack(&mut message).await {
+        tracing::warn!(message_id = %message.message_id, error = %e, "cannot schedule the retry; the message comes back after its invisible time");
+    }
+}
+
 /// Receives from one broker's share of a topic forever, handing messages to the listener.
 async fn pump<F, Fut>(
     core: Core,
@@ -463,10 +575,12 @@ async fn pump<F, Fut>(
                         }
                     }
                     Ok(Err(e)) => {
-                        tracing::info!(message_id = %id, error = %e, "listener failed; the message will be redelivered")
+                        tracing::info!(message_id = %id, attempt = message.delivery_attempt, error = %e, "listener failed; retrying later");
+                        give_back(&core, message).await;
                     }
                     Err(e) => {
-                        tracing::error!(message_id = %id, error = %e, "listener panicked; the message will be redelivered")
+                        tracing::error!(message_id = %id, error = %e, "listener panicked; retrying later");
+                        give_back(&core, message).await;
                     }
                 }
             });

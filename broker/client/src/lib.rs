@@ -24,8 +24,8 @@ mod message;
 mod producer;
 
 pub use connection::{ClientConfig, Credentials, TlsSettings};
-pub use consumer::{ConsumeError, FilterExpression, PushConsumer, SimpleConsumer};
-pub use message::{Message, ReceivedMessage, SendReceipt};
+pub use consumer::{ConsumeError, FilterExpression, PushConsumer, RetryPolicy, SimpleConsumer};
+pub use message::{DELAY_LEVELS, Message, ReceivedMessage, SendReceipt, delay_level};
 pub use producer::Producer;
 /// Protocol status codes, as [`Error::code`] reports them.
 pub use rill_proto::v2::Code;

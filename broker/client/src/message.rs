@@ -21,6 +21,39 @@ pub struct Message {
     pub properties: HashMap<String, String>,
     /// Message group: messages of one group are delivered in order (FIFO topics).
     pub message_group: Option<String>,
+    /// Deliver no earlier than this (ms since the epoch): a delay message.
+    pub deliver_at_ms: Option<i64>,
+}
+
+/// RocketMQ's 18 delay levels (`1s 5s 10s 30s 1m 2m 3m … 10m 20m 30m 1h 2h`).
+pub const DELAY_LEVELS: [Duration; 18] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(180),
+    Duration::from_secs(240),
+    Duration::from_secs(300),
+    Duration::from_secs(360),
+    Duration::from_secs(420),
+    Duration::from_secs(480),
+    Duration::from_secs(540),
+    Duration::from_secs(600),
+    Duration::from_secs(1200),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(7200),
+];
+
+/// The delay of RocketMQ delay level `level` (1–18).
+pub fn delay_level(level: u8) -> Option<Duration> {
+    DELAY_LEVELS.get(usize::from(level).checked_sub(1)?).copied()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Message {
@@ -33,7 +66,20 @@ impl Message {
             keys: Vec::new(),
             properties: HashMap::new(),
             message_group: None,
+            deliver_at_ms: None,
         }
+    }
+
+    /// Delivers the message `delay` from now (a delay message).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.deliver_at_ms = Some(now_ms().saturating_add(delay.as_millis() as i64));
+        self
+    }
+
+    /// Delivers the message at `at_ms` (ms since the epoch; a timer message).
+    pub fn with_delivery_time(mut self, at_ms: i64) -> Self {
+        self.deliver_at_ms = Some(at_ms);
+        self
     }
 
     /// Sets the tag.
@@ -62,9 +108,12 @@ impl Message {
 
     /// The wire form, with a fresh message id.
     pub(crate) fn to_wire(&self, namespace: &str, message_id: String) -> v2::Message {
-        let message_type = if self.message_group.is_some() { v2::MessageType::Fifo } else { v2::MessageType::Normal };
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let message_type = match (&self.message_group, self.deliver_at_ms) {
+            (Some(_), _) => v2::MessageType::Fifo,
+            (None, Some(_)) => v2::MessageType::Delay,
+            (None, None) => v2::MessageType::Normal,
+        };
+        let now = now_ms();
         v2::Message {
             topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: self.topic.clone() }),
             user_properties: self.properties.clone(),
@@ -76,6 +125,7 @@ impl Message {
                 message_type: message_type as i32,
                 born_timestamp: Some(rill_proto::time::timestamp_from_millis(now)),
                 message_group: self.message_group.clone(),
+                delivery_timestamp: self.deliver_at_ms.map(rill_proto::time::timestamp_from_millis),
                 ..Default::default()
             }),
             body: self.body.clone(),
@@ -117,6 +167,8 @@ pub struct ReceivedMessage {
     pub delivery_attempt: i32,
     /// When the broker stored it (ms since the epoch).
     pub store_timestamp: i64,
+    /// For a delay message, when it was due (ms since the epoch).
+    pub delivery_timestamp: Option<i64>,
     /// Handle for ack and change-invisible-duration.
     pub receipt_handle: String,
     /// How long it stays invisible after receipt.
@@ -145,6 +197,10 @@ impl ReceivedMessage {
                 .as_ref()
                 .and_then(|t| rill_proto::time::timestamp_to_millis(t).ok())
                 .unwrap_or(0),
+            delivery_timestamp: sys
+                .delivery_timestamp
+                .as_ref()
+                .and_then(|t| rill_proto::time::timestamp_to_millis(t).ok()),
             receipt_handle: sys.receipt_handle.unwrap_or_default(),
             invisible_duration: sys.invisible_duration.as_ref().and_then(|d| rill_proto::time::to_duration(d).ok()),
             broker,

@@ -22,6 +22,7 @@
 //! <data_dir>/checkpoint                                recovery progress
 //! <data_dir>/abort                                     present while open
 //! <data_dir>/meta/{topics,groups,offsets}.json         metadata
+//! <data_dir>/timer/<level>/<first index>               timer wheel (see [`timer`])
 //! ```
 //!
 //! Invariants: an append resolves only after its durability point (page
@@ -62,6 +63,7 @@ pub mod record;
 mod retention;
 mod services;
 mod store;
+pub mod timer;
 
 pub use checkpoint::Checkpoint;
 pub use commitlog::{Appended, ScanReport};

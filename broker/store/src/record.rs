@@ -89,6 +89,12 @@ impl Properties {
         }
     }
 
+    /// Removes a property; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(i).1)
+    }
+
     /// Builder form of [`Properties::insert`].
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(key, value);

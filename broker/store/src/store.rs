@@ -588,6 +588,12 @@ impl Store {
         Ok(None)
     }
 
+    /// Flushes everything appended so far to disk now (whatever the flush
+    /// mode); returns the flushed offset. Blocking: call it off the async runtime.
+    pub fn flush_now(&self) -> Result<u64> {
+        self.handle.inner.log.flush()
+    }
+
     /// Runs one retention pass now.
     pub fn run_retention(&self) -> Result<RetentionReport> {
         self.handle.inner.run_retention()

@@ -1,0 +1,228 @@
+//! Retries and dead letters: what happens to a message whose consumer did
+//! not acknowledge it in time, or gave up on it.
+//!
+//! The revive pass takes expired in-flight messages out of flight and
+//! stores a copy on the group's retry topic (`%RETRY%<group>_<topic>`,
+//! popped with the topic) with its redelivery count, or — once the group's
+//! attempts are used up — on `%DLQ%<group>` with its origin. Broadcast
+//! groups never retry; FIFO groups redeliver in place (their receive does)
+//! until their attempts run out. A copy is stored before the original
+//! leaves flight, so a crash in between redelivers instead of losing.
+
+use rill_common::TopicName;
+use rill_proto::v2::Code;
+use rill_store::{MessageToStore, StoredMessage, TopicConfig};
+
+use crate::convert::Rejection;
+use crate::park::{self, props};
+use crate::pop::{Handle, InFlight, StateKey};
+use crate::{Broker, parse_handle, stale};
+
+/// Most messages one revive pass moves.
+const REVIVE_BATCH: usize = 1024;
+
+impl Broker {
+    /// Moves expired in-flight messages to retry or dead-letter topics;
+    /// returns how many left flight. Runs every `revive_interval`.
+    pub async fn revive(&self) -> usize {
+        let now = self.clock.now_millis();
+        let taken = self.pop.take_expired(now, REVIVE_BATCH, |key, f| self.revives(key, f));
+        if taken.is_empty() {
+            return 0;
+        }
+        let mut copies = Vec::new();
+        let mut done = Vec::new();
+        let mut dropped = 0;
+        for (key, offset, f) in taken {
+            match self.moved_copy(&key, offset, f) {
+                Ok(Some(copy)) => {
+                    copies.push(copy);
+                    done.push((key, offset, f));
+                }
+                // Broadcast, or deleted by retention: nothing to store.
+                Ok(None) => {
+                    self.finish_move(&key, offset, f);
+                    dropped += 1;
+                }
+                Err(r) => {
+                    tracing::error!(topic = %key.1, offset, error = %r.message, "cannot read an expired message; retrying later");
+                    self.pop.abort_move(&key, offset, f.nonce, now);
+                }
+            }
+        }
+        let moved = done.len();
+        match self.store_copies(copies).await {
+            Ok(()) => done.into_iter().for_each(|(key, offset, f)| self.finish_move(&key, offset, f)),
+            Err(r) => {
+                tracing::error!(error = %r.message, "cannot store retry copies; the messages stay in flight");
+                for (key, offset, f) in done {
+                    self.pop.abort_move(&key, offset, f.nonce, now);
+                }
+                return dropped;
+            }
+        }
+        moved + dropped
+    }
+
+    /// Whether the revive pass takes this expired message: all but those of
+    /// FIFO groups with attempts left (those are redelivered in place).
+    fn revives(&self, key: &StateKey, f: &InFlight) -> bool {
+        let (group, broadcast) = owner_group(&key.0);
+        if broadcast {
+            return true;
+        }
+        let fifo = self.meta.group(group).is_some_and(|g| g.fifo);
+        !fifo || f.attempt >= self.max_attempts(group)
+    }
+
+    /// Deliveries a group allows before a message becomes a dead letter.
+    pub fn max_attempts(&self, group: &str) -> i32 {
+        let retries = self.meta.group(group).map_or(self.config.max_retries, |g| g.max_retries);
+        retries.saturating_add(1).min(i32::MAX as u32) as i32
+    }
+
+    /// The copy that replaces an expired message: on the retry topic, on
+    /// the dead-letter topic, or none (broadcast groups never retry).
+    fn moved_copy(&self, key: &StateKey, offset: u64, f: InFlight) -> Result<Option<MessageToStore>, Rejection> {
+        let (group, broadcast) = owner_group(&key.0);
+        if broadcast {
+            return Ok(None);
+        }
+        let Some(m) = self.read_at(&key.1, key.2, offset)? else { return Ok(None) };
+        let attempts = (m.reconsume_times as i32).saturating_add(f.attempt);
+        if attempts >= self.max_attempts(group) {
+            return self.dead_letter(group, &m, attempts).map(Some);
+        }
+        let origin = park::origin_topic(&m).to_owned();
+        let retry = self.system_topic(&park::retry_topic(group, &origin))?;
+        let mut copy = park::copy(&m, retry, 0);
+        copy.properties.insert(props::RETRY_TOPIC, origin);
+        copy.reconsume_times = attempts.max(0) as u32;
+        Ok(Some(copy))
+    }
+
+    /// A dead-letter copy of `m` for `group`, counted and logged.
+    fn dead_letter(&self, group: &str, m: &StoredMessage, attempts: i32) -> Result<MessageToStore, Rejection> {
+        let origin = park::origin_topic(m).to_owned();
+        let dlq = self.system_topic(&park::dlq_topic(group))?;
+        let mut copy = park::copy(m, dlq, 0);
+        copy.properties.remove(props::RETRY_TOPIC);
+        let id = m.properties.unique_id().unwrap_or_default().to_owned();
+        tracing::warn!(group, topic = %origin, message_id = %id, attempts, "message moved to the dead-letter queue");
+        self.metrics.dead_lettered(&origin, group);
+        copy.properties.insert(props::DLQ_ORIGIN_TOPIC, origin);
+        copy.properties.insert(props::DLQ_ORIGIN_MESSAGE_ID, id);
+        copy.reconsume_times = attempts.max(0) as u32;
+        Ok(copy)
+    }
+
+    /// Moves the message a receipt handle names to the dead-letter queue at
+    /// once (a client gave up on it: ForwardMessageToDeadLetterQueue).
+    pub async fn forward_to_dlq(
+        &self,
+        group: &str,
+        client_id: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<(), Rejection> {
+        let handle: Handle = parse_handle(receipt_handle)?;
+        let key = self.handle_key(group, client_id, topic, handle);
+        let f = self.pop.take(&key, handle).map_err(stale)?;
+        let now = self.clock.now_millis();
+        let copy = match self.read_at(&key.1, key.2, handle.offset) {
+            Ok(Some(m)) => {
+                let attempts = (m.reconsume_times as i32).saturating_add(f.attempt);
+                self.dead_letter(group, &m, attempts).map(Some)
+            }
+            Ok(None) => Ok(None),
+            Err(r) => Err(r),
+        };
+        let stored = match copy {
+            Ok(Some(c)) => self.store_copies(vec![c]).await,
+            Ok(None) => Ok(()),
+            Err(r) => Err(r),
+        };
+        match stored {
+            Ok(()) => {
+                self.finish_move(&key, handle.offset, f);
+                Ok(())
+            }
+            Err(r) => {
+                self.pop.abort_move(&key, handle.offset, f.nonce, now);
+                Err(r)
+            }
+        }
+    }
+
+    /// Takes a moved message out of flight and commits the group's offset.
+    fn finish_move(&self, key: &StateKey, offset: u64, f: InFlight) {
+        let (group, broadcast) = owner_group(&key.0);
+        if let Some(committed) = self.pop.finish_move(key, offset, f.nonce)
+            && !broadcast
+        {
+            self.meta.commit_offset(group, &key.1, key.2, committed);
+        }
+    }
+
+    /// The message at a queue offset, or none if retention deleted it.
+    pub(crate) fn read_at(&self, topic: &str, queue: u32, offset: u64) -> Result<Option<StoredMessage>, Rejection> {
+        let read = self
+            .store
+            .read_queue(topic, queue, offset, 1)
+            .map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?;
+        Ok(read.messages.into_iter().find(|m| m.queue_offset == offset))
+    }
+
+    /// Stores copies and waits until consumers can see them.
+    pub(crate) async fn store_copies(&self, copies: Vec<MessageToStore>) -> Result<(), Rejection> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let internal = |e: rill_store::Error| Rejection::new(Code::InternalServerError, e.to_string());
+        let appended = self.store.append_batch(copies).await.map_err(internal)?;
+        if let Some(end) = appended.last().map(|a| a.end()) {
+            self.store.wait_dispatched(end).await.map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// A broker-owned topic (retry, dead letters), created with one queue
+    /// on first use whatever the auto-create setting.
+    pub(crate) fn system_topic(&self, name: &str) -> Result<TopicName, Rejection> {
+        let topic = TopicName::new(name).map_err(|e| Rejection::new(Code::IllegalTopic, e.to_string()))?;
+        if self.meta.topic(name).is_none() {
+            self.meta
+                .put_topic(TopicConfig::new(name, 1))
+                .map_err(|e| Rejection::new(Code::InternalServerError, format!("cannot create topic '{name}': {e}")))?;
+            tracing::info!(topic = name, "created system topic");
+        }
+        Ok(topic)
+    }
+}
+
+/// Runs the revive pass every `revive_interval` until the broker stops serving.
+pub(crate) async fn run(broker: std::sync::Arc<Broker>) {
+    let mut stopping = broker.stopping();
+    let mut tick = tokio::time::interval(broker.config.revive_interval.max(std::time::Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.changed() => {}
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        // A full pass may leave more behind: go again at once.
+        while broker.revive().await >= REVIVE_BATCH {}
+    }
+}
+
+/// The group of a pop state owner (`group`, or `group@client` for a
+/// broadcast member) and whether it is a broadcast member.
+fn owner_group(owner: &str) -> (&str, bool) {
+    match owner.split_once('@') {
+        Some((group, _)) => (group, true),
+        None => (owner, false),
+    }
+}
