@@ -38,6 +38,34 @@ enum AdminCommand {
     /// Show the brokers.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List a group's dead letters or put them back on their topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// The messages in a group's dead-letter queue (`%DLQ%<group>`).
+    List {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// First queue offset to show.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 64)]
+        max: u32,
+    },
+    /// Send dead letters again to the topics they came from.
+    Resend {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Only this message id (repeat for several); every dead letter when omitted.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +258,15 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
         AdminCommand::Message(MessageCommand::Query { topic, key, max }) => {
             let q = MessageQuery { topic, key, begin_ms: 0, end_ms: 0, max };
             messages_output(c.query_messages(q).await.map_err(rpc_error)?.into_inner().messages)
+        }
+        AdminCommand::Dlq(DlqCommand::List { group, from, max }) => {
+            let q = DeadLetterQuery { group, from_offset: from, max };
+            messages_output(c.list_dead_letters(q).await.map_err(rpc_error)?.into_inner().messages)
+        }
+        AdminCommand::Dlq(DlqCommand::Resend { group, ids }) => {
+            let r = DeadLetterResend { group: group.clone(), message_ids: ids };
+            let count = c.resend_dead_letters(r).await.map_err(rpc_error)?.into_inner().count;
+            Output { json: json!({ "group": group, "resent": count }), text: format!("resent {count} dead letter(s) of {group}\n") }
         }
         AdminCommand::Cluster(ClusterCommand::List) => {
             let brokers = c.list_cluster(Empty {}).await.map_err(rpc_error)?.into_inner().brokers;

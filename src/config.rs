@@ -53,6 +53,20 @@ pub struct BrokerSection {
     /// PEM private key for `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Redeliveries before a message becomes a dead letter (groups without
+    /// their own setting).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Wait before each retry, in milliseconds (announced to consumers;
+    /// the last one repeats) [default: 10 s, 30 s, 1 m … 2 h].
+    #[serde(default = "default_retry_delays")]
+    pub retry_delays_ms: Vec<u64>,
+    /// Shortest invisible duration a receive may ask for, in seconds.
+    #[serde(default = "default_min_invisible")]
+    pub min_invisible_secs: u64,
+    /// Latest delivery time a delay message may ask for, in days from now.
+    #[serde(default = "default_max_delay_days")]
+    pub max_delay_days: u64,
 }
 
 impl Default for BrokerSection {
@@ -66,6 +80,10 @@ impl Default for BrokerSection {
             metrics_addr: None,
             tls_cert: None,
             tls_key: None,
+            max_retries: default_max_retries(),
+            retry_delays_ms: default_retry_delays(),
+            min_invisible_secs: default_min_invisible(),
+            max_delay_days: default_max_delay_days(),
         }
     }
 }
@@ -100,6 +118,19 @@ fn default_broker_name() -> String {
 }
 fn default_cluster_name() -> String {
     "DefaultCluster".into()
+}
+
+fn default_max_retries() -> u32 {
+    16
+}
+fn default_retry_delays() -> Vec<u64> {
+    rill_broker::settings::CONSUMER_RETRY_DELAYS.iter().map(|s| s * 1000).collect()
+}
+fn default_min_invisible() -> u64 {
+    10
+}
+fn default_max_delay_days() -> u64 {
+    40
 }
 
 fn default_grpc_addr() -> String {

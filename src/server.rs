@@ -148,12 +148,25 @@ async fn start_broker(
     let meta_dir = config.store.data_dir.join("meta");
     let meta = rill_store::MetaStore::open(&meta_dir)
         .with_context(|| format!("cannot open the metadata in {}", meta_dir.display()))?;
+    if b.retry_delays_ms.is_empty() || b.retry_delays_ms.contains(&0) {
+        anyhow::bail!("broker.retry_delays_ms: give at least one delay, each above 0 ms");
+    }
+    if b.min_invisible_secs == 0 || b.min_invisible_secs > 12 * 3600 {
+        anyhow::bail!("broker.min_invisible_secs: {} is outside 1..=43200", b.min_invisible_secs);
+    }
     let broker_config = BrokerConfig {
         broker_name: b.broker_name.clone(),
         cluster_name: b.cluster_name.clone(),
         auto_create_topics: b.auto_create_topics.unwrap_or(role == Role::Standalone),
         default_queues: b.default_queues,
         store_host: grpc_addr,
+        max_retries: b.max_retries,
+        retry_delays: b.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+        min_invisible: Duration::from_secs(b.min_invisible_secs),
+        timer: rill_broker::TimerConfig {
+            max_delay: Duration::from_secs(b.max_delay_days.saturating_mul(24 * 3600)),
+            ..rill_broker::TimerConfig::default()
+        },
         ..BrokerConfig::default()
     };
     let broker = Broker::new(store, meta, broker_config);

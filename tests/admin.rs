@@ -92,3 +92,64 @@ fn admin_says_when_no_broker_is_there() {
     let err = admin_fails("127.0.0.1:1", &["topic", "list"]);
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn dead_letters_are_listed_and_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, state) = start(&dir.path().join("data"), &[]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let subs: HashMap<_, _> = [("payments".to_owned(), FilterExpression::all())].into_iter().collect();
+    let (consumer, poison) = runtime.block_on(async {
+        let producer = Producer::connect(ClientConfig::new(&addr)).await.unwrap();
+        producer.send(Message::new("payments", "fine")).await.unwrap();
+        let poison = producer.send(Message::new("payments", "poison").with_key("p-1")).await.unwrap().message_id;
+        let consumer = SimpleConsumer::connect(ClientConfig::new(&addr), "billing", subs, Duration::from_millis(500))
+            .await
+            .unwrap();
+        let mut handled = 0;
+        while handled < 2 {
+            for m in consumer.receive(8, Duration::from_secs(60)).await.unwrap() {
+                if &m.body[..] == b"poison" {
+                    consumer.forward_to_dead_letter_queue(&m).await.unwrap();
+                } else {
+                    consumer.ack(&m).await.unwrap();
+                }
+                handled += 1;
+            }
+        }
+        (consumer, poison)
+    });
+
+    let dead = admin(&addr, &["dlq", "list", "--group", "billing"]);
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["message_id"], poison.as_str());
+    assert_eq!(dead[0]["topic"], "%DLQ%billing");
+    assert_eq!(dead[0]["properties"]["DLQ_ORIGIN_TOPIC"], "payments");
+    assert_eq!(dead[0]["reconsume_times"], 1);
+    assert_eq!(dead[0]["body"], "poison");
+    let text = rill().args(["admin", "--server", &addr, "dlq", "list", "--group", "billing"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&poison));
+    assert!(admin(&addr, &["dlq", "list", "--group", "nobody"]).as_array().unwrap().is_empty());
+
+    let resent = admin(&addr, &["dlq", "resend", "--group", "billing", "--id", "no-such-id"]);
+    assert_eq!(resent["resent"], 0);
+    let resent = admin(&addr, &["dlq", "resend", "--group", "billing", "--id", &poison]);
+    assert_eq!(resent["resent"], 1);
+    // Back on its topic, as a first attempt, with its id and key.
+    runtime.block_on(async {
+        let mut got = Vec::new();
+        while got.is_empty() {
+            got = consumer.receive(8, Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].body[..], b"poison");
+        assert_eq!(got[0].message_id, poison);
+        assert_eq!(got[0].keys, ["p-1"]);
+        assert_eq!(got[0].delivery_attempt, 1);
+        assert!(!got[0].properties.contains_key("DLQ_ORIGIN_TOPIC"));
+        consumer.ack(&got[0]).await.unwrap();
+    });
+    stop(broker);
+}

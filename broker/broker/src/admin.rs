@@ -94,6 +94,14 @@ fn message_info(m: &StoredMessage) -> MessageInfo {
     }
 }
 
+fn rejected(r: crate::convert::Rejection) -> Status {
+    match r.code {
+        rill_proto::v2::Code::TopicNotFound => Status::not_found(r.message),
+        rill_proto::v2::Code::InternalServerError => Status::internal(r.message),
+        _ => Status::invalid_argument(r.message),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -234,6 +242,19 @@ impl RillAdmin for AdminService {
         let max = if q.max == 0 { 64 } else { q.max as usize };
         let found = self.broker.store().query_by_key(&q.topic, &q.key, q.begin_ms, end, max).map_err(internal)?;
         Ok(Response::new(MessageList { messages: found.iter().map(message_info).collect() }))
+    }
+
+    async fn list_dead_letters(&self, request: Request<DeadLetterQuery>) -> Result<Response<MessageList>, Status> {
+        let q = request.into_inner();
+        let max = if q.max == 0 { 64 } else { q.max.min(1024) as usize };
+        let found = self.broker.dead_letters(&q.group, q.from_offset, max).map_err(rejected)?;
+        Ok(Response::new(MessageList { messages: found.iter().map(message_info).collect() }))
+    }
+
+    async fn resend_dead_letters(&self, request: Request<DeadLetterResend>) -> Result<Response<Resent>, Status> {
+        let r = request.into_inner();
+        let n = self.broker.resend_dead_letters(&r.group, &r.message_ids).await.map_err(rejected)?;
+        Ok(Response::new(Resent { count: n as u32 }))
     }
 
     async fn list_cluster(&self, _request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {

@@ -154,6 +154,46 @@ impl Broker {
         }
     }
 
+    /// Up to `max` dead letters of `group`, from queue offset `from`.
+    pub fn dead_letters(&self, group: &str, from: u64, max: usize) -> Result<Vec<StoredMessage>, Rejection> {
+        let read = self
+            .store
+            .read_queue(&park::dlq_topic(group), 0, from, max)
+            .map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?;
+        Ok(read.messages)
+    }
+
+    /// Puts dead letters of `group` back on the topics they came from (all,
+    /// or those whose message id is in `ids`), as fresh messages with a new
+    /// attempt count; returns how many were resent.
+    pub async fn resend_dead_letters(&self, group: &str, ids: &[String]) -> Result<usize, Rejection> {
+        let mut copies = Vec::new();
+        let mut from = 0;
+        loop {
+            let batch = self.dead_letters(group, from, 256)?;
+            let Some(last) = batch.last() else { break };
+            from = last.queue_offset + 1;
+            for m in batch {
+                let id = m.properties.get(props::DLQ_ORIGIN_MESSAGE_ID).or(m.properties.unique_id()).unwrap_or_default();
+                if !ids.is_empty() && !ids.iter().any(|i| i == id) {
+                    continue;
+                }
+                let origin = park::origin_topic(&m).to_owned();
+                let (topic, cfg) = self.topic(&origin)?;
+                let queue = self.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % cfg.write_queues.max(1);
+                let mut copy = park::copy(&m, topic, queue);
+                copy.properties.remove(props::DLQ_ORIGIN_TOPIC);
+                copy.properties.remove(props::DLQ_ORIGIN_MESSAGE_ID);
+                copy.reconsume_times = 0;
+                copies.push(copy);
+            }
+        }
+        let n = copies.len();
+        self.store_copies(copies).await?;
+        tracing::info!(group, resent = n, "dead letters put back on their topics");
+        Ok(n)
+    }
+
     /// Takes a moved message out of flight and commits the group's offset.
     fn finish_move(&self, key: &StateKey, offset: u64, f: InFlight) {
         let (group, broadcast) = owner_group(&key.0);

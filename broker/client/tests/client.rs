@@ -17,6 +17,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(BrokerConfig::default()).await
+}
+
+async fn server_with(config: BrokerConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(dir.path().join("data"));
     cfg.segment_size = 8 << 20;
@@ -24,7 +28,7 @@ async fn server() -> Server {
     let meta = MetaStore::open(dir.path().join("data/meta")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..BrokerConfig::default() });
+    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..config });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
         let _ = stopped.await;
@@ -103,7 +107,12 @@ async fn extending_invisibility_retires_the_old_handle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_listener_failures_and_panics_lead_to_redelivery() {
-    let s = server().await;
+    let config = BrokerConfig {
+        retry_delays: vec![Duration::from_millis(100)],
+        revive_interval: Duration::from_millis(50),
+        ..BrokerConfig::default()
+    };
+    let s = server_with(config).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     for i in 0..3 {
         producer.send(Message::new("jobs", format!("job{i}"))).await.unwrap();
@@ -116,8 +125,8 @@ async fn push_listener_failures_and_panics_lead_to_redelivery() {
         "workers",
         subscription("jobs", FilterExpression::all()),
         4,
-        // Failed messages come back after one second.
-        Duration::from_secs(1),
+        // Failed messages come back after the broker's first retry delay.
+        Duration::from_secs(30),
         move |m| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
             let done = done_tx.clone();

@@ -1,0 +1,155 @@
+//! Retries, dead letters and delay messages as a `rill-client` user meets
+//! them, against an in-process broker with a scaled-down retry ladder.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rill_broker::{Broker, BrokerConfig, TimerConfig};
+use rill_client::{
+    ClientConfig, ConsumeError, FilterExpression, Message, Producer, PushConsumer, ReceivedMessage, SimpleConsumer,
+};
+use rill_store::{MetaStore, Store, StoreConfig};
+
+struct Server {
+    endpoint: String,
+    broker: Arc<Broker>,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Retries after 200 ms, then 400 ms; two retries, then the dead-letter queue.
+fn ladder() -> BrokerConfig {
+    BrokerConfig {
+        retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
+        max_retries: 2,
+        revive_interval: Duration::from_millis(50),
+        timer: TimerConfig { precision: Duration::from_millis(50), ..TimerConfig::default() },
+        ..BrokerConfig::default()
+    }
+}
+
+async fn server(config: BrokerConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path().join("data"));
+    cfg.segment_size = 8 << 20;
+    let store = Store::open(cfg).unwrap();
+    let meta = MetaStore::open(dir.path().join("data/meta")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..config });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
+        let _ = stopped.await;
+    }));
+    Server { endpoint: addr.to_string(), broker, _dir: dir, _stop: stop }
+}
+
+fn subscription(topic: &str) -> HashMap<String, FilterExpression> {
+    [(topic.to_owned(), FilterExpression::all())].into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_listener_retries_on_the_announced_ladder_then_dead_letters() {
+    let s = server(ladder()).await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let sent = producer.send(Message::new("payments", "p1").with_key("order-7")).await.unwrap();
+
+    let (tx, mut attempts) = tokio::sync::mpsc::unbounded_channel::<(i32, Instant)>();
+    let consumer = PushConsumer::start(
+        ClientConfig::new(&s.endpoint),
+        "billing",
+        subscription("payments"),
+        4,
+        Duration::from_secs(30),
+        move |m: ReceivedMessage| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((m.delivery_attempt, Instant::now()));
+                Err(ConsumeError("the payment service is down".into()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), attempts.recv()).await.unwrap().unwrap();
+        seen.push(next);
+    }
+    assert_eq!(seen.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // Each retry waited at least its step of the ladder.
+    assert!(seen[1].1 - seen[0].1 >= Duration::from_millis(200), "{:?}", seen[1].1 - seen[0].1);
+    assert!(seen[2].1 - seen[1].1 >= Duration::from_millis(400), "{:?}", seen[2].1 - seen[1].1);
+
+    // After the third failure the message goes to %DLQ%billing, and no further attempt comes.
+    let dlq = "%DLQ%billing";
+    let started = Instant::now();
+    while s.broker.store().queue_bounds(dlq, 0).map(|b| b.1) != Some(1) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = s.broker.store().read_queue(dlq, 0, 0, 10).unwrap().messages;
+    assert_eq!(dead[0].properties.unique_id(), Some(sent.message_id.as_str()));
+    assert_eq!(dead[0].properties.get("DLQ_ORIGIN_TOPIC"), Some("payments"));
+    assert!(tokio::time::timeout(Duration::from_millis(800), attempts.recv()).await.is_err(), "retried past the DLQ");
+    consumer.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_consumer_sees_the_policy_and_can_nack() {
+    let s = server(ladder()).await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    producer.send(Message::new("jobs", "j1")).await.unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "workers",
+        subscription("jobs"),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let policy = consumer.retry_policy();
+    assert_eq!(policy.max_attempts, 3);
+    assert_eq!(policy.delays, [Duration::from_millis(200), Duration::from_millis(400)]);
+    let mut got = consumer.receive(1, Duration::from_secs(30)).await.unwrap();
+    let nacked = Instant::now();
+    consumer.nack(&mut got[0]).await.unwrap();
+    let again = consumer.receive(1, Duration::from_secs(30)).await.unwrap();
+    assert!(nacked.elapsed() >= Duration::from_millis(200));
+    assert_eq!(again[0].delivery_attempt, 2);
+    assert_eq!(again[0].body, got[0].body);
+    consumer.ack(&again[0]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_messages_arrive_after_their_delay() {
+    let s = server(ladder()).await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "reminders",
+        subscription("remind"),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    let level_1 = rill_client::delay_level(1).unwrap();
+    assert_eq!(level_1, Duration::from_secs(1));
+    assert_eq!(rill_client::delay_level(18), Some(Duration::from_secs(7200)));
+    assert_eq!(rill_client::delay_level(0), None);
+    let sent_at = Instant::now();
+    producer.send(Message::new("remind", "wake up").with_delay(level_1)).await.unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(sent_at.elapsed() < Duration::from_secs(10), "the delay message never came");
+        got = consumer.receive(1, Duration::from_secs(30)).await.unwrap();
+    }
+    let waited = sent_at.elapsed();
+    assert!(waited >= Duration::from_millis(950), "arrived after {waited:?}");
+    assert!(waited < Duration::from_secs(2), "arrived after {waited:?}");
+    assert!(got[0].delivery_timestamp.is_some());
+    let far = producer.send(Message::new("remind", "x").with_delay(Duration::from_secs(41 * 24 * 3600))).await;
+    assert_eq!(far.unwrap_err().code(), Some(rill_client::Code::IllegalDeliveryTime));
+}
