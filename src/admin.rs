@@ -266,7 +266,10 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
         AdminCommand::Dlq(DlqCommand::Resend { group, ids }) => {
             let r = DeadLetterResend { group: group.clone(), message_ids: ids };
             let count = c.resend_dead_letters(r).await.map_err(rpc_error)?.into_inner().count;
-            Output { json: json!({ "group": group, "resent": count }), text: format!("resent {count} dead letter(s) of {group}\n") }
+            Output {
+                json: json!({ "group": group, "resent": count }),
+                text: format!("resent {count} dead letter(s) of {group}\n"),
+            }
         }
         AdminCommand::Cluster(ClusterCommand::List) => {
             let brokers = c.list_cluster(Empty {}).await.map_err(rpc_error)?.into_inner().brokers;

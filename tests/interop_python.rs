@@ -1,7 +1,8 @@
 //! The official RocketMQ 5 Python client (`rocketmq-python-client`) against
 //! `rill standalone`: producer, simple consumer with a tag filter, push
-//! consumer, a second group, and a broker restart in between; and against
-//! a name server with two brokers, where it must follow the routes.
+//! consumer, a second group, and a broker restart in between; delay
+//! messages and push-consumer retries on the broker's retry schedule; and
+//! against a name server with two brokers, where it must follow the routes.
 //!
 //! `./scripts/test` installs the client into a virtual environment and sets
 //! `RILL_PYTHON`. Without it the test is skipped with a loud message, except
@@ -129,4 +130,43 @@ fn official_python_client_follows_routes_across_two_brokers() {
         stop(child);
     }
     stop(namesrv);
+}
+
+/// Runs the script and returns the lines it printed.
+fn script_lines(python: &str, home: &Path, args: &[&str]) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_clients.py");
+    let out = Command::new(python).arg(script).args(args).env("HOME", home).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "python {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn official_python_client_delay_messages_and_retries() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // One second before the first retry, so the test stays short.
+    let config = dir.path().join("rill.toml");
+    std::fs::write(&config, "[broker]\nretry_delays_ms = [1000, 2000]\n").unwrap();
+    let (broker, state) = common::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+
+    let lines = script_lines(&python, &home, &["delay", &addr, "reminders", "g-delay", "2"]);
+    let late: i64 = lines.iter().find_map(|l| l.strip_prefix("LATE_MS ")).expect("arrived early").parse().unwrap();
+    assert!(late < 1_000, "arrived {late} ms after its time");
+
+    let lines = script_lines(&python, &home, &["retry", &addr, "flaky", "g-retry"]);
+    let attempts: Vec<(i32, u64)> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ATTEMPT "))
+        .map(|l| {
+            let mut p = l.split_whitespace();
+            (p.next().unwrap().parse().unwrap(), p.next().unwrap().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2], "{lines:?}");
+    assert!(attempts[1].1 >= 1_000, "retried after {} ms, before the announced delay", attempts[1].1);
+    stop(broker);
 }

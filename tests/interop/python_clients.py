@@ -6,11 +6,19 @@ Run by tests/interop_python.rs against a `rill standalone` it started:
     python python_clients.py simple ENDPOINT TOPIC GROUP TAG_EXPRESSION EXPECTED
     python python_clients.py push ENDPOINT TOPIC GROUP TAG_EXPRESSION EXPECTED
 
+    python python_clients.py delay ENDPOINT TOPIC GROUP DELAY_SECONDS
+    python python_clients.py retry ENDPOINT TOPIC GROUP
+
 `send` sends COUNT messages, alternating tags TagA/TagB, with keys and a user
 property, and prints one line per message: `SENT <index> <message id>`.
 `simple` and `push` consume with a new group until EXPECTED messages arrived
 (acknowledging each) and print `GOT <index> <tag> <message id>` per message;
 they exit non-zero on a timeout or a message that does not match the filter.
+`delay` sends one message with a delivery timestamp DELAY_SECONDS ahead,
+consumes it with a simple consumer and prints `EARLY_MS <n>` when it came
+before its time or `LATE_MS <n>` after it. `retry` sends one message to a
+push consumer whose listener fails the first attempt and succeeds the
+second, and prints `ATTEMPT <n> <ms since the first>` for each.
 """
 
 import sys
@@ -125,6 +133,68 @@ def push(endpoint, topic, group, tag_expression, expected):
         consumer.shutdown()
 
 
+def delay(endpoint, topic, group, seconds):
+    consumer = SimpleConsumer(config(endpoint), group, {topic: FilterExpression("*")}, await_duration=3)
+    consumer.startup()
+    producer = Producer(config(endpoint), (topic,))
+    producer.startup()
+    try:
+        due_s = int(time.time()) + seconds
+        msg = Message()
+        msg.topic = topic
+        msg.body = b"delayed"
+        msg.delivery_timestamp = due_s
+        producer.send(msg)
+        deadline = time.time() + DEADLINE_SECONDS
+        while time.time() < deadline:
+            for m in consumer.receive(1, 15):
+                arrived_ms = int(time.time() * 1000)
+                consumer.ack(m)
+                if m.body != b"delayed":
+                    raise SystemExit(f"unexpected body {m.body!r}")
+                late = arrived_ms - due_s * 1000
+                print(f"LATE_MS {late}" if late >= 0 else f"EARLY_MS {-late}", flush=True)
+                return
+        raise SystemExit("the delayed message never arrived")
+    finally:
+        producer.shutdown()
+        consumer.shutdown()
+
+
+class FailOnce(MessageListener):
+    def __init__(self):
+        self.started = None
+        self.done = threading.Event()
+
+    def consume(self, message):
+        now = time.time()
+        if self.started is None:
+            self.started = now
+        print(f"ATTEMPT {message.delivery_attempt} {int((now - self.started) * 1000)}", flush=True)
+        if message.delivery_attempt < 2:
+            return ConsumeResult.FAILURE
+        self.done.set()
+        return ConsumeResult.SUCCESS
+
+
+def retry(endpoint, topic, group):
+    producer = Producer(config(endpoint), (topic,))
+    producer.startup()
+    msg = Message()
+    msg.topic = topic
+    msg.body = b"flaky"
+    producer.send(msg)
+    producer.shutdown()
+    listener = FailOnce()
+    consumer = PushConsumer(config(endpoint), group, listener, {topic: FilterExpression("*")})
+    consumer.startup()
+    try:
+        if not listener.done.wait(DEADLINE_SECONDS):
+            raise SystemExit("the message was not redelivered")
+    finally:
+        consumer.shutdown()
+
+
 def main(argv):
     mode = argv[1]
     if mode == "send":
@@ -133,6 +203,10 @@ def main(argv):
         simple(argv[2], argv[3], argv[4], argv[5], int(argv[6]))
     elif mode == "push":
         push(argv[2], argv[3], argv[4], argv[5], int(argv[6]))
+    elif mode == "delay":
+        delay(argv[2], argv[3], argv[4], int(argv[5]))
+    elif mode == "retry":
+        retry(argv[2], argv[3], argv[4])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

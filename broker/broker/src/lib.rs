@@ -24,9 +24,9 @@ pub mod park;
 pub mod pop;
 mod retry;
 mod send;
-pub mod timer;
 pub mod service;
 pub mod settings;
+pub mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -43,7 +43,11 @@ impl Default for Metrics {
         registry.register("send_failures", "Sends refused or failed, by protocol code", send_failures.clone());
         registry.register("messages_delivered", "Messages handed to consumers, by topic and group", delivered.clone());
         registry.register("messages_acked", "Messages acknowledged, by topic and group", acked.clone());
-        registry.register("dead_letters", "Messages moved to a dead-letter queue, by topic and group", dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Messages moved to a dead-letter queue, by topic and group",
+            dead_letters.clone(),
+        );
         registry.register("timers_fired", "Delayed messages delivered to their topic", timers_fired.clone());
         registry.register("timers_lost", "Delayed messages whose parked copy was gone when due", timers_lost.clone());
         registry.register("timers_pending", "Delayed messages waiting for their time", timers_pending.clone());

@@ -34,7 +34,8 @@ pub mod props {
     pub const DLQ_ORIGIN_MESSAGE_ID: &str = "DLQ_ORIGIN_MESSAGE_ID";
 
     /// All of them (users may not set these).
-    pub const ALL: [&str; 6] = [REAL_TOPIC, REAL_QID, TIMER_DELIVER_MS, RETRY_TOPIC, DLQ_ORIGIN_TOPIC, DLQ_ORIGIN_MESSAGE_ID];
+    pub const ALL: [&str; 6] =
+        [REAL_TOPIC, REAL_QID, TIMER_DELIVER_MS, RETRY_TOPIC, DLQ_ORIGIN_TOPIC, DLQ_ORIGIN_MESSAGE_ID];
 }
 
 /// The retry topic of `group` for messages of `topic` (one per pair, so a

@@ -174,13 +174,15 @@ impl Broker {
             let Some(last) = batch.last() else { break };
             from = last.queue_offset + 1;
             for m in batch {
-                let id = m.properties.get(props::DLQ_ORIGIN_MESSAGE_ID).or(m.properties.unique_id()).unwrap_or_default();
+                let id =
+                    m.properties.get(props::DLQ_ORIGIN_MESSAGE_ID).or(m.properties.unique_id()).unwrap_or_default();
                 if !ids.is_empty() && !ids.iter().any(|i| i == id) {
                     continue;
                 }
                 let origin = park::origin_topic(&m).to_owned();
                 let (topic, cfg) = self.topic(&origin)?;
-                let queue = self.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % cfg.write_queues.max(1);
+                let queue =
+                    self.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % cfg.write_queues.max(1);
                 let mut copy = park::copy(&m, topic, queue);
                 copy.properties.remove(props::DLQ_ORIGIN_TOPIC);
                 copy.properties.remove(props::DLQ_ORIGIN_MESSAGE_ID);

@@ -108,7 +108,10 @@ impl Broker {
         if due_ms <= now {
             return Ok(());
         }
-        let real = std::mem::replace(&mut m.topic, TopicName::new(TIMER_TOPIC).map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?);
+        let real = std::mem::replace(
+            &mut m.topic,
+            TopicName::new(TIMER_TOPIC).map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?,
+        );
         m.properties.insert(props::REAL_TOPIC, real.as_str());
         m.properties.insert(props::REAL_QID, m.queue_id.to_string());
         m.properties.insert(props::TIMER_DELIVER_MS, due_ms.to_string());

@@ -475,7 +475,9 @@ impl MessagingService for Service {
                     broker.client_seen(group, &client_id, kind.map_or("", |t| t.as_str_name()));
                 }
                 let group = match &client.pub_sub {
-                    Some(v2::settings::PubSub::Subscription(s)) => s.group.as_ref().and_then(|g| broker.meta().group(&g.name)),
+                    Some(v2::settings::PubSub::Subscription(s)) => {
+                        s.group.as_ref().and_then(|g| broker.meta().group(&g.name))
+                    }
                     _ => None,
                 };
                 let fifo = group.as_ref().is_some_and(|g| g.fifo);

@@ -70,7 +70,9 @@ pub async fn run(broker: Arc<Broker>) -> Result<(), Error> {
         let precision = t.broker.config.timer.precision;
         let next = t.wheel.lock().next_hop()?;
         let wait = match next {
-            Some(at) => Duration::from_millis((at - now).clamp(1, 1000) as u64).min(precision.max(Duration::from_millis(1))),
+            Some(at) => {
+                Duration::from_millis((at - now).clamp(1, 1000) as u64).min(precision.max(Duration::from_millis(1)))
+            }
             None => Duration::from_secs(1),
         };
         tokio::select! {
@@ -181,9 +183,10 @@ impl Timers {
         }
         let store = self.broker.store.clone();
         let wheel = Arc::clone(&self.wheel);
-        let result = tokio::task::spawn_blocking(move || store.flush_now().and_then(|_| wheel.lock().checkpoint(source)))
-            .await
-            .map_err(|e| Error::Task(format!("timer checkpoint: {e}")))?;
+        let result =
+            tokio::task::spawn_blocking(move || store.flush_now().and_then(|_| wheel.lock().checkpoint(source)))
+                .await
+                .map_err(|e| Error::Task(format!("timer checkpoint: {e}")))?;
         result?;
         self.dirty = false;
         Ok(())

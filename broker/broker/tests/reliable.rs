@@ -182,10 +182,7 @@ fn now_ms() -> i64 {
 }
 
 fn timer_config() -> BrokerConfig {
-    BrokerConfig {
-        timer: TimerConfig { precision: Duration::from_millis(50), ..TimerConfig::default() },
-        ..config()
-    }
+    BrokerConfig { timer: TimerConfig { precision: Duration::from_millis(50), ..TimerConfig::default() }, ..config() }
 }
 
 #[tokio::test]

@@ -386,10 +386,8 @@ impl TimerWheel {
         for level in &mut self.levels {
             level.sync()?;
         }
-        let saved = Saved {
-            source,
-            levels: self.levels.iter().map(|l| [l.cursor as i64, l.end as i64, l.last_hop]).collect(),
-        };
+        let saved =
+            Saved { source, levels: self.levels.iter().map(|l| [l.cursor as i64, l.end as i64, l.last_hop]).collect() };
         let bytes = serde_json::to_vec(&saved).map_err(|e| Error::Metadata { path: self.dir.clone(), source: e })?;
         write_atomically(&self.dir.join("checkpoint.json"), &bytes)?;
         self.source = source;
