@@ -8,6 +8,7 @@ use clap::Subcommand;
 use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
+use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,31 @@ pub enum BenchCommand {
     Produce(ProduceArgs),
     /// Produce → consume latency at a fixed rate, Rill against NATS JetStream.
     E2e(E2eArgs),
+    /// Many delay messages pending at once: memory while they wait, lateness when due.
+    Timer(TimerArgs),
+}
+
+/// Options of `rill bench timer`.
+#[derive(Debug, clap::Args)]
+pub struct TimerArgs {
+    /// Scratch directory (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Delay messages to schedule (at most 5,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Seconds between the first and the last due time.
+    #[arg(long, default_value_t = 20)]
+    spread: u64,
+    /// Seconds until the first due time (parking must be done by then).
+    #[arg(long, default_value_t = 30)]
+    lead: u64,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options every benchmark takes.
@@ -141,6 +167,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let report = rill_bench::produce::run(&opts, &mut progress("produce"))?;
             emit(&report, a.common.json, ProduceBenchReport::to_table)
+        }
+        BenchCommand::Timer(a) => {
+            let scratch = a.dir.map(|d| d.join(format!("rill-bench-timer-{}", std::process::id())));
+            let opts = TimerBenchOptions {
+                dir: scratch
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("rill-bench-timer-{}", std::process::id()))),
+                count: a.count,
+                message_size: a.size,
+                spread_secs: a.spread,
+                lead_secs: a.lead,
+            };
+            let report = rill_bench::timer::run(&opts, &mut progress("timer"))?;
+            emit(&report, a.json, TimerBenchReport::to_table)
         }
         BenchCommand::Store(a) => {
             let defaults = StoreBenchOptions::default();

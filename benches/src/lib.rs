@@ -15,6 +15,7 @@ pub mod local;
 pub mod produce;
 pub mod report;
 pub mod store;
+pub mod timer;
 
 /// Errors of a benchmark run.
 #[derive(Debug, thiserror::Error)]
