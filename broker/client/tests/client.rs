@@ -1,39 +1,20 @@
 //! The Rust client against an in-process Rill broker on a loopback port.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::{Server, server_with};
 use rill_broker::{Broker, BrokerConfig};
 use rill_client::{ClientConfig, ConsumeError, FilterExpression, Message, Producer, PushConsumer, SimpleConsumer};
 use rill_store::{MetaStore, Store, StoreConfig};
 
-struct Server {
-    endpoint: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn server() -> Server {
     server_with(BrokerConfig::default()).await
-}
-
-async fn server_with(config: BrokerConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::new(dir.path().join("data"));
-    cfg.segment_size = 8 << 20;
-    let store = Store::open(cfg).unwrap();
-    let meta = MetaStore::open(dir.path().join("data/meta")).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..config });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
-        let _ = stopped.await;
-    }));
-    Server { endpoint: addr.to_string(), _dir: dir, _stop: stop }
 }
 
 fn subscription(topic: &str, filter: FilterExpression) -> HashMap<String, FilterExpression> {

@@ -2,22 +2,16 @@
 //! them, against an in-process broker with a scaled-down retry ladder.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rill_broker::{Broker, BrokerConfig, TimerConfig};
+use common::server_with;
+use rill_broker::{BrokerConfig, TimerConfig};
 use rill_client::{
     ClientConfig, ConsumeError, FilterExpression, Message, Producer, PushConsumer, ReceivedMessage, SimpleConsumer,
 };
-use rill_store::{MetaStore, Store, StoreConfig};
-
-struct Server {
-    endpoint: String,
-    broker: Arc<Broker>,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
 
 /// Retries after 200 ms, then 400 ms; two retries, then the dead-letter queue.
 fn ladder() -> BrokerConfig {
@@ -30,29 +24,13 @@ fn ladder() -> BrokerConfig {
     }
 }
 
-async fn server(config: BrokerConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::new(dir.path().join("data"));
-    cfg.segment_size = 8 << 20;
-    let store = Store::open(cfg).unwrap();
-    let meta = MetaStore::open(dir.path().join("data/meta")).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let broker = Broker::new(store, meta, BrokerConfig { store_host: addr, ..config });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(rill_broker::service::serve(Arc::clone(&broker), addr, listener, None, async move {
-        let _ = stopped.await;
-    }));
-    Server { endpoint: addr.to_string(), broker, _dir: dir, _stop: stop }
-}
-
 fn subscription(topic: &str) -> HashMap<String, FilterExpression> {
     [(topic.to_owned(), FilterExpression::all())].into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_listener_retries_on_the_announced_ladder_then_dead_letters() {
-    let s = server(ladder()).await;
+    let s = server_with(ladder()).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     let sent = producer.send(Message::new("payments", "p1").with_key("order-7")).await.unwrap();
 
@@ -99,7 +77,7 @@ async fn a_failing_listener_retries_on_the_announced_ladder_then_dead_letters() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simple_consumer_sees_the_policy_and_can_nack() {
-    let s = server(ladder()).await;
+    let s = server_with(ladder()).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     producer.send(Message::new("jobs", "j1")).await.unwrap();
     let consumer = SimpleConsumer::connect(
@@ -125,7 +103,7 @@ async fn a_simple_consumer_sees_the_policy_and_can_nack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_messages_arrive_after_their_delay() {
-    let s = server(ladder()).await;
+    let s = server_with(ladder()).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     let consumer = SimpleConsumer::connect(
         ClientConfig::new(&s.endpoint),
