@@ -257,7 +257,7 @@ impl Broker {
     /// (delay messages) and the revive pass (retries, dead letters). Both
     /// stop when the broker stops serving.
     pub fn start_background(self: &Arc<Self>) -> Background {
-        let timers = tokio::spawn(timer::run(Arc::clone(self)));
+        let timers = tokio::spawn(timer::supervise(Arc::clone(self)));
         let revive = tokio::spawn(retry::run(Arc::clone(self)));
         Background { timers, revive }
     }

@@ -42,6 +42,22 @@ pub fn open_wheel(broker: &Broker) -> Result<TimerWheel, Error> {
     Ok(TimerWheel::open(&broker.store.config().data_dir.join("timer"), base, levels)?)
 }
 
+/// Runs the timer loop until the broker stops serving; after a failure
+/// (logged at once) it starts again from the wheel's last checkpoint.
+pub async fn supervise(broker: Arc<Broker>) -> Result<(), Error> {
+    let mut stopping = broker.stopping();
+    loop {
+        match run(Arc::clone(&broker)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::error!(error = %e, "the timer loop failed; restarting it from its last checkpoint"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopping.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
 /// Runs the timer loop until the broker stops serving.
 pub async fn run(broker: Arc<Broker>) -> Result<(), Error> {
     let wheel = open_wheel(&broker)?;
