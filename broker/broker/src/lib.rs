@@ -145,12 +145,14 @@ impl Default for BrokerConfig {
 }
 
 /// Which messages a receive wants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// Every message.
     All,
     /// Messages whose tag is one of these (`TagA || TagB`).
     Tags(Vec<String>),
+    /// Messages whose properties satisfy a SQL92 expression.
+    Sql(Arc<rill_filter::SqlFilter>),
 }
 
 impl Filter {
@@ -170,17 +172,26 @@ impl Filter {
         Ok(Filter::Tags(tags))
     }
 
-    fn hash_matches(&self, hash: u64) -> bool {
+    /// Parses a SQL92 expression over message properties.
+    pub fn sql(expression: &str) -> Result<Self, Rejection> {
+        rill_filter::SqlFilter::new(expression)
+            .map(|f| Filter::Sql(Arc::new(f)))
+            .map_err(|e| Rejection::new(Code::IllegalFilterExpression, e.to_string()))
+    }
+
+    pub(crate) fn hash_matches(&self, hash: u64) -> bool {
         match self {
-            Filter::All => true,
+            Filter::All | Filter::Sql(_) => true,
             Filter::Tags(tags) => tags.iter().any(|t| i64::from(java_string_hash(t)) as u64 == hash),
         }
     }
 
-    fn matches(&self, tag: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, m: &rill_store::StoredMessage) -> bool {
         match self {
             Filter::All => true,
-            Filter::Tags(tags) => tag.is_some_and(|t| tags.iter().any(|x| x == t)),
+            Filter::Tags(tags) => m.properties.tag().is_some_and(|t| tags.iter().any(|x| x == t)),
+            // Properties by their names; the tag as `TAGS`, as RocketMQ has it.
+            Filter::Sql(f) => f.matches(|k| m.properties.get(k)),
         }
     }
 }
@@ -464,7 +475,7 @@ impl Broker {
         for offset in expired {
             let read = self.store.read_queue(topic, q, offset, 1).map_err(internal)?;
             match read.messages.into_iter().next() {
-                Some(m) if req.filter.matches(m.properties.tag()) => {
+                Some(m) if req.filter.matches(&m) => {
                     let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline);
                     out.push((m, handle, attempt));
                 }
@@ -494,7 +505,7 @@ impl Broker {
             }
             let scanned_to = read.next_offset;
             for m in read.messages {
-                if req.filter.matches(m.properties.tag()) {
+                if req.filter.matches(&m) {
                     let (handle, attempt) = self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline);
                     out.push((m, handle, attempt));
                 }
@@ -694,7 +705,10 @@ mod tests {
         assert_eq!(Filter::tags("A || B").unwrap(), Filter::Tags(vec!["A".into(), "B".into()]));
         assert_eq!(Filter::tags("A || ").unwrap_err().code, Code::IllegalFilterExpression);
         let f = Filter::tags("TagA").unwrap();
-        assert!(f.matches(Some("TagA")) && !f.matches(Some("TagB")) && !f.matches(None));
         assert!(f.hash_matches(i64::from(java_string_hash("TagA")) as u64));
+        assert!(!f.hash_matches(i64::from(java_string_hash("TagB")) as u64));
+        let e = Filter::sql("region = ").unwrap_err();
+        assert_eq!(e.code, Code::IllegalFilterExpression);
+        assert!(e.message.contains("column 10"), "{}", e.message);
     }
 }

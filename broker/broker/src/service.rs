@@ -101,6 +101,15 @@ fn duration(d: &Option<prost_types::Duration>, default: Duration) -> Result<Dura
     }
 }
 
+/// The filter a receive or pull asked for (tag expression or SQL92).
+fn filter_of(f: Option<&v2::FilterExpression>) -> Result<Filter, Rejection> {
+    match f {
+        None => Ok(Filter::All),
+        Some(f) if f.r#type == v2::FilterType::Sql as i32 => Filter::sql(&f.expression),
+        Some(f) => Filter::tags(&f.expression),
+    }
+}
+
 fn now_millis() -> i64 {
     use rill_common::Clock;
     rill_common::SystemClock.now_millis()
@@ -257,16 +266,7 @@ impl MessagingService for Service {
                 .as_ref()
                 .ok_or_else(|| Rejection::new(Code::BadRequest, "message_queue is required"))?;
             let (ns, topic) = resource_name(&queue.topic);
-            let filter = match req.filter_expression.as_ref() {
-                None => Filter::All,
-                Some(f) if f.r#type == v2::FilterType::Sql as i32 => {
-                    return Err(Rejection::new(
-                        Code::IllegalFilterExpression,
-                        "SQL92 filtering is not supported by this Rill broker yet; use a tag expression",
-                    ));
-                }
-                Some(f) => Filter::tags(&f.expression)?,
-            };
+            let filter = filter_of(req.filter_expression.as_ref())?;
             let r = ReceiveRequest {
                 group: group.to_owned(),
                 client_id: client_id.clone(),
@@ -559,7 +559,7 @@ impl Service {
         self.broker.topic(topic)?;
         let offset =
             u64::try_from(req.offset).map_err(|_| Rejection::new(Code::IllegalOffset, "offset is negative"))?;
-        let filter = req.filter_expression.as_ref().map_or(Ok(Filter::All), |f| Filter::tags(&f.expression))?;
+        let filter = filter_of(req.filter_expression.as_ref())?;
         let batch = usize::try_from(req.batch_size).unwrap_or(0).clamp(1, 1024);
         let read = self
             .broker
@@ -569,7 +569,7 @@ impl Service {
         let msgs = read
             .messages
             .iter()
-            .filter(|m| filter.matches(m.properties.tag()))
+            .filter(|m| filter.matches(m))
             .map(|m| crate::convert::from_store(m, ns, crate::convert::Delivery::default()))
             .collect();
         Ok((msgs, read.next_offset))

@@ -417,3 +417,51 @@ async fn routes_still_answer_quickly_when_the_name_server_is_down() {
         assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
     }
 }
+
+#[tokio::test]
+async fn sql92_filters_deliver_only_matching_messages() {
+    let mut s = server(BrokerConfig::default()).await;
+    let c = &mut s.client;
+    let mut msgs = Vec::new();
+    for (i, (region, price)) in
+        [("eu", "5"), ("eu", "15"), ("us", "15"), ("eu", "cheap"), ("eu", "30")].iter().enumerate()
+    {
+        let mut m = message("shop", if i % 2 == 0 { "A" } else { "B" }, &format!("m{i}"));
+        m.user_properties.insert("region".into(), (*region).into());
+        m.user_properties.insert("price".into(), (*price).into());
+        msgs.push(m);
+    }
+    msgs.push(message("shop", "A", "no-props"));
+    send(c, msgs).await;
+    const SQL: v2::FilterType = v2::FilterType::Sql;
+    let got = receive(
+        c,
+        "eu-mid",
+        "shop",
+        (SQL, "region = 'eu' AND price BETWEEN 10 AND 20"),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    let bodies: Vec<_> = got.messages.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect();
+    assert_eq!(bodies, ["m1"], "'cheap' is not a number, a missing property is not a match");
+    // The tag is visible to SQL as TAGS.
+    let got = receive(
+        c,
+        "tag-a",
+        "shop",
+        (SQL, "TAGS = 'A' AND region IS NOT NULL"),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut bodies: Vec<_> = got.messages.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["m0", "m2", "m4"]);
+    // A broken expression is refused with where and what.
+    let bad =
+        receive(c, "bad", "shop", (SQL, "region = 'eu' AND"), Duration::from_secs(30), Duration::from_millis(100))
+            .await;
+    assert_eq!(bad.status.code, Code::IllegalFilterExpression as i32);
+    assert!(bad.status.message.contains("column 18"), "{}", bad.status.message);
+}
