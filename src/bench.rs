@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
+use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
@@ -21,6 +22,21 @@ pub enum BenchCommand {
     E2e(E2eArgs),
     /// Many delay messages pending at once: memory while they wait, lateness when due.
     Timer(TimerArgs),
+    /// Bytes a consumer receives with a broker-side tag or SQL92 filter against none.
+    Filter(FilterArgs),
+}
+
+/// Options of `rill bench filter`.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Messages in the topic.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// One message in this many matches the filters (10 → 10 %).
+    #[arg(long, default_value_t = 10)]
+    one_in: u64,
 }
 
 /// Options of `rill bench timer`.
@@ -167,6 +183,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let report = rill_bench::produce::run(&opts, &mut progress("produce"))?;
             emit(&report, a.common.json, ProduceBenchReport::to_table)
+        }
+        BenchCommand::Filter(a) => {
+            let opts = FilterBenchOptions {
+                dir: a
+                    .common
+                    .scratch("filter")
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("rill-bench-filter-{}", std::process::id()))),
+                messages: a.messages,
+                message_size: a.common.size,
+                one_in: a.one_in,
+            };
+            let report = rill_bench::filter::run(&opts, &mut progress("filter"))?;
+            emit(&report, a.common.json, FilterBenchReport::to_table)
         }
         BenchCommand::Timer(a) => {
             let scratch = a.dir.map(|d| d.join(format!("rill-bench-timer-{}", std::process::id())));

@@ -11,6 +11,7 @@
 //! message count and in time.
 
 pub mod e2e;
+pub mod filter;
 pub mod local;
 pub mod produce;
 pub mod report;
