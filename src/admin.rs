@@ -105,6 +105,20 @@ struct TopicSpecArgs {
 
 #[derive(Debug, Subcommand)]
 enum GroupCommand {
+    /// Create a consumer group, or change one.
+    Put {
+        /// Group name.
+        name: String,
+        /// Every member gets every message (no retries).
+        #[arg(long)]
+        broadcast: bool,
+        /// Deliver in order per message group, one message in flight per group.
+        #[arg(long)]
+        fifo: bool,
+        /// Redeliveries before the dead-letter queue [default: 16].
+        #[arg(long)]
+        max_retries: Option<u32>,
+    },
     /// List groups with their total lag.
     List,
     /// Show a group's members and per-queue offsets and lag.
@@ -239,6 +253,10 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
                 json: Value::Array(groups.iter().map(group_json).collect()),
                 text: table(&["group", "model", "members", "lag"], &rows),
             }
+        }
+        AdminCommand::Group(GroupCommand::Put { name, broadcast, fifo, max_retries }) => {
+            let spec = GroupSpec { name, broadcast, fifo, max_retries };
+            group_output(c.put_group(spec).await.map_err(rpc_error)?.into_inner())
         }
         AdminCommand::Group(GroupCommand::Describe { name }) => {
             group_output(c.describe_group(Name { name }).await.map_err(rpc_error)?.into_inner())

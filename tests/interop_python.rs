@@ -1,7 +1,8 @@
 //! The official RocketMQ 5 Python client (`rocketmq-python-client`) against
 //! `rill standalone`: producer, simple consumer with a tag filter, push
 //! consumer, a second group, and a broker restart in between; delay
-//! messages and push-consumer retries on the broker's retry schedule; and
+//! messages, push-consumer retries on the broker's retry schedule and a
+//! FIFO group; and
 //! against a name server with two brokers, where it must follow the routes.
 //!
 //! `./scripts/test` installs the client into a virtual environment and sets
@@ -142,7 +143,7 @@ fn script_lines(python: &str, home: &Path, args: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn official_python_client_delay_messages_and_retries() {
+fn official_python_client_delay_messages_retries_and_fifo() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
@@ -168,5 +169,11 @@ fn official_python_client_delay_messages_and_retries() {
         .collect();
     assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2], "{lines:?}");
     assert!(attempts[1].1 >= 1_000, "retried after {} ms, before the announced delay", attempts[1].1);
+
+    // A FIFO group: each message group in order, a failure retried in place.
+    admin(&addr, &["group", "put", "g-fifo", "--fifo"]);
+    let lines = script_lines(&python, &home, &["fifo", &addr, "ledger", "g-fifo", "5"]);
+    let orders: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("ORDER ")).collect();
+    assert_eq!(orders, ["G0 0,1,2,3,4", "G1 0,1,2,3,4", "G2 0,1,2,3,4"], "{lines:?}");
     stop(broker);
 }

@@ -8,6 +8,7 @@ Run by tests/interop_python.rs against a `rill standalone` it started:
 
     python python_clients.py delay ENDPOINT TOPIC GROUP DELAY_SECONDS
     python python_clients.py retry ENDPOINT TOPIC GROUP
+    python python_clients.py fifo ENDPOINT TOPIC GROUP PER_GROUP
 
 `send` sends COUNT messages, alternating tags TagA/TagB, with keys and a user
 property, and prints one line per message: `SENT <index> <message id>`.
@@ -18,7 +19,11 @@ they exit non-zero on a timeout or a message that does not match the filter.
 consumes it with a simple consumer and prints `EARLY_MS <n>` when it came
 before its time or `LATE_MS <n>` after it. `retry` sends one message to a
 push consumer whose listener fails the first attempt and succeeds the
-second, and prints `ATTEMPT <n> <ms since the first>` for each.
+second, and prints `ATTEMPT <n> <ms since the first>` for each. `fifo`
+sends PER_GROUP messages to each of the message groups G0, G1, G2
+(interleaved), consumes them with a push consumer of a FIFO group whose
+listener fails the second message of every group once, and prints
+`ORDER <group> <sequence numbers in the order they succeeded>`.
 """
 
 import sys
@@ -195,6 +200,51 @@ def retry(endpoint, topic, group):
         consumer.shutdown()
 
 
+class Ordered(MessageListener):
+    def __init__(self, expected):
+        self.expected = expected
+        self.lock = threading.Lock()
+        self.order = {}
+        self.failed = set()
+        self.done = threading.Event()
+
+    def consume(self, message):
+        group, seq = message.body.decode().split(":")
+        with self.lock:
+            if seq == "1" and group not in self.failed:
+                self.failed.add(group)
+                return ConsumeResult.FAILURE
+            self.order.setdefault(group, []).append(int(seq))
+            if sum(len(v) for v in self.order.values()) >= self.expected:
+                self.done.set()
+        return ConsumeResult.SUCCESS
+
+
+def fifo(endpoint, topic, group, per_group):
+    producer = Producer(config(endpoint), (topic,))
+    producer.startup()
+    try:
+        for seq in range(per_group):
+            for g in ("G0", "G1", "G2"):
+                msg = Message()
+                msg.topic = topic
+                msg.body = f"{g}:{seq}".encode()
+                msg.message_group = g
+                producer.send(msg)
+    finally:
+        producer.shutdown()
+    listener = Ordered(3 * per_group)
+    consumer = PushConsumer(config(endpoint), group, listener, {topic: FilterExpression("*")})
+    consumer.startup()
+    try:
+        if not listener.done.wait(DEADLINE_SECONDS):
+            raise SystemExit(f"timed out: {listener.order}")
+    finally:
+        consumer.shutdown()
+    for g in sorted(listener.order):
+        print(f"ORDER {g} {','.join(str(s) for s in listener.order[g])}", flush=True)
+
+
 def main(argv):
     mode = argv[1]
     if mode == "send":
@@ -207,6 +257,8 @@ def main(argv):
         delay(argv[2], argv[3], argv[4], int(argv[5]))
     elif mode == "retry":
         retry(argv[2], argv[3], argv[4])
+    elif mode == "fifo":
+        fifo(argv[2], argv[3], argv[4], int(argv[5]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

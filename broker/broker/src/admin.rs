@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rill_proto::admin::rill_admin_server::{RillAdmin, RillAdminServer};
 use rill_proto::admin::*;
-use rill_store::{StoredMessage, TopicConfig, perm};
+use rill_store::{GroupConfig, StoredMessage, TopicConfig, perm};
 use tonic::{Request, Response, Status};
 
 use crate::Broker;
@@ -192,6 +192,19 @@ impl RillAdmin for AdminService {
             return Err(Status::not_found(format!("no group '{name}'")));
         }
         Ok(Response::new(self.group_info(&name)))
+    }
+
+    async fn put_group(&self, request: Request<GroupSpec>) -> Result<Response<GroupInfo>, Status> {
+        let spec = request.into_inner();
+        rill_common::GroupName::new(&spec.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut cfg = self.broker.meta().group(&spec.name).unwrap_or_else(|| GroupConfig::new(&spec.name));
+        cfg.broadcast = spec.broadcast;
+        cfg.fifo = spec.fifo;
+        if let Some(n) = spec.max_retries {
+            cfg.max_retries = n;
+        }
+        self.broker.meta().put_group(cfg).map_err(internal)?;
+        Ok(Response::new(self.group_info(&spec.name)))
     }
 
     async fn reset_offset(&self, request: Request<ResetOffsetRequest>) -> Result<Response<GroupInfo>, Status> {

@@ -476,7 +476,8 @@ impl Broker {
             let read = self.store.read_queue(topic, q, offset, 1).map_err(internal)?;
             match read.messages.into_iter().next() {
                 Some(m) if req.filter.matches(&m) => {
-                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline);
+                    let group = state.inflight.get(&offset).map_or(0, |f| f.group);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group);
                     out.push((m, handle, attempt));
                 }
                 // Not for this receiver's filter: it stays due for a member
@@ -488,7 +489,27 @@ impl Broker {
                 }
             }
         }
-        while out.len() < req.batch {
+        // FIFO: one message per message group in flight; later messages of
+        // a busy group wait (held) while other groups go on.
+        let mut busy = if src.fifo { state.busy_groups() } else { Default::default() };
+        if src.fifo {
+            let ready: Vec<(u64, u64)> =
+                state.held.iter().filter(|(_, g)| !busy.contains(*g)).map(|(o, g)| (*o, *g)).collect();
+            for (offset, group) in ready {
+                if out.len() >= req.batch || busy.contains(&group) {
+                    continue;
+                }
+                state.held.remove(&offset);
+                if let Some(m) =
+                    self.store.read_queue(topic, q, offset, 1).map_err(internal)?.messages.into_iter().next()
+                {
+                    busy.insert(group);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group);
+                    out.push((m, handle, attempt));
+                }
+            }
+        }
+        while out.len() < req.batch && state.held.len() < MAX_HELD {
             let want = req.batch - out.len();
             let filter = &req.filter;
             let read = self
@@ -503,12 +524,26 @@ impl Broker {
                 }
                 ReadStatus::NoNewMessages | ReadStatus::NoSuchQueue => break,
             }
-            let scanned_to = read.next_offset;
+            let mut scanned_to = read.next_offset;
             for m in read.messages {
-                if req.filter.matches(&m) {
-                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline);
-                    out.push((m, handle, attempt));
+                if !req.filter.matches(&m) {
+                    continue;
                 }
+                if out.len() >= req.batch {
+                    // Read ahead of what fits: leave it for the next receive.
+                    scanned_to = scanned_to.min(m.queue_offset);
+                    break;
+                }
+                let group = match m.properties.get(convert::MESSAGE_GROUP) {
+                    Some(g) if src.fifo => pop::group_hash(g),
+                    _ => 0,
+                };
+                if group != 0 && !busy.insert(group) {
+                    state.held.insert(m.queue_offset, group);
+                    continue;
+                }
+                let (handle, attempt) = self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline, group);
+                out.push((m, handle, attempt));
             }
             state.next = scanned_to;
             if scanned_to >= read.max_offset {
@@ -651,6 +686,10 @@ impl Background {
         }
     }
 }
+
+/// Most messages a FIFO group's queue holds back behind busy message
+/// groups before it stops reading ahead (bounded memory).
+const MAX_HELD: usize = 1024;
 
 /// A message chosen for delivery, with its receipt handle and attempt.
 type Picked = (rill_store::StoredMessage, Handle, i32);

@@ -39,6 +39,9 @@ pub struct InFlight {
     pub attempt: i32,
     /// Changes with every delivery; part of the receipt handle.
     pub nonce: u64,
+    /// Hash of the message group for FIFO groups (0: none), which stays
+    /// blocked while this message is in flight.
+    pub group: u64,
 }
 
 /// Consumption state of one group on one queue.
@@ -48,13 +51,31 @@ pub struct QueueState {
     pub next: u64,
     /// Offsets in flight.
     pub inflight: BTreeMap<u64, InFlight>,
+    /// FIFO groups: offsets read but held back (by message-group hash)
+    /// because an earlier message of their group is in flight.
+    pub held: BTreeMap<u64, u64>,
 }
 
 impl QueueState {
     /// The offset below which everything is acknowledged.
     pub fn committed(&self) -> u64 {
-        self.inflight.keys().next().copied().unwrap_or(self.next)
+        let first_inflight = self.inflight.keys().next().copied().unwrap_or(self.next);
+        let first_held = self.held.keys().next().copied().unwrap_or(self.next);
+        first_inflight.min(first_held).min(self.next)
     }
+
+    /// Message groups with a message in flight.
+    pub fn busy_groups(&self) -> std::collections::HashSet<u64> {
+        self.inflight.values().map(|f| f.group).filter(|g| *g != 0).collect()
+    }
+}
+
+/// The hash a message group is tracked by (never 0).
+pub fn group_hash(group: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    group.hash(&mut h);
+    h.finish().max(1)
 }
 
 /// Queue id a receipt handle carries for a message from the group's retry
@@ -137,7 +158,7 @@ impl PopState {
             let slot = existing.unwrap_or_else(|| {
                 let mut queues = self.queues.write();
                 let slot = queues.entry(key.clone()).or_insert_with(|| {
-                    let state = QueueState { next: init(), inflight: BTreeMap::new() };
+                    let state = QueueState { next: init(), ..QueueState::default() };
                     Arc::new(Mutex::new(Slot { state, retired: false }))
                 });
                 Arc::clone(slot)
@@ -158,11 +179,12 @@ impl PopState {
         if slot.retired { None } else { Some(f(&mut slot.state)) }
     }
 
-    /// Marks `offset` in flight until `deadline`; returns its handle and attempt.
-    pub fn deliver(&self, state: &mut QueueState, queue: u32, offset: u64, deadline: i64) -> (Handle, i32) {
+    /// Marks `offset` (of message group `group`, 0 for none) in flight
+    /// until `deadline`; returns its handle and attempt.
+    pub fn deliver(&self, state: &mut QueueState, queue: u32, offset: u64, deadline: i64, group: u64) -> (Handle, i32) {
         let nonce = self.next_nonce();
         let attempt = state.inflight.get(&offset).map_or(1, |f| f.attempt + 1);
-        state.inflight.insert(offset, InFlight { deadline, attempt, nonce });
+        state.inflight.insert(offset, InFlight { deadline, attempt, nonce, group });
         (Handle { queue, offset, nonce }, attempt)
     }
 
@@ -331,16 +353,16 @@ mod tests {
             &key,
             || 10,
             |s| {
-                let (h10, a) = pop.deliver(s, 0, 10, 100);
+                let (h10, a) = pop.deliver(s, 0, 10, 100, 0);
                 assert_eq!(a, 1);
-                let (h11, _) = pop.deliver(s, 0, 11, 100);
+                let (h11, _) = pop.deliver(s, 0, 11, 100, 0);
                 s.next = 12;
                 assert_eq!(s.committed(), 10);
                 assert_eq!(PopState::ack(s, h11), Ok(10));
                 assert_eq!(PopState::ack(s, h11), Err(HandleError::Stale), "acked twice");
                 // Redelivery after expiry invalidates the old handle.
                 assert_eq!(PopState::expired(s, 100, 10), vec![10]);
-                let (h10b, attempt) = pop.deliver(s, 0, 10, 200);
+                let (h10b, attempt) = pop.deliver(s, 0, 10, 200, 0);
                 assert_eq!(attempt, 2);
                 assert_eq!(PopState::ack(s, h10), Err(HandleError::Stale));
                 let moved = pop.change(s, h10b, 300).unwrap();

@@ -276,3 +276,83 @@ async fn pending_timers_and_retries_survive_a_restart() {
     b.stop_serving();
     background.finish().await;
 }
+
+fn grouped(topic: &str, body: &str, group: &str) -> v2::Message {
+    let mut m = message(topic, body);
+    let sys = m.system_properties.as_mut().unwrap();
+    sys.message_group = Some(group.into());
+    sys.message_type = v2::MessageType::Fifo as i32;
+    m
+}
+
+fn bodies(ms: &[v2::Message]) -> Vec<String> {
+    let mut b: Vec<String> = ms.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect();
+    b.sort();
+    b
+}
+
+#[tokio::test]
+async fn fifo_groups_get_one_message_per_message_group_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let b = open(dir.path(), config(), clock.clone());
+    let mut fifo = GroupConfig::new("ordered");
+    fifo.fifo = true;
+    b.meta().put_group(fifo).unwrap();
+    // One queue, so both message groups share it and must not block each other.
+    b.meta().put_topic(rill_store::TopicConfig::new("orders", 1)).unwrap();
+    for i in 1..=3 {
+        b.send(&grouped("orders", &format!("A{i}"), "A")).await.unwrap();
+        b.send(&grouped("orders", &format!("B{i}"), "B")).await.unwrap();
+    }
+    let recv = || receive("ordered", 10 * SECOND, Duration::ZERO);
+    let first = b.receive(&recv()).await.unwrap();
+    assert_eq!(bodies(&first), ["A1", "B1"], "one in flight per message group");
+    assert!(b.receive(&recv()).await.unwrap().is_empty(), "both groups are busy");
+    let a1 = first.iter().find(|m| &m.body[..] == b"A1").unwrap();
+    b.ack("ordered", "c1", "orders", &handle(a1)).unwrap();
+    // A moves on while B1 is still in flight.
+    let next = b.receive(&recv()).await.unwrap();
+    assert_eq!(bodies(&next), ["A2"]);
+    // B1 fails (its invisible time passes): it comes back in place, before B2.
+    clock.advance(11_000);
+    assert_eq!(b.revive().await, 0, "a FIFO group's message is not moved to a retry topic");
+    b.ack("ordered", "c1", "orders", &handle(&next[0])).unwrap();
+    let again = b.receive(&recv()).await.unwrap();
+    assert_eq!(bodies(&again), ["A3", "B1"]);
+    let b1 = again.iter().find(|m| &m.body[..] == b"B1").unwrap();
+    assert_eq!(attempt(b1), 2);
+    for m in &again {
+        b.ack("ordered", "c1", "orders", &handle(m)).unwrap();
+    }
+    let rest = b.receive(&recv()).await.unwrap();
+    assert_eq!(bodies(&rest), ["B2"]);
+    b.ack("ordered", "c1", "orders", &handle(&rest[0])).unwrap();
+    let last = b.receive(&recv()).await.unwrap();
+    assert_eq!(bodies(&last), ["B3"]);
+    b.ack("ordered", "c1", "orders", &handle(&last[0])).unwrap();
+    assert_eq!(b.meta().offset("ordered", "orders", 0), Some(6), "everything acknowledged in the end");
+}
+
+#[tokio::test]
+async fn a_fifo_message_that_keeps_failing_becomes_a_dead_letter_and_unblocks_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let b = open(dir.path(), config(), clock.clone());
+    let mut fifo = GroupConfig::new("ordered");
+    fifo.fifo = true;
+    fifo.max_retries = 1;
+    b.meta().put_group(fifo).unwrap();
+    b.send(&grouped("orders", "X1", "X")).await.unwrap();
+    b.send(&grouped("orders", "X2", "X")).await.unwrap();
+    let recv = || receive("ordered", 10 * SECOND, Duration::ZERO);
+    assert_eq!(bodies(&b.receive(&recv()).await.unwrap()), ["X1"]);
+    clock.advance(11_000);
+    assert_eq!(bodies(&b.receive(&recv()).await.unwrap()), ["X1"], "second attempt, in place");
+    clock.advance(11_000);
+    assert_eq!(b.revive().await, 1, "attempts used up: dead letter");
+    assert_eq!(bodies(&b.receive(&recv()).await.unwrap()), ["X2"]);
+    let dlq = b.store().read_queue(&park::dlq_topic("ordered"), 0, 0, 10).unwrap().messages;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(&dlq[0].body[..], b"X1");
+}
