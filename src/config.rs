@@ -67,6 +67,15 @@ pub struct BrokerSection {
     /// Latest delivery time a delay message may ask for, in days from now.
     #[serde(default = "default_max_delay_days")]
     pub max_delay_days: u64,
+    /// Open transactions younger than this many milliseconds are not checked back.
+    #[serde(default = "default_txn_check_after")]
+    pub transaction_check_after_ms: u64,
+    /// Milliseconds between check-backs of one open transaction.
+    #[serde(default = "default_txn_check_interval")]
+    pub transaction_check_interval_ms: u64,
+    /// Check-backs before an open transaction is discarded.
+    #[serde(default = "default_txn_max_checks")]
+    pub transaction_max_checks: u32,
 }
 
 impl Default for BrokerSection {
@@ -84,6 +93,9 @@ impl Default for BrokerSection {
             retry_delays_ms: default_retry_delays(),
             min_invisible_secs: default_min_invisible(),
             max_delay_days: default_max_delay_days(),
+            transaction_check_after_ms: default_txn_check_after(),
+            transaction_check_interval_ms: default_txn_check_interval(),
+            transaction_max_checks: default_txn_max_checks(),
         }
     }
 }
@@ -131,6 +143,15 @@ fn default_min_invisible() -> u64 {
 }
 fn default_max_delay_days() -> u64 {
     40
+}
+fn default_txn_check_after() -> u64 {
+    6_000
+}
+fn default_txn_check_interval() -> u64 {
+    30_000
+}
+fn default_txn_max_checks() -> u32 {
+    15
 }
 
 fn default_grpc_addr() -> String {

@@ -167,6 +167,11 @@ async fn start_broker(
             max_delay: Duration::from_secs(b.max_delay_days.saturating_mul(24 * 3600)),
             ..rill_broker::TimerConfig::default()
         },
+        transactions: rill_broker::txn::TxnConfig {
+            check_after: Duration::from_millis(b.transaction_check_after_ms),
+            check_interval: Duration::from_millis(b.transaction_check_interval_ms.max(1)),
+            max_checks: b.transaction_max_checks,
+        },
         ..BrokerConfig::default()
     };
     let broker = Broker::new(store, meta, broker_config);

@@ -1,8 +1,8 @@
 //! The official RocketMQ 5 Python client (`rocketmq-python-client`) against
 //! `rill standalone`: producer, simple consumer with a tag filter, push
 //! consumer, a second group, and a broker restart in between; delay
-//! messages, push-consumer retries on the broker's retry schedule and a
-//! FIFO group; and
+//! messages, push-consumer retries on the broker's retry schedule, a FIFO
+//! group and transactions with a checker; and
 //! against a name server with two brokers, where it must follow the routes.
 //!
 //! `./scripts/test` installs the client into a virtual environment and sets
@@ -143,14 +143,18 @@ fn script_lines(python: &str, home: &Path, args: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn official_python_client_delay_messages_retries_and_fifo() {
+fn official_python_client_delay_retries_fifo_and_transactions() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     // One second before the first retry, so the test stays short.
     let config = dir.path().join("rill.toml");
-    std::fs::write(&config, "[broker]\nretry_delays_ms = [1000, 2000]\n").unwrap();
+    std::fs::write(
+        &config,
+        "[broker]\nretry_delays_ms = [1000, 2000]\ntransaction_check_after_ms = 500\ntransaction_check_interval_ms = 500\n",
+    )
+    .unwrap();
     let (broker, state) = common::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     let addr = state["grpc_addr"].as_str().unwrap().to_owned();
 
@@ -175,5 +179,12 @@ fn official_python_client_delay_messages_retries_and_fifo() {
     let lines = script_lines(&python, &home, &["fifo", &addr, "ledger", "g-fifo", "5"]);
     let orders: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("ORDER ")).collect();
     assert_eq!(orders, ["G0 0,1,2,3,4", "G1 0,1,2,3,4", "G2 0,1,2,3,4"], "{lines:?}");
+
+    // Transactions with a checker: commit, rollback, and one the broker checks back.
+    let lines = script_lines(&python, &home, &["txn", &addr, "payments", "g-txn"]);
+    let mut got: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("GOT ")).collect();
+    got.sort();
+    assert_eq!(got, ["checked", "committed"], "{lines:?}");
+    assert!(lines.iter().any(|l| l == "CHECKED checked"), "{lines:?}");
     stop(broker);
 }

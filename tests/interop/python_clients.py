@@ -9,6 +9,7 @@ Run by tests/interop_python.rs against a `rill standalone` it started:
     python python_clients.py delay ENDPOINT TOPIC GROUP DELAY_SECONDS
     python python_clients.py retry ENDPOINT TOPIC GROUP
     python python_clients.py fifo ENDPOINT TOPIC GROUP PER_GROUP
+    python python_clients.py txn ENDPOINT TOPIC GROUP
 
 `send` sends COUNT messages, alternating tags TagA/TagB, with keys and a user
 property, and prints one line per message: `SENT <index> <message id>`.
@@ -23,7 +24,11 @@ second, and prints `ATTEMPT <n> <ms since the first>` for each. `fifo`
 sends PER_GROUP messages to each of the message groups G0, G1, G2
 (interleaved), consumes them with a push consumer of a FIFO group whose
 listener fails the second message of every group once, and prints
-`ORDER <group> <sequence numbers in the order they succeeded>`.
+`ORDER <group> <sequence numbers in the order they succeeded>`. `txn`
+sends three transactional messages — one committed, one rolled back, one
+left open for the broker to check back (the checker commits it) — and
+prints `GOT <body>` for what a simple consumer then receives and
+`CHECKED <body>` for each check-back.
 """
 
 import sys
@@ -31,7 +36,8 @@ import threading
 import time
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
-                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
 
 DEADLINE_SECONDS = 60
 
@@ -245,6 +251,46 @@ def fifo(endpoint, topic, group, per_group):
         print(f"ORDER {g} {','.join(str(s) for s in listener.order[g])}", flush=True)
 
 
+class CommitOnCheck(TransactionChecker):
+    def check(self, message):
+        print(f"CHECKED {message.body.decode()}", flush=True)
+        return TransactionResolution.COMMIT
+
+
+def txn(endpoint, topic, group):
+    consumer = SimpleConsumer(config(endpoint), group, {topic: FilterExpression("*")}, await_duration=3)
+    consumer.startup()
+    producer = Producer(config(endpoint), (topic,), CommitOnCheck())
+    producer.startup()
+    try:
+        for body, end in (("committed", "commit"), ("rolled-back", "rollback"), ("checked", None)):
+            msg = Message()
+            msg.topic = topic
+            msg.body = body.encode()
+            transaction = producer.begin_transaction()
+            producer.send(msg, transaction)
+            if end == "commit":
+                transaction.commit()
+            elif end == "rollback":
+                transaction.rollback()
+        got = set()
+        deadline = time.time() + DEADLINE_SECONDS
+        while len(got) < 2 and time.time() < deadline:
+            for m in consumer.receive(16, 15):
+                consumer.ack(m)
+                body = m.body.decode()
+                if body not in got:
+                    got.add(body)
+                    print(f"GOT {body}", flush=True)
+        # Anything else (the rolled-back one) would show up now.
+        for m in consumer.receive(16, 15):
+            consumer.ack(m)
+            print(f"GOT {m.body.decode()}", flush=True)
+    finally:
+        producer.shutdown()
+        consumer.shutdown()
+
+
 def main(argv):
     mode = argv[1]
     if mode == "send":
@@ -257,6 +303,8 @@ def main(argv):
         delay(argv[2], argv[3], argv[4], int(argv[5]))
     elif mode == "retry":
         retry(argv[2], argv[3], argv[4])
+    elif mode == "txn":
+        txn(argv[2], argv[3], argv[4])
     elif mode == "fifo":
         fifo(argv[2], argv[3], argv[4], int(argv[5]))
     else:

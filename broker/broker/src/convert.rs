@@ -50,7 +50,8 @@ pub const MAX_PROPERTIES_SIZE: usize = 16 * 1024;
 pub const MAX_ENCODED_PROPERTIES: usize = 32 * 1024;
 
 /// Property names users may not set: the broker derives them.
-const SYSTEM_KEYS: [&str; 12] = [
+const SYSTEM_KEYS: [&str; 13] = [
+    crate::txn::TRAN_MSG,
     keys::TAGS,
     keys::KEYS,
     keys::UNIQ_KEY,
@@ -201,6 +202,7 @@ pub fn from_store(m: &StoredMessage, namespace: &str, delivery: Delivery) -> v2:
     let born_host = p.get(BORN_HOST).map_or_else(|| m.born_host.ip().to_string(), str::to_owned);
     let delivery_ms: Option<i64> = p.get(props::TIMER_DELIVER_MS).and_then(|v| v.parse().ok());
     let message_type = match (&group, delivery_ms) {
+        _ if p.get(crate::txn::TRAN_MSG).is_some() => v2::MessageType::Transaction,
         (Some(_), _) => v2::MessageType::Fifo,
         (None, Some(_)) => v2::MessageType::Delay,
         (None, None) => v2::MessageType::Normal,

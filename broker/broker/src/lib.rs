@@ -27,6 +27,7 @@ mod send;
 pub mod service;
 pub mod settings;
 pub mod timer;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct BrokerConfig {
     pub revive_interval: Duration,
     /// Timer settings (delay messages, timer messages).
     pub timer: TimerConfig,
+    /// Transaction check-back settings.
+    pub transactions: txn::TxnConfig,
 }
 
 /// Settings of the persistent timer.
@@ -140,6 +143,7 @@ impl Default for BrokerConfig {
             min_invisible: Duration::from_secs(10),
             revive_interval: Duration::from_secs(1),
             timer: TimerConfig::default(),
+            transactions: txn::TxnConfig::default(),
         }
     }
 }
@@ -238,6 +242,8 @@ pub struct Broker {
     cluster: cluster::Link,
     /// Counters for Prometheus.
     metrics: metrics::Metrics,
+    /// Open transactions and producers to check back with.
+    txns: txn::Transactions,
 }
 
 impl Broker {
@@ -261,16 +267,22 @@ impl Broker {
             members: members::Members::default(),
             cluster: cluster::Link::default(),
             metrics: metrics::Metrics::default(),
+            txns: txn::Transactions::default(),
         })
     }
 
     /// Starts what a serving broker runs in the background: the timer loop
-    /// (delay messages) and the revive pass (retries, dead letters). Both
-    /// stop when the broker stops serving.
+    /// (delay messages), the revive pass (retries, dead letters) and
+    /// transaction check-backs (after rebuilding the open transactions).
+    /// They stop when the broker stops serving.
     pub fn start_background(self: &Arc<Self>) -> Background {
+        if let Err(e) = self.recover_transactions() {
+            tracing::error!(error = %e, "cannot rebuild the open transactions; they are not checked back until a restart");
+        }
         let timers = tokio::spawn(timer::supervise(Arc::clone(self)));
         let revive = tokio::spawn(retry::run(Arc::clone(self)));
-        Background { timers, revive }
+        let txns = tokio::spawn(txn::run(Arc::clone(self)));
+        Background { timers, revive, txns }
     }
 
     /// Records that a client of `group` is alive.
@@ -670,6 +682,7 @@ impl Broker {
 pub struct Background {
     timers: tokio::task::JoinHandle<Result<()>>,
     revive: tokio::task::JoinHandle<()>,
+    txns: tokio::task::JoinHandle<()>,
 }
 
 impl Background {
@@ -683,6 +696,9 @@ impl Background {
         }
         if let Err(e) = self.revive.await {
             tracing::error!(error = %e, "the revive pass panicked");
+        }
+        if let Err(e) = self.txns.await {
+            tracing::error!(error = %e, "the transaction checker panicked");
         }
     }
 }

@@ -26,9 +26,14 @@ impl Broker {
         let mut results: Vec<Option<Result<(String, i64), Rejection>>> = vec![None; msgs.len()];
         let mut stored = Vec::with_capacity(msgs.len());
         let mut placed = Vec::with_capacity(msgs.len());
+        // Half messages, kept to record them as open once stored.
+        let mut halves = Vec::new();
         for (i, msg) in msgs.iter().enumerate() {
             match self.to_store(msg) {
                 Ok((m, id)) => {
+                    if m.topic.as_str() == crate::txn::HALF_TOPIC {
+                        halves.push((stored.len(), m.clone()));
+                    }
                     stored.push(m);
                     placed.push((i, id));
                 }
@@ -49,6 +54,11 @@ impl Broker {
             };
             match appended {
                 Ok(appended) => {
+                    for (k, half) in &halves {
+                        if let Some(a) = appended.get(*k) {
+                            self.half_stored(half, a);
+                        }
+                    }
                     for ((i, id), a) in placed.into_iter().zip(appended) {
                         results[i] = Some(Ok((id, a.queue_offset as i64)));
                     }
@@ -81,8 +91,10 @@ impl Broker {
         let limits = Limits { max_body_size: self.config.max_body_size };
         let mut stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
         let id = stored.properties.unique_id().unwrap_or_default().to_owned();
-        let due = msg.system_properties.as_ref().and_then(|s| s.delivery_timestamp.as_ref());
-        if let Some(due) = due {
+        let sys = msg.system_properties.as_ref();
+        if sys.is_some_and(|s| s.message_type == v2::MessageType::Transaction as i32) {
+            self.make_half(&mut stored)?;
+        } else if let Some(due) = sys.and_then(|s| s.delivery_timestamp.as_ref()) {
             self.park(&mut stored, due)?;
         }
         Ok((stored, id))

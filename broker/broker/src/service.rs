@@ -203,7 +203,19 @@ impl MessagingService for Service {
                             }
                         }
                     }
-                    v2::SendResultEntry { status: Some(status::ok()), message_id, offset, ..Default::default() }
+                    let transactional = msg
+                        .system_properties
+                        .as_ref()
+                        .is_some_and(|s| s.message_type == v2::MessageType::Transaction as i32);
+                    // The message id names the transaction in EndTransaction.
+                    let transaction_id = if transactional { message_id.clone() } else { String::new() };
+                    v2::SendResultEntry {
+                        status: Some(status::ok()),
+                        message_id,
+                        offset,
+                        transaction_id,
+                        ..Default::default()
+                    }
                 }
                 Err(r) => {
                     self.broker.metrics().send_failed(r.code.as_str_name());
@@ -441,9 +453,23 @@ impl MessagingService for Service {
 
     async fn end_transaction(
         &self,
-        _request: Request<v2::EndTransactionRequest>,
+        request: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        Ok(Response::new(v2::EndTransactionResponse { status: Some(unsupported("transactional messaging")) }))
+        let req = request.into_inner();
+        let resolution = match v2::TransactionResolution::try_from(req.resolution) {
+            Ok(v2::TransactionResolution::Commit) => Some(crate::txn::Resolution::Commit),
+            Ok(v2::TransactionResolution::Rollback) => Some(crate::txn::Resolution::Rollback),
+            _ => None,
+        };
+        let id = if req.transaction_id.is_empty() { &req.message_id } else { &req.transaction_id };
+        let status = match resolution {
+            None => status::new(Code::BadRequest, "resolution must be COMMIT or ROLLBACK"),
+            Some(r) => match self.broker.end_transaction(id, r).await {
+                Ok(()) => status::ok(),
+                Err(r) => r.status(),
+            },
+        };
+        Ok(Response::new(v2::EndTransactionResponse { status: Some(status) }))
     }
 
     type TelemetryStream = Stream2<v2::TelemetryCommand>;
@@ -469,6 +495,14 @@ impl MessagingService for Service {
                     _ = stopping.wait_for(|s| *s) => break,
                 };
                 let Some(v2::telemetry_command::Command::Settings(client)) = cmd.command else { continue };
+                if let Some(v2::settings::PubSub::Publishing(p)) = &client.pub_sub {
+                    // Kept for transaction check-backs over this stream.
+                    broker.producer_connected(
+                        &client_id,
+                        p.topics.iter().map(|t| t.name.clone()).collect(),
+                        tx.clone(),
+                    );
+                }
                 if let Some(v2::settings::PubSub::Subscription(s)) = &client.pub_sub {
                     let group = s.group.as_ref().map_or("", |g| g.name.as_str());
                     let kind = client.client_type.and_then(|t| v2::ClientType::try_from(t).ok());
@@ -499,6 +533,7 @@ impl MessagingService for Service {
                     break;
                 }
             }
+            broker.producer_gone(&client_id);
             tracing::debug!(client = %client_id, "telemetry stream closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -356,3 +356,38 @@ async fn a_fifo_message_that_keeps_failing_becomes_a_dead_letter_and_unblocks_it
     assert_eq!(dlq.len(), 1);
     assert_eq!(&dlq[0].body[..], b"X1");
 }
+
+#[tokio::test]
+async fn open_transactions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let transactional = |body: &str| {
+        let mut m = message("orders", body);
+        m.system_properties.as_mut().unwrap().message_type = v2::MessageType::Transaction as i32;
+        m
+    };
+    {
+        let b = open(dir.path(), timer_config(), Arc::new(SystemClock));
+        let background = b.start_background();
+        b.send(&transactional("t1")).await.unwrap();
+        b.send(&transactional("t2")).await.unwrap();
+        b.end_transaction("ID-t2", rill_broker::txn::Resolution::Rollback).await.unwrap();
+        assert_eq!(b.open_transactions(), 1);
+        assert!(b.receive(&receive("g", 30 * SECOND, Duration::ZERO)).await.unwrap().is_empty());
+        b.stop_serving();
+        background.finish().await;
+        b.persist_offsets().unwrap();
+        b.store().close().unwrap();
+    }
+    let b = open(dir.path(), timer_config(), Arc::new(SystemClock));
+    let background = b.start_background();
+    assert_eq!(b.open_transactions(), 1, "t1 is still open, t2 stays rolled back");
+    let err = b.end_transaction("ID-t2", rill_broker::txn::Resolution::Commit).await.unwrap_err();
+    assert_eq!(err.code, Code::InvalidTransactionId);
+    b.end_transaction("ID-t1", rill_broker::txn::Resolution::Commit).await.unwrap();
+    let got = b.receive(&receive("g", 30 * SECOND, SECOND)).await.unwrap();
+    assert_eq!(bodies(&got), ["t1"]);
+    let sys = got[0].system_properties.as_ref().unwrap();
+    assert_eq!(sys.message_type, v2::MessageType::Transaction as i32);
+    b.stop_serving();
+    background.finish().await;
+}

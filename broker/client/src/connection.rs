@@ -112,7 +112,7 @@ impl ClientConfig {
 /// How long a topic's route is trusted before it is asked for again.
 const ROUTE_TTL: Duration = Duration::from_secs(30);
 
-type Rpc = MessagingServiceClient<Channel>;
+pub(crate) type Rpc = MessagingServiceClient<Channel>;
 
 /// A topic's queues as the access point reported them.
 pub(crate) type Route = Arc<Vec<v2::MessageQueue>>;
@@ -149,6 +149,9 @@ mod telemetry_task {
 }
 
 /// A stable name for a broker's endpoints: its addresses, `;`-separated.
+/// Receives the commands a broker sends over the Telemetry stream.
+pub(crate) type CommandHandler = Arc<dyn Fn(v2::TelemetryCommand) + Send + Sync>;
+
 pub(crate) fn endpoint_key(e: &v2::Endpoints) -> String {
     e.addresses.iter().map(|a| format!("{}:{}", a.host, a.port)).collect::<Vec<_>>().join(";")
 }
@@ -301,6 +304,16 @@ impl Connection {
     /// broker's reply (its view of the settings). The stream stays open in
     /// the background for later server commands.
     pub async fn announce(&self, settings: v2::Settings) -> Result<v2::Settings> {
+        self.announce_with(settings, None).await
+    }
+
+    /// [`Connection::announce`], handing every later server command (such
+    /// as a transaction check-back) to `on_command`.
+    pub async fn announce_with(
+        &self,
+        settings: v2::Settings,
+        on_command: Option<CommandHandler>,
+    ) -> Result<v2::Settings> {
         let (tx, mut replies, answered) = self.open_telemetry(settings.clone()).await?;
         // The task must not hold the guard that aborts it, or it would never end.
         let this = Connection { telemetry: Arc::default(), ..self.clone() };
@@ -311,7 +324,10 @@ impl Connection {
             let mut backoff = Duration::from_millis(200);
             loop {
                 while let Ok(Some(cmd)) = replies.message().await {
-                    tracing::debug!(?cmd, "telemetry command from the broker");
+                    match &on_command {
+                        Some(handle) => handle(cmd),
+                        None => tracing::debug!(?cmd, "telemetry command from the broker"),
+                    }
                 }
                 // The broker went away (restart, network): announce again.
                 loop {

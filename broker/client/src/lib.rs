@@ -26,7 +26,7 @@ mod producer;
 pub use connection::{ClientConfig, Credentials, TlsSettings};
 pub use consumer::{ConsumeError, FilterExpression, PushConsumer, RetryPolicy, SimpleConsumer};
 pub use message::{DELAY_LEVELS, Message, ReceivedMessage, SendReceipt, delay_level};
-pub use producer::Producer;
+pub use producer::{Producer, Transaction, TransactionChecker, TransactionResolution};
 /// Protocol status codes, as [`Error::code`] reports them.
 pub use rill_proto::v2::Code;
 

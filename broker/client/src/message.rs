@@ -108,7 +108,13 @@ impl Message {
 
     /// The wire form, with a fresh message id.
     pub(crate) fn to_wire(&self, namespace: &str, message_id: String) -> v2::Message {
+        self.to_wire_as(namespace, message_id, false)
+    }
+
+    /// The wire form; `transactional` marks it a half message until committed.
+    pub(crate) fn to_wire_as(&self, namespace: &str, message_id: String, transactional: bool) -> v2::Message {
         let message_type = match (&self.message_group, self.deliver_at_ms) {
+            _ if transactional => v2::MessageType::Transaction,
             (Some(_), _) => v2::MessageType::Fifo,
             (None, Some(_)) => v2::MessageType::Delay,
             (None, None) => v2::MessageType::Normal,
@@ -140,6 +146,10 @@ pub struct SendReceipt {
     pub message_id: String,
     /// Its offset in the queue it landed in.
     pub offset: i64,
+    /// For a transactional message, what names its transaction.
+    pub transaction_id: String,
+    /// `host:port` of the broker that stored it.
+    pub broker: String,
 }
 
 /// A message received by a consumer.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rill_proto::v2;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::connection::Connection;
+use crate::connection::{CommandHandler, Connection, endpoint_key};
 use crate::message::new_message_id;
 use crate::{ClientConfig, Error, Message, Result, SendReceipt, check};
 
@@ -49,19 +49,125 @@ struct Core {
     next_queue: Arc<AtomicUsize>,
 }
 
+/// How a transaction should end, as a check-back answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionResolution {
+    /// Deliver the message.
+    Commit,
+    /// Drop it.
+    Rollback,
+    /// Not known yet: the broker asks again later.
+    Unknown,
+}
+
+/// A transactional message sent and not yet ended.
+#[derive(Debug)]
+#[must_use = "a transaction stays open (and is checked back) until committed or rolled back"]
+pub struct Transaction {
+    conn: Connection,
+    topic: String,
+    receipt: SendReceipt,
+}
+
+impl Transaction {
+    /// What the broker answered to the half message.
+    pub fn receipt(&self) -> &SendReceipt {
+        &self.receipt
+    }
+
+    /// Delivers the message to consumers.
+    pub async fn commit(self) -> Result<()> {
+        self.end(v2::TransactionResolution::Commit).await
+    }
+
+    /// Drops the message.
+    pub async fn rollback(self) -> Result<()> {
+        self.end(v2::TransactionResolution::Rollback).await
+    }
+
+    async fn end(self, resolution: v2::TransactionResolution) -> Result<()> {
+        let mut rpc = self.conn.broker_by_key(&self.receipt.broker)?;
+        end_transaction(
+            &self.conn,
+            &mut rpc,
+            &self.topic,
+            &self.receipt.message_id,
+            &self.receipt.transaction_id,
+            resolution,
+            v2::TransactionSource::SourceClient,
+        )
+        .await
+    }
+}
+
+async fn end_transaction(
+    conn: &Connection,
+    rpc: &mut crate::connection::Rpc,
+    topic: &str,
+    message_id: &str,
+    transaction_id: &str,
+    resolution: v2::TransactionResolution,
+    source: v2::TransactionSource,
+) -> Result<()> {
+    let req = v2::EndTransactionRequest {
+        topic: Some(conn.resource(topic)),
+        message_id: message_id.to_owned(),
+        transaction_id: transaction_id.to_owned(),
+        resolution: resolution as i32,
+        source: source as i32,
+        trace_context: String::new(),
+    };
+    let reply = rpc
+        .end_transaction(conn.request(req))
+        .await
+        .map_err(|source| Error::Rpc { rpc: "EndTransaction", source })?
+        .into_inner();
+    check("EndTransaction", reply.status)
+}
+
+/// Answers a broker's check-back about an open transaction.
+pub type TransactionChecker = Arc<
+    dyn Fn(crate::ReceivedMessage) -> std::pin::Pin<Box<dyn std::future::Future<Output = TransactionResolution> + Send>>
+        + Send
+        + Sync,
+>;
+
 impl Producer {
     /// Connects and announces this producer to the broker.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
+        Self::connect_with(config, Vec::new(), None).await
+    }
+
+    /// Connects a producer that sends transactional messages to `topics`;
+    /// `checker` answers the broker when a transaction stays open (the
+    /// producer crashed between send and commit, say).
+    pub async fn connect_transactional<F, Fut>(config: ClientConfig, topics: &[&str], checker: F) -> Result<Self>
+    where
+        F: Fn(crate::ReceivedMessage) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = TransactionResolution> + Send + 'static,
+    {
+        let checker: TransactionChecker = Arc::new(move |m| Box::pin(checker(m)));
+        Self::connect_with(config, topics.iter().map(|t| (*t).to_owned()).collect(), Some(checker)).await
+    }
+
+    async fn connect_with(
+        config: ClientConfig,
+        topics: Vec<String>,
+        checker: Option<TransactionChecker>,
+    ) -> Result<Self> {
         let conn = Connection::open(config)?;
+        let publishing =
+            v2::Publishing { topics: topics.iter().map(|t| conn.resource(t)).collect(), ..Default::default() };
         let settings = v2::Settings {
             client_type: Some(v2::ClientType::Producer as i32),
             access_point: Some(conn.access_point.clone()),
             request_timeout: Some(rill_proto::time::from_duration(conn.config.request_timeout)),
-            pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing::default())),
+            pub_sub: Some(v2::settings::PubSub::Publishing(publishing)),
             user_agent: Some(Connection::user_agent()),
             ..Default::default()
         };
-        let answered = conn.announce(settings).await?;
+        let handler = checker.map(|c| check_back_handler(conn.clone(), c));
+        let answered = conn.announce_with(settings, handler).await?;
         let max_attempts = answered.backoff_policy.map_or(3, |p| p.max_attempts.max(1) as u32);
         let core = Core { conn, max_attempts, next_queue: Arc::default() };
         let (queue, pending) = mpsc::unbounded_channel();
@@ -78,6 +184,15 @@ impl Producer {
             .send(Pending { topic: message.topic, wire, reply })
             .map_err(|_| Error::Config("the producer's send loop has stopped".into()))?;
         answer.await.map_err(|_| Error::Config("the producer's send loop dropped a message".into()))?
+    }
+
+    /// Sends a transactional (half) message: consumers see it only after
+    /// [`Transaction::commit`].
+    pub async fn send_transactional(&self, message: Message) -> Result<Transaction> {
+        let wire = message.to_wire_as(&self.core.conn.config.namespace, new_message_id(), true);
+        let mut results = self.core.request(&message.topic, vec![wire]).await?;
+        let receipt = results.pop().unwrap_or_else(|| Err(Error::Config("no result for the message".into())))?;
+        Ok(Transaction { conn: self.core.conn.clone(), topic: message.topic, receipt })
     }
 
     /// Sends without waiting: the returned task resolves with the receipt.
@@ -105,6 +220,30 @@ impl Producer {
         let wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(ns, new_message_id())).collect();
         self.core.request(&topic, wire).await?.into_iter().collect()
     }
+}
+
+/// Turns check-back commands into checker calls and EndTransaction answers.
+fn check_back_handler(conn: Connection, checker: TransactionChecker) -> CommandHandler {
+    Arc::new(move |cmd: v2::TelemetryCommand| {
+        let Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) = cmd.command else { return };
+        let Some(message) = c.message else { return };
+        let (conn, checker) = (conn.clone(), Arc::clone(&checker));
+        tokio::spawn(async move {
+            let broker = endpoint_key(&conn.access_point);
+            let received = crate::ReceivedMessage::from_wire(message, broker);
+            let (topic, id) = (received.topic.clone(), received.message_id.clone());
+            let resolution = match checker(received).await {
+                TransactionResolution::Commit => v2::TransactionResolution::Commit,
+                TransactionResolution::Rollback => v2::TransactionResolution::Rollback,
+                TransactionResolution::Unknown => return,
+            };
+            let mut rpc = conn.rpc.clone();
+            let source = v2::TransactionSource::SourceServerCheck;
+            if let Err(e) = end_transaction(&conn, &mut rpc, &topic, &id, &c.transaction_id, resolution, source).await {
+                tracing::warn!(transaction = %c.transaction_id, error = %e, "cannot answer a transaction check-back");
+            }
+        });
+    })
 }
 
 /// Gathers single sends into requests, at most [`MAX_OUTSTANDING`] at once.
@@ -204,6 +343,7 @@ impl Core {
     async fn send_to(&self, queue: &v2::MessageQueue, messages: Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
         let n = messages.len();
         let endpoints = queue.broker.as_ref().and_then(|b| b.endpoints.as_ref());
+        let broker_key = endpoint_key(endpoints.unwrap_or(&self.conn.access_point));
         let mut rpc = match endpoints {
             Some(e) => self.conn.broker(e)?,
             None => self.conn.rpc.clone(),
@@ -224,7 +364,12 @@ impl Core {
             .into_iter()
             .map(|e| {
                 check("SendMessage", e.status)?;
-                Ok(SendReceipt { message_id: e.message_id, offset: e.offset })
+                Ok(SendReceipt {
+                    message_id: e.message_id,
+                    offset: e.offset,
+                    transaction_id: e.transaction_id,
+                    broker: broker_key.clone(),
+                })
             })
             .collect())
     }

@@ -131,3 +131,107 @@ async fn delay_messages_arrive_after_their_delay() {
     let far = producer.send(Message::new("remind", "x").with_delay(Duration::from_secs(41 * 24 * 3600))).await;
     assert_eq!(far.unwrap_err().code(), Some(rill_client::Code::IllegalDeliveryTime));
 }
+
+fn transactions(check_every_ms: u64, max_checks: u32) -> BrokerConfig {
+    BrokerConfig {
+        transactions: rill_broker::txn::TxnConfig {
+            check_after: Duration::from_millis(check_every_ms),
+            check_interval: Duration::from_millis(check_every_ms),
+            max_checks,
+        },
+        ..ladder()
+    }
+}
+
+async fn drain(consumer: &SimpleConsumer, wait: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        for m in consumer.receive(16, Duration::from_secs(30)).await.unwrap() {
+            out.push(String::from_utf8(m.body.to_vec()).unwrap());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_or_roll_back() {
+    let s = server_with(transactions(60_000, 15)).await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "shipping",
+        subscription("orders"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let keep = producer.send_transactional(Message::new("orders", "keep")).await.unwrap();
+    let drop_it = producer.send_transactional(Message::new("orders", "drop")).await.unwrap();
+    assert!(!keep.receipt().transaction_id.is_empty());
+    assert_eq!(s.broker.open_transactions(), 2);
+    assert!(drain(&consumer, Duration::from_millis(500)).await.is_empty(), "half messages are invisible");
+    keep.commit().await.unwrap();
+    drop_it.rollback().await.unwrap();
+    assert_eq!(drain(&consumer, Duration::from_millis(800)).await, ["keep"]);
+    assert_eq!(s.broker.open_transactions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transactions_are_checked_back_and_discarded_after_the_last_check() {
+    let s = server_with(transactions(150, 3)).await;
+    // The producer that sent the halves is gone before ending them.
+    {
+        let gone = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+        let a = gone.send_transactional(Message::new("orders", "commit-me")).await.unwrap();
+        let b = gone.send_transactional(Message::new("orders", "undecided")).await.unwrap();
+        drop((a, b));
+    }
+    let (tx, mut asked) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let _checker = Producer::connect_transactional(ClientConfig::new(&s.endpoint), &["orders"], move |m| {
+        let tx = tx.clone();
+        async move {
+            let body = String::from_utf8(m.body.to_vec()).unwrap();
+            let _ = tx.send(body.clone());
+            if body == "commit-me" {
+                rill_client::TransactionResolution::Commit
+            } else {
+                rill_client::TransactionResolution::Unknown
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "shipping",
+        subscription("orders"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the checked-back commit never arrived");
+        got = drain(&consumer, Duration::from_millis(300)).await;
+    }
+    assert_eq!(got, ["commit-me"]);
+    // "undecided" is asked about three times, then discarded.
+    let started = Instant::now();
+    while s.broker.open_transactions() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the undecided transaction was never discarded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut undecided = 0;
+    while let Ok(body) = asked.try_recv() {
+        undecided += usize::from(body == "undecided");
+    }
+    assert_eq!(undecided, 3);
+    let discarded = s.broker.store().read_queue(rill_broker::txn::DISCARD_TOPIC, 0, 0, 10).unwrap().messages;
+    assert_eq!(discarded.len(), 1);
+    assert_eq!(&discarded[0].body[..], b"undecided");
+    assert!(drain(&consumer, Duration::from_millis(300)).await.is_empty());
+}
