@@ -22,6 +22,7 @@ pub mod members;
 pub mod metrics;
 pub mod park;
 pub mod pop;
+pub mod reply;
 mod retry;
 mod send;
 pub mod service;
@@ -244,6 +245,8 @@ pub struct Broker {
     metrics: metrics::Metrics,
     /// Open transactions and producers to check back with.
     txns: txn::Transactions,
+    /// Replies waiting for their requesters.
+    replies: reply::Replies,
 }
 
 impl Broker {
@@ -268,6 +271,7 @@ impl Broker {
             cluster: cluster::Link::default(),
             metrics: metrics::Metrics::default(),
             txns: txn::Transactions::default(),
+            replies: reply::Replies::default(),
         })
     }
 
@@ -383,6 +387,9 @@ impl Broker {
 
     /// Receives up to `batch` messages, waiting up to the long-polling time.
     pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<v2::Message>, Rejection> {
+        if let Some(client) = req.group.strip_prefix(reply::REPLY_GROUP_PREFIX) {
+            return Ok(self.receive_replies(client, req.long_polling, req.batch).await);
+        }
         let (_, cfg) = self.topic(&req.topic)?;
         rill_common::GroupName::new(&req.group)
             .map_err(|e| Rejection::new(Code::IllegalConsumerGroup, e.to_string()))?;

@@ -29,6 +29,11 @@ impl Broker {
         // Half messages, kept to record them as open once stored.
         let mut halves = Vec::new();
         for (i, msg) in msgs.iter().enumerate() {
+            if crate::reply::is_reply(msg) {
+                // Straight to the waiting requester, not stored.
+                results[i] = Some(self.route_reply(msg));
+                continue;
+            }
             match self.to_store(msg) {
                 Ok((m, id)) => {
                     if m.topic.as_str() == crate::txn::HALF_TOPIC {

@@ -22,6 +22,7 @@ mod connection;
 mod consumer;
 mod message;
 mod producer;
+mod request;
 
 pub use connection::{ClientConfig, Credentials, TlsSettings};
 pub use consumer::{ConsumeError, FilterExpression, PushConsumer, RetryPolicy, SimpleConsumer};
@@ -65,6 +66,14 @@ pub enum Error {
         /// The broker's explanation.
         message: String,
     },
+    /// No reply came to a request in time.
+    #[error("no reply to request {correlation_id} within {timeout:?}")]
+    RequestTimeout {
+        /// The request's correlation id.
+        correlation_id: String,
+        /// How long the requester waited.
+        timeout: std::time::Duration,
+    },
 }
 
 /// Result type of this crate.
@@ -86,6 +95,9 @@ impl Error {
             Error::Connect { endpoint, source } => Error::Config(format!("cannot connect to {endpoint}: {source}")),
             Error::Rpc { rpc, source } => Error::Rpc { rpc, source: source.clone() },
             Error::Broker { rpc, code, message } => Error::Broker { rpc, code: *code, message: message.clone() },
+            Error::RequestTimeout { correlation_id, timeout } => {
+                Error::RequestTimeout { correlation_id: correlation_id.clone(), timeout: *timeout }
+            }
         }
     }
 

@@ -38,6 +38,8 @@ struct Pending {
 pub struct Producer {
     core: Core,
     queue: mpsc::UnboundedSender<Pending>,
+    /// Requests waiting for replies.
+    waiters: Arc<crate::request::Waiters>,
 }
 
 /// What requests need: the connection, retry policy and queue rotation.
@@ -173,7 +175,7 @@ impl Producer {
         let (queue, pending) = mpsc::unbounded_channel();
         // Ends when the last clone of the producer (the last sender) is gone.
         tokio::spawn(coalesce(core.clone(), pending));
-        Ok(Self { core, queue })
+        Ok(Self { core, queue, waiters: Arc::default() })
     }
 
     /// Sends one message; resolves when the broker stored it.
@@ -184,6 +186,14 @@ impl Producer {
             .send(Pending { topic: message.topic, wire, reply })
             .map_err(|_| Error::Config("the producer's send loop has stopped".into()))?;
         answer.await.map_err(|_| Error::Config("the producer's send loop dropped a message".into()))?
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.core.conn
+    }
+
+    pub(crate) fn waiters(&self) -> &Arc<crate::request::Waiters> {
+        &self.waiters
     }
 
     /// Sends a transactional (half) message: consumers see it only after

@@ -235,3 +235,71 @@ async fn open_transactions_are_checked_back_and_discarded_after_the_last_check()
     assert_eq!(&discarded[0].body[..], b"undecided");
     assert!(drain(&consumer, Duration::from_millis(300)).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_get_their_own_replies_and_time_out_clearly() {
+    let s = server_with(ladder()).await;
+    let replier = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let answering = replier.clone();
+    let _service = PushConsumer::start(
+        ClientConfig::new(&s.endpoint),
+        "pricing",
+        subscription("quotes"),
+        8,
+        Duration::from_secs(30),
+        move |m: ReceivedMessage| {
+            let p = answering.clone();
+            async move {
+                let body = format!("price of {}", String::from_utf8_lossy(&m.body));
+                p.reply(&m, Message::new("ignored", body)).await.map_err(|e| ConsumeError(e.to_string()))?;
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let requester = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let mut asks = Vec::new();
+    for i in 0..5 {
+        let r = requester.clone();
+        asks.push(tokio::spawn(async move {
+            r.request(Message::new("quotes", format!("item-{i}")), Duration::from_secs(10)).await
+        }));
+    }
+    for (i, ask) in asks.into_iter().enumerate() {
+        let reply = ask.await.unwrap().unwrap();
+        assert_eq!(String::from_utf8(reply.body.to_vec()).unwrap(), format!("price of item-{i}"));
+    }
+    // Replies are routed, never stored.
+    assert!(s.broker.store().queue_bounds("RILL_REPLY_TOPIC", 0).is_none());
+
+    // Nobody answers on this topic: a clear timeout.
+    let started = Instant::now();
+    let err = requester.request(Message::new("nobody-home", "hello?"), Duration::from_millis(500)).await.unwrap_err();
+    assert!(matches!(err, rill_client::Error::RequestTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("no reply"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A message that is not a request cannot be replied to.
+    let plain = ReceivedMessage { properties: HashMap::new(), ..reply_shape() };
+    assert!(replier.reply(&plain, Message::new("x", "y")).await.is_err());
+}
+
+fn reply_shape() -> ReceivedMessage {
+    ReceivedMessage {
+        topic: "t".into(),
+        body: bytes::Bytes::from_static(b"x"),
+        tag: None,
+        keys: Vec::new(),
+        properties: HashMap::new(),
+        message_id: "m".into(),
+        message_group: None,
+        queue_id: 0,
+        queue_offset: 0,
+        delivery_attempt: 1,
+        store_timestamp: 0,
+        delivery_timestamp: None,
+        receipt_handle: String::new(),
+        invisible_duration: None,
+        broker: String::new(),
+    }
+}
