@@ -41,6 +41,11 @@ enum AdminCommand {
     /// List a group's dead letters or put them back on their topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The life of a traced message: sent, stored, delivered, acknowledged, retried, dead-lettered.
+    Trace {
+        /// Message id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +281,35 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
         AdminCommand::Message(MessageCommand::Query { topic, key, max }) => {
             let q = MessageQuery { topic, key, begin_ms: 0, end_ms: 0, max };
             messages_output(c.query_messages(q).await.map_err(rpc_error)?.into_inner().messages)
+        }
+        AdminCommand::Trace { id } => {
+            let entries = c.trace_message(MessageId { id }).await.map_err(rpc_error)?.into_inner().entries;
+            let rows = entries
+                .iter()
+                .map(|e| {
+                    let when = chrono::DateTime::from_timestamp_millis(e.time_ms)
+                        .map_or_else(|| e.time_ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+                    let who = [e.group.as_str(), e.client.as_str()]
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" / ");
+                    let attempt = if e.attempt > 0 { e.attempt.to_string() } else { String::new() };
+                    vec![when, e.event.clone(), e.broker.clone(), e.topic.clone(), who, attempt, e.detail.clone()]
+                })
+                .collect::<Vec<_>>();
+            let json = entries
+                .iter()
+                .map(|e| {
+                    json!({"event": e.event, "time_ms": e.time_ms, "topic": e.topic, "broker": e.broker,
+                        "group": e.group, "client": e.client, "attempt": e.attempt, "detail": e.detail})
+                })
+                .collect();
+            Output {
+                json: Value::Array(json),
+                text: table(&["time (UTC)", "event", "broker", "topic", "group / client", "attempt", "detail"], &rows),
+            }
         }
         AdminCommand::Dlq(DlqCommand::List { group, from, max }) => {
             let q = DeadLetterQuery { group, from_offset: from, max };

@@ -153,3 +153,57 @@ fn dead_letters_are_listed_and_resent() {
     });
     stop(broker);
 }
+
+#[test]
+fn a_traced_message_shows_its_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, state) = start(&dir.path().join("data"), &[]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = runtime.block_on(async {
+        let producer = Producer::connect(ClientConfig::new(&addr).with_trace()).await.unwrap();
+        let id = producer.send(Message::new("parcels", "p-1").with_key("parcel-1")).await.unwrap().message_id;
+        let subs: HashMap<_, _> = [("parcels".to_owned(), FilterExpression::all())].into_iter().collect();
+        let consumer = SimpleConsumer::connect(ClientConfig::new(&addr), "couriers", subs, Duration::from_millis(500))
+            .await
+            .unwrap();
+        // First attempt: given back at once; the broker retries it.
+        let mut first = Vec::new();
+        while first.is_empty() {
+            first = consumer.receive(1, Duration::from_secs(60)).await.unwrap();
+        }
+        consumer.change_invisible_duration(&mut first[0], Duration::from_millis(1)).await.unwrap();
+        let mut second = Vec::new();
+        while second.is_empty() {
+            second = consumer.receive(1, Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(second[0].delivery_attempt, 2);
+        consumer.ack(&second[0]).await.unwrap();
+        id
+    });
+    // Records are written in the background: wait (bounded) for the last one.
+    let started = std::time::Instant::now();
+    let events = loop {
+        let out = rill().args(["admin", "--json", "--server", &addr, "trace", &id]).output().unwrap();
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let events: Vec<String> =
+                v.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+            if events.last().map(String::as_str) == Some("SubAfter") {
+                break v;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the trace never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let names: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Pub", "SubBefore", "Retry", "SubBefore", "SubAfter"], "{events}");
+    let all = events.as_array().unwrap();
+    assert_eq!(all[1]["group"], "couriers");
+    assert_eq!(all[3]["attempt"], 2);
+    assert_eq!(all[0]["topic"], "parcels");
+    let text = rill().args(["admin", "--server", &addr, "trace", &id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("SubAfter"));
+    assert!(admin_fails(&addr, &["trace", "no-such-message"]).contains("no trace"));
+    stop(broker);
+}

@@ -270,6 +270,30 @@ impl RillAdmin for AdminService {
         Ok(Response::new(Resent { count: n as u32 }))
     }
 
+    async fn trace_message(&self, request: Request<MessageId>) -> Result<Response<TraceList>, Status> {
+        let id = request.into_inner().id;
+        let events = self.broker.message_trace(&id).map_err(internal)?;
+        if events.is_empty() {
+            return Err(Status::not_found(format!(
+                "no trace of message {id}: it was sent without tracing, or its records were deleted by retention"
+            )));
+        }
+        let entries = events
+            .into_iter()
+            .map(|e| TraceEntry {
+                event: e.event,
+                time_ms: e.time_ms,
+                topic: e.topic,
+                broker: e.broker,
+                group: e.group,
+                client: e.client,
+                attempt: e.attempt,
+                detail: e.detail,
+            })
+            .collect();
+        Ok(Response::new(TraceList { entries }))
+    }
+
     async fn list_cluster(&self, _request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
         let state = self.broker.store().state();
         let c = self.broker.config();

@@ -28,6 +28,7 @@ mod send;
 pub mod service;
 pub mod settings;
 pub mod timer;
+pub mod trace;
 pub mod txn;
 
 use std::net::SocketAddr;
@@ -247,6 +248,8 @@ pub struct Broker {
     txns: txn::Transactions,
     /// Replies waiting for their requesters.
     replies: reply::Replies,
+    /// Trace records on their way to the trace topic.
+    tracer: trace::Tracer,
 }
 
 impl Broker {
@@ -272,6 +275,7 @@ impl Broker {
             metrics: metrics::Metrics::default(),
             txns: txn::Transactions::default(),
             replies: reply::Replies::default(),
+            tracer: trace::Tracer::default(),
         })
     }
 
@@ -286,7 +290,8 @@ impl Broker {
         let timers = tokio::spawn(timer::supervise(Arc::clone(self)));
         let revive = tokio::spawn(retry::run(Arc::clone(self)));
         let txns = tokio::spawn(txn::run(Arc::clone(self)));
-        Background { timers, revive, txns }
+        let tracer = tokio::spawn(trace::run(Arc::clone(self)));
+        Background { timers, revive, txns, tracer }
     }
 
     /// Records that a client of `group` is alive.
@@ -496,7 +501,8 @@ impl Broker {
             match read.messages.into_iter().next() {
                 Some(m) if req.filter.matches(&m) => {
                     let group = state.inflight.get(&offset).map_or(0, |f| f.group);
-                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group);
+                    let traced = trace::traced(&m.properties);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group, traced);
                     out.push((m, handle, attempt));
                 }
                 // Not for this receiver's filter: it stays due for a member
@@ -523,7 +529,8 @@ impl Broker {
                     self.store.read_queue(topic, q, offset, 1).map_err(internal)?.messages.into_iter().next()
                 {
                     busy.insert(group);
-                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group);
+                    let traced = trace::traced(&m.properties);
+                    let (handle, attempt) = self.pop.deliver(state, src.handle_queue, offset, deadline, group, traced);
                     out.push((m, handle, attempt));
                 }
             }
@@ -561,7 +568,9 @@ impl Broker {
                     state.held.insert(m.queue_offset, group);
                     continue;
                 }
-                let (handle, attempt) = self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline, group);
+                let traced = trace::traced(&m.properties);
+                let (handle, attempt) =
+                    self.pop.deliver(state, src.handle_queue, m.queue_offset, deadline, group, traced);
                 out.push((m, handle, attempt));
             }
             state.next = scanned_to;
@@ -590,6 +599,12 @@ impl Broker {
             // Earlier attempts of a retry copy count too.
             delivery_attempt: attempt.saturating_add(m.reconsume_times as i32),
         };
+        let attempt = delivery.delivery_attempt;
+        if trace::traced(&m.properties) {
+            let id = m.properties.unique_id().unwrap_or_default();
+            let detail = format!("queue {} offset {}", m.queue_id, m.queue_offset);
+            self.trace("SubBefore", id, &req.topic, &req.group, &req.client_id, attempt, detail);
+        }
         let mut out = convert::from_store(m, &req.namespace, delivery);
         if handle.queue == pop::RETRY_QUEUE
             && let Some(t) = out.topic.as_mut()
@@ -614,16 +629,24 @@ impl Broker {
         let handle = parse_handle(receipt_handle)?;
         let key = self.handle_key(group, client_id, topic, handle);
         let clustering = key.0 == group;
-        self.pop
+        let acked = self
+            .pop
             .with_existing(&key, |s| {
-                let committed = PopState::ack(s, handle)?;
+                let (committed, f) = PopState::ack(s, handle)?;
                 if clustering {
                     self.meta.commit_offset(group, &key.1, key.2, committed);
                 }
-                Ok(())
+                Ok(f)
             })
             .unwrap_or(Err(HandleError::Stale))
-            .map_err(stale)
+            .map_err(stale)?;
+        if acked.traced
+            && let Ok(Some(m)) = self.read_at(&key.1, key.2, handle.offset)
+        {
+            let id = m.properties.unique_id().unwrap_or_default();
+            self.trace("SubAfter", id, topic, group, client_id, acked.attempt, "acknowledged".into());
+        }
+        Ok(())
     }
 
     /// Extends (or shortens) how long a received message stays invisible.
@@ -690,6 +713,7 @@ pub struct Background {
     timers: tokio::task::JoinHandle<Result<()>>,
     revive: tokio::task::JoinHandle<()>,
     txns: tokio::task::JoinHandle<()>,
+    tracer: tokio::task::JoinHandle<()>,
 }
 
 impl Background {
@@ -706,6 +730,9 @@ impl Background {
         }
         if let Err(e) = self.txns.await {
             tracing::error!(error = %e, "the transaction checker panicked");
+        }
+        if let Err(e) = self.tracer.await {
+            tracing::error!(error = %e, "the trace writer panicked");
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct InFlight {
     /// Hash of the message group for FIFO groups (0: none), which stays
     /// blocked while this message is in flight.
     pub group: u64,
+    /// The message asked for tracing (its ack is recorded).
+    pub traced: bool,
 }
 
 /// Consumption state of one group on one queue.
@@ -181,10 +183,18 @@ impl PopState {
 
     /// Marks `offset` (of message group `group`, 0 for none) in flight
     /// until `deadline`; returns its handle and attempt.
-    pub fn deliver(&self, state: &mut QueueState, queue: u32, offset: u64, deadline: i64, group: u64) -> (Handle, i32) {
+    pub fn deliver(
+        &self,
+        state: &mut QueueState,
+        queue: u32,
+        offset: u64,
+        deadline: i64,
+        group: u64,
+        traced: bool,
+    ) -> (Handle, i32) {
         let nonce = self.next_nonce();
         let attempt = state.inflight.get(&offset).map_or(1, |f| f.attempt + 1);
-        state.inflight.insert(offset, InFlight { deadline, attempt, nonce, group });
+        state.inflight.insert(offset, InFlight { deadline, attempt, nonce, group, traced });
         (Handle { queue, offset, nonce }, attempt)
     }
 
@@ -193,12 +203,14 @@ impl PopState {
         state.inflight.iter().filter(|(_, f)| f.deadline <= now).map(|(o, _)| *o).take(max).collect()
     }
 
-    /// Acknowledges the message a handle names; returns the new committed offset.
-    pub fn ack(state: &mut QueueState, handle: Handle) -> Result<u64, HandleError> {
+    /// Acknowledges the message a handle names; returns the new committed
+    /// offset and what was in flight.
+    pub fn ack(state: &mut QueueState, handle: Handle) -> Result<(u64, InFlight), HandleError> {
         match state.inflight.get(&handle.offset) {
             Some(f) if f.nonce == handle.nonce => {
+                let f = *f;
                 state.inflight.remove(&handle.offset);
-                Ok(state.committed())
+                Ok((state.committed(), f))
             }
             _ => Err(HandleError::Stale),
         }
@@ -353,21 +365,21 @@ mod tests {
             &key,
             || 10,
             |s| {
-                let (h10, a) = pop.deliver(s, 0, 10, 100, 0);
+                let (h10, a) = pop.deliver(s, 0, 10, 100, 0, false);
                 assert_eq!(a, 1);
-                let (h11, _) = pop.deliver(s, 0, 11, 100, 0);
+                let (h11, _) = pop.deliver(s, 0, 11, 100, 0, false);
                 s.next = 12;
                 assert_eq!(s.committed(), 10);
-                assert_eq!(PopState::ack(s, h11), Ok(10));
+                assert_eq!(PopState::ack(s, h11).map(|a| a.0), Ok(10));
                 assert_eq!(PopState::ack(s, h11), Err(HandleError::Stale), "acked twice");
                 // Redelivery after expiry invalidates the old handle.
                 assert_eq!(PopState::expired(s, 100, 10), vec![10]);
-                let (h10b, attempt) = pop.deliver(s, 0, 10, 200, 0);
+                let (h10b, attempt) = pop.deliver(s, 0, 10, 200, 0, false);
                 assert_eq!(attempt, 2);
                 assert_eq!(PopState::ack(s, h10), Err(HandleError::Stale));
                 let moved = pop.change(s, h10b, 300).unwrap();
                 assert_eq!(PopState::ack(s, h10b), Err(HandleError::Stale));
-                assert_eq!(PopState::ack(s, moved), Ok(12));
+                assert_eq!(PopState::ack(s, moved).map(|a| a.0), Ok(12));
             },
         );
     }

@@ -94,6 +94,18 @@ impl Broker {
             return self.dead_letter(group, &m, attempts).map(Some);
         }
         let origin = park::origin_topic(&m).to_owned();
+        if crate::trace::traced(&m.properties) {
+            let id = m.properties.unique_id().unwrap_or_default();
+            self.trace(
+                "Retry",
+                id,
+                &origin,
+                group,
+                "",
+                attempts,
+                "not acknowledged in time; redelivery scheduled".into(),
+            );
+        }
         let retry = self.system_topic(&park::retry_topic(group, &origin))?;
         let mut copy = park::copy(&m, retry, 0);
         copy.properties.insert(props::RETRY_TOPIC, origin);
@@ -105,10 +117,13 @@ impl Broker {
     fn dead_letter(&self, group: &str, m: &StoredMessage, attempts: i32) -> Result<MessageToStore, Rejection> {
         let origin = park::origin_topic(m).to_owned();
         let dlq = self.system_topic(&park::dlq_topic(group))?;
-        let mut copy = park::copy(m, dlq, 0);
+        let mut copy = park::copy(m, dlq.clone(), 0);
         copy.properties.remove(props::RETRY_TOPIC);
         let id = m.properties.unique_id().unwrap_or_default().to_owned();
         tracing::warn!(group, topic = %origin, message_id = %id, attempts, "message moved to the dead-letter queue");
+        if crate::trace::traced(&m.properties) {
+            self.trace("DeadLetter", &id, &origin, group, "", attempts, format!("moved to {}", dlq.as_str()));
+        }
         self.metrics.dead_lettered(&origin, group);
         copy.properties.insert(props::DLQ_ORIGIN_TOPIC, origin);
         copy.properties.insert(props::DLQ_ORIGIN_MESSAGE_ID, id);

@@ -28,6 +28,8 @@ impl Broker {
         let mut placed = Vec::with_capacity(msgs.len());
         // Half messages, kept to record them as open once stored.
         let mut halves = Vec::new();
+        // Traced messages: where they are in `stored`, id, topic, note.
+        let mut traced = Vec::new();
         for (i, msg) in msgs.iter().enumerate() {
             if crate::reply::is_reply(msg) {
                 // Straight to the waiting requester, not stored.
@@ -38,6 +40,17 @@ impl Broker {
                 Ok((m, id)) => {
                     if m.topic.as_str() == crate::txn::HALF_TOPIC {
                         halves.push((stored.len(), m.clone()));
+                    }
+                    if crate::trace::traced(&m.properties) {
+                        let real = m.properties.get(props::REAL_TOPIC).unwrap_or(m.topic.as_str()).to_owned();
+                        let note = if m.topic.as_str() == crate::txn::HALF_TOPIC {
+                            "half message (transaction open)".to_owned()
+                        } else if let Some(due) = m.properties.get(props::TIMER_DELIVER_MS) {
+                            format!("delayed until {due} ms")
+                        } else {
+                            String::new()
+                        };
+                        traced.push((stored.len(), id.clone(), real, note));
                     }
                     stored.push(m);
                     placed.push((i, id));
@@ -62,6 +75,16 @@ impl Broker {
                     for (k, half) in &halves {
                         if let Some(a) = appended.get(*k) {
                             self.half_stored(half, a);
+                        }
+                    }
+                    for (k, id, topic, note) in &traced {
+                        if let Some(a) = appended.get(*k) {
+                            let mut detail =
+                                format!("stored at log offset {}, queue offset {}", a.physical_offset, a.queue_offset);
+                            if !note.is_empty() {
+                                detail = format!("{detail}; {note}");
+                            }
+                            self.trace("Pub", id, topic, "", "", 0, detail);
                         }
                     }
                     for ((i, id), a) in placed.into_iter().zip(appended) {

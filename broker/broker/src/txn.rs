@@ -152,6 +152,13 @@ impl Broker {
             Resolution::Rollback => b'r',
         };
         let result = self.resolve(&p, outcome).await;
+        if result.is_ok()
+            && let Ok(half) = self.store.read(p.physical_offset)
+            && crate::trace::traced(&half.properties)
+        {
+            let how = if outcome == b'c' { "COMMIT" } else { "ROLLBACK" };
+            self.trace("EndTransaction", transaction_id, &p.topic, "", "", 0, how.into());
+        }
         if result.is_err() {
             // Not recorded: still open, checked back later.
             self.txns.pending.lock().insert(transaction_id.to_owned(), p);

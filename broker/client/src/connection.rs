@@ -43,6 +43,9 @@ pub struct ClientConfig {
     pub client_id: String,
     /// Connect over TLS, trusting this CA (PEM); `None` for plaintext.
     pub tls: Option<TlsSettings>,
+    /// Ask brokers to trace every message this client sends
+    /// (`rill admin trace <id>` shows its life).
+    pub trace: bool,
 }
 
 /// TLS settings of a client.
@@ -66,7 +69,14 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(3),
             client_id: format!("{host}@{}@{nanos:x}", std::process::id()),
             tls: None,
+            trace: false,
         }
+    }
+
+    /// Turns message tracing on for what this client sends.
+    pub fn with_trace(mut self) -> Self {
+        self.trace = true;
+        self
     }
 
     /// Sets the namespace.

@@ -107,12 +107,22 @@ impl Message {
     }
 
     /// The wire form, with a fresh message id.
-    pub(crate) fn to_wire(&self, namespace: &str, message_id: String) -> v2::Message {
-        self.to_wire_as(namespace, message_id, false)
+    pub(crate) fn to_wire(&self, config: &crate::ClientConfig, message_id: String) -> v2::Message {
+        self.to_wire_as(config, message_id, false)
     }
 
     /// The wire form; `transactional` marks it a half message until committed.
-    pub(crate) fn to_wire_as(&self, namespace: &str, message_id: String, transactional: bool) -> v2::Message {
+    pub(crate) fn to_wire_as(
+        &self,
+        config: &crate::ClientConfig,
+        message_id: String,
+        transactional: bool,
+    ) -> v2::Message {
+        let namespace = config.namespace.as_str();
+        let mut user_properties = self.properties.clone();
+        if config.trace {
+            user_properties.insert("TRACE_ON".into(), "true".into());
+        }
         let message_type = match (&self.message_group, self.deliver_at_ms) {
             _ if transactional => v2::MessageType::Transaction,
             (Some(_), _) => v2::MessageType::Fifo,
@@ -122,7 +132,7 @@ impl Message {
         let now = now_ms();
         v2::Message {
             topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: self.topic.clone() }),
-            user_properties: self.properties.clone(),
+            user_properties,
             system_properties: Some(v2::SystemProperties {
                 tag: self.tag.clone(),
                 keys: self.keys.clone(),

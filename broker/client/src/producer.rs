@@ -180,7 +180,7 @@ impl Producer {
 
     /// Sends one message; resolves when the broker stored it.
     pub async fn send(&self, message: Message) -> Result<SendReceipt> {
-        let wire = message.to_wire(&self.core.conn.config.namespace, new_message_id());
+        let wire = message.to_wire(&self.core.conn.config, new_message_id());
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { topic: message.topic, wire, reply })
@@ -199,7 +199,7 @@ impl Producer {
     /// Sends a transactional (half) message: consumers see it only after
     /// [`Transaction::commit`].
     pub async fn send_transactional(&self, message: Message) -> Result<Transaction> {
-        let wire = message.to_wire_as(&self.core.conn.config.namespace, new_message_id(), true);
+        let wire = message.to_wire_as(&self.core.conn.config, new_message_id(), true);
         let mut results = self.core.request(&message.topic, vec![wire]).await?;
         let receipt = results.pop().unwrap_or_else(|| Err(Error::Config("no result for the message".into())))?;
         Ok(Transaction { conn: self.core.conn.clone(), topic: message.topic, receipt })
@@ -226,8 +226,8 @@ impl Producer {
                 topic, other.topic
             )));
         }
-        let ns = &self.core.conn.config.namespace;
-        let wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(ns, new_message_id())).collect();
+        let config = &self.core.conn.config;
+        let wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(config, new_message_id())).collect();
         self.core.request(&topic, wire).await?.into_iter().collect()
     }
 }

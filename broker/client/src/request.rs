@@ -84,7 +84,7 @@ impl Producer {
             reply = reply.with_property(TTL, ttl.clone());
         }
         let conn = self.conn();
-        let wire = reply.to_wire(&conn.config.namespace, new_message_id());
+        let wire = reply.to_wire(&conn.config, new_message_id());
         let mut rpc = conn.broker_by_key(&request.broker)?;
         let answer = rpc
             .send_message(conn.request(v2::SendMessageRequest { messages: vec![wire] }))
