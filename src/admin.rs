@@ -168,6 +168,12 @@ enum MessageCommand {
         /// Most messages to show.
         #[arg(long, default_value_t = 32)]
         max: u32,
+        /// Only messages stored at or after this time (RFC 3339 or ms since the epoch).
+        #[arg(long)]
+        begin: Option<String>,
+        /// Only messages stored before this time (RFC 3339 or ms since the epoch).
+        #[arg(long)]
+        end: Option<String>,
     },
 }
 
@@ -278,8 +284,10 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
         AdminCommand::Message(MessageCommand::Get { id }) => {
             messages_output(c.get_message(MessageId { id }).await.map_err(rpc_error)?.into_inner().messages)
         }
-        AdminCommand::Message(MessageCommand::Query { topic, key, max }) => {
-            let q = MessageQuery { topic, key, begin_ms: 0, end_ms: 0, max };
+        AdminCommand::Message(MessageCommand::Query { topic, key, max, begin, end }) => {
+            let begin_ms = begin.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let end_ms = end.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let q = MessageQuery { topic, key, begin_ms, end_ms, max };
             messages_output(c.query_messages(q).await.map_err(rpc_error)?.into_inner().messages)
         }
         AdminCommand::Trace { id } => {
@@ -333,7 +341,12 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
                     } else {
                         format!("{}..{}", b.commitlog_min, b.commitlog_max)
                     };
-                    vec![b.cluster.clone(), b.name.clone(), b.address.clone(), b.topics.to_string(), log]
+                    let (timers, txns) = if b.data_dir.is_empty() {
+                        ("-".to_owned(), "-".to_owned())
+                    } else {
+                        (b.timers_pending.to_string(), b.open_transactions.to_string())
+                    };
+                    vec![b.cluster.clone(), b.name.clone(), b.address.clone(), b.topics.to_string(), log, timers, txns]
                 })
                 .collect::<Vec<_>>();
             let json = brokers
@@ -341,12 +354,13 @@ async fn execute(c: &mut RillAdminClient<tonic::transport::Channel>, command: Ad
                 .map(|b| {
                     json!({"cluster": b.cluster, "name": b.name, "address": b.address, "data_dir": b.data_dir,
                     "topics": b.topics, "commitlog_min": b.commitlog_min, "commitlog_max": b.commitlog_max,
-                    "last_seen_ms_ago": b.last_seen_ms_ago})
+                    "last_seen_ms_ago": b.last_seen_ms_ago, "timers_pending": b.timers_pending,
+                    "open_transactions": b.open_transactions})
                 })
                 .collect();
             Output {
                 json: Value::Array(json),
-                text: table(&["cluster", "broker", "address", "topics", "commit log"], &rows),
+                text: table(&["cluster", "broker", "address", "topics", "commit log", "timers", "open txns"], &rows),
             }
         }
     })
@@ -378,7 +392,9 @@ fn parse_time(s: &str) -> Result<i64> {
     }
     match chrono::DateTime::parse_from_rfc3339(s) {
         Ok(t) => Ok(t.timestamp_millis()),
-        Err(e) => bail!("--to {s:?} is not earliest, latest, milliseconds or an RFC 3339 time: {e}"),
+        Err(e) => bail!(
+            "{s:?} is not a time: give milliseconds since the epoch or RFC 3339 (`offset reset --to` also takes earliest or latest): {e}"
+        ),
     }
 }
 

@@ -73,12 +73,27 @@ fn topics_groups_offsets_and_messages() {
     let by_key = admin(&addr, &["message", "query", "--topic", "orders", "--key", "order-3"]);
     assert_eq!(by_key.as_array().unwrap().len(), 1);
     assert_eq!(by_key[0]["body"], "order 3");
+    // A time range: stored in it, or not.
+    let stored = by_key[0]["store_timestamp_ms"].as_i64().unwrap();
+    let (from, to) = ((stored - 1000).to_string(), (stored + 1000).to_string());
+    let inside =
+        admin(&addr, &["message", "query", "--topic", "orders", "--key", "order-3", "--begin", &from, "--end", &to]);
+    assert_eq!(inside.as_array().unwrap().len(), 1);
+    let later = (stored + 60_000).to_string();
+    let outside = admin(&addr, &["message", "query", "--topic", "orders", "--key", "order-3", "--begin", &later]);
+    assert!(outside.as_array().unwrap().is_empty());
+    assert!(
+        admin_fails(&addr, &["message", "query", "--topic", "orders", "--key", "k", "--begin", "soon"])
+            .contains("soon")
+    );
     let by_id = admin(&addr, &["message", "get", "--id", &ids[4]]);
     assert_eq!(by_id[0]["keys"], serde_json::json!(["order-4"]));
     assert!(admin_fails(&addr, &["message", "get", "--id", "nope"]).contains("nope"));
 
     let cluster = admin(&addr, &["cluster", "list"]);
     assert_eq!(cluster[0]["address"], addr);
+    assert_eq!(cluster[0]["timers_pending"], 0);
+    assert_eq!(cluster[0]["open_transactions"], 0);
     let table = rill().args(["admin", "--server", &addr, "topic", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("orders"));
 
@@ -205,5 +220,29 @@ fn a_traced_message_shows_its_life() {
     let text = rill().args(["admin", "--server", &addr, "trace", &id]).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("SubAfter"));
     assert!(admin_fails(&addr, &["trace", "no-such-message"]).contains("no trace"));
+    stop(broker);
+}
+
+#[test]
+fn pending_timers_and_open_transactions_show_in_the_cluster_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, state) = start(&dir.path().join("data"), &[]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let producer = Producer::connect(ClientConfig::new(&addr)).await.unwrap();
+        producer.send(Message::new("later", "in an hour").with_delay(Duration::from_secs(3600))).await.unwrap();
+        let open = producer.send_transactional(Message::new("later", "undecided")).await.unwrap();
+        drop(open); // left open on purpose
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let c = admin(&addr, &["cluster", "list"]);
+        if c[0]["timers_pending"] == 1 && c[0]["open_transactions"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "cluster view never showed them: {c}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(broker);
 }

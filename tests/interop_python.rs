@@ -2,7 +2,8 @@
 //! `rill standalone`: producer, simple consumer with a tag filter, push
 //! consumer, a second group, and a broker restart in between; delay
 //! messages, push-consumer retries on the broker's retry schedule, a FIFO
-//! group and transactions with a checker; and
+//! group, transactions with a checker and the simple consumer's invisible
+//! duration; and
 //! against a name server with two brokers, where it must follow the routes.
 //!
 //! `./scripts/test` installs the client into a virtual environment and sets
@@ -186,5 +187,11 @@ fn official_python_client_delay_retries_fifo_and_transactions() {
     got.sort();
     assert_eq!(got, ["checked", "committed"], "{lines:?}");
     assert!(lines.iter().any(|l| l == "CHECKED checked"), "{lines:?}");
+
+    // Simple consumer invisible duration: limits enforced, a shortened one redelivers.
+    let lines = script_lines(&python, &home, &["invisible", &addr, "jobs", "g-jobs"]);
+    assert!(lines.iter().any(|l| l.starts_with("REFUSED")), "{lines:?}");
+    let attempts: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("ATTEMPT ")).collect();
+    assert_eq!(attempts, ["1", "2"], "{lines:?}");
     stop(broker);
 }

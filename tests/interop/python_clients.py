@@ -10,6 +10,7 @@ Run by tests/interop_python.rs against a `rill standalone` it started:
     python python_clients.py retry ENDPOINT TOPIC GROUP
     python python_clients.py fifo ENDPOINT TOPIC GROUP PER_GROUP
     python python_clients.py txn ENDPOINT TOPIC GROUP
+    python python_clients.py invisible ENDPOINT TOPIC GROUP
 
 `send` sends COUNT messages, alternating tags TagA/TagB, with keys and a user
 property, and prints one line per message: `SENT <index> <message id>`.
@@ -28,7 +29,11 @@ listener fails the second message of every group once, and prints
 sends three transactional messages — one committed, one rolled back, one
 left open for the broker to check back (the checker commits it) — and
 prints `GOT <body>` for what a simple consumer then receives and
-`CHECKED <body>` for each check-back.
+`CHECKED <body>` for each check-back. `invisible` sends one message, asks
+for it with a 5 s invisible duration (the broker refuses: `REFUSED`),
+receives it with 10 s, shortens that to 1 s with change_invisible_duration
+without acknowledging, and prints `ATTEMPT <n>` for each delivery until the
+redelivery, which it acknowledges.
 """
 
 import sys
@@ -291,6 +296,38 @@ def txn(endpoint, topic, group):
         consumer.shutdown()
 
 
+def invisible(endpoint, topic, group):
+    producer = Producer(config(endpoint), (topic,))
+    producer.startup()
+    msg = Message()
+    msg.topic = topic
+    msg.body = b"slow job"
+    producer.send(msg)
+    producer.shutdown()
+    consumer = SimpleConsumer(config(endpoint), group, {topic: FilterExpression("*")}, await_duration=3)
+    consumer.startup()
+    try:
+        try:
+            consumer.receive(1, 5)
+            raise SystemExit("a 5 s invisible duration was accepted")
+        except SystemExit:
+            raise
+        except Exception as e:  # the broker's ILLEGAL_INVISIBLE_TIME
+            print(f"REFUSED {type(e).__name__}", flush=True)
+        deadline = time.time() + DEADLINE_SECONDS
+        while time.time() < deadline:
+            for m in consumer.receive(1, 10):
+                print(f"ATTEMPT {m.delivery_attempt}", flush=True)
+                if m.delivery_attempt == 1:
+                    consumer.change_invisible_duration(m, 1)
+                else:
+                    consumer.ack(m)
+                    return
+        raise SystemExit("the message never came back")
+    finally:
+        consumer.shutdown()
+
+
 def main(argv):
     mode = argv[1]
     if mode == "send":
@@ -303,6 +340,8 @@ def main(argv):
         delay(argv[2], argv[3], argv[4], int(argv[5]))
     elif mode == "retry":
         retry(argv[2], argv[3], argv[4])
+    elif mode == "invisible":
+        invisible(argv[2], argv[3], argv[4])
     elif mode == "txn":
         txn(argv[2], argv[3], argv[4])
     elif mode == "fifo":

@@ -306,6 +306,8 @@ impl RillAdmin for AdminService {
             topics: self.broker.meta().topics().len() as u32,
             cluster: c.cluster_name.clone(),
             last_seen_ms_ago: 0,
+            timers_pending: self.broker.metrics().timers_pending(),
+            open_transactions: self.broker.open_transactions() as u64,
         }];
         // The other brokers as the name server knows them.
         if let Some(ns) = self.broker.name_server() {
