@@ -9,7 +9,15 @@
 //! - [`metrics`]: Prometheus counters and gauges;
 //! - [`service`]: the tonic `MessagingService` that maps RPCs onto them;
 //! - [`convert`]: wire ⇄ stored messages and their validation;
-//! - [`pop`]: in-flight messages, visibility deadlines, receipt handles;
+//! - [`pop`]: in-flight messages, visibility deadlines, receipt handles,
+//!   FIFO message groups;
+//! - `retry.rs`: the revive pass — retry topics and dead letters;
+//! - [`park`]: copies moved between topics (timer, retry, DLQ) and their
+//!   properties;
+//! - [`timer`]: delay and timer messages over the store's timer wheel;
+//! - [`txn`]: transactional half messages and check-backs;
+//! - [`reply`]: request–reply mailboxes;
+//! - [`trace`]: message trace records;
 //! - [`settings`]: the Settings answered on the Telemetry stream.
 //!
 //! It does not own the storage format (rill-store) or the wire schema
