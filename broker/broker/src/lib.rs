@@ -504,7 +504,12 @@ impl Broker {
         // FIFO groups retry in place; the others' expired messages are
         // moved to the retry topic by the revive pass.
         let expired = if src.fifo { PopState::expired(state, now, req.batch - out.len()) } else { Vec::new() };
+        let max_attempts = if src.fifo { self.max_attempts(&req.group) } else { i32::MAX };
         for offset in expired {
+            // Out of attempts: the revive pass makes it a dead letter.
+            if state.inflight.get(&offset).is_some_and(|f| f.attempt >= max_attempts) {
+                continue;
+            }
             let read = self.store.read_queue(topic, q, offset, 1).map_err(internal)?;
             match read.messages.into_iter().next() {
                 Some(m) if req.filter.matches(&m) => {
@@ -746,8 +751,8 @@ impl Background {
 }
 
 /// Most messages a FIFO group's queue holds back behind busy message
-/// groups before it stops reading ahead (bounded memory).
-const MAX_HELD: usize = 1024;
+/// groups before it stops reading ahead (bounded memory: 16 bytes each).
+const MAX_HELD: usize = 64 * 1024;
 
 /// A message chosen for delivery, with its receipt handle and attempt.
 type Picked = (rill_store::StoredMessage, Handle, i32);

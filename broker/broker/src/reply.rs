@@ -56,9 +56,13 @@ pub struct Replies {
     boxes: Mutex<HashMap<String, Mailbox>>,
 }
 
-/// Whether a wire message is a reply.
+/// Requesters with a mailbox at most; beyond it, empty mailboxes are dropped.
+const MAX_MAILBOXES: usize = 10_000;
+
+/// Whether a wire message is a reply (sent to the reply topic as one).
 pub fn is_reply(m: &v2::Message) -> bool {
-    m.user_properties.get(props::MSG_TYPE).is_some_and(|t| t == "reply")
+    m.topic.as_ref().is_some_and(|t| t.name == REPLY_TOPIC)
+        && m.user_properties.get(props::MSG_TYPE).is_some_and(|t| t == "reply")
 }
 
 impl Broker {
@@ -71,6 +75,12 @@ impl Broker {
                 "a reply needs the request's CORRELATION_ID and REPLY_TO_CLIENT properties",
             ));
         };
+        if m.body.len() > self.config.max_body_size {
+            return Err(Rejection::new(
+                Code::MessageBodyTooLarge,
+                format!("reply body is {} bytes; the limit is {}", m.body.len(), self.config.max_body_size),
+            ));
+        }
         let now = self.clock.now_millis();
         let ttl = field(props::TTL).and_then(|t| t.parse::<i64>().ok()).unwrap_or(DEFAULT_TTL_MS).clamp(1, 3_600_000);
         let mut reply = m.clone();
@@ -81,6 +91,19 @@ impl Broker {
         sys.delivery_attempt = Some(1);
         let id = sys.message_id.clone();
         let mut boxes = self.replies.boxes.lock();
+        if boxes.len() >= MAX_MAILBOXES {
+            // Replies nobody collected expire; mailboxes nobody polls go.
+            for b in boxes.values_mut() {
+                b.waiting.retain(|(expires, _)| *expires > now);
+            }
+            boxes.retain(|_, b| !b.waiting.is_empty() || Arc::strong_count(&b.notify) > 1);
+            if boxes.len() >= MAX_MAILBOXES && !boxes.contains_key(&client) {
+                return Err(Rejection::new(
+                    Code::TooManyRequests,
+                    format!("{MAX_MAILBOXES} requesters have replies waiting; try again later"),
+                ));
+            }
+        }
         let mailbox = boxes.entry(client.clone()).or_default();
         mailbox.waiting.retain(|(expires, _)| *expires > now);
         if mailbox.waiting.len() >= MAX_WAITING {

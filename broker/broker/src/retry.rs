@@ -182,12 +182,13 @@ impl Broker {
     /// or those whose message id is in `ids`), as fresh messages with a new
     /// attempt count; returns how many were resent.
     pub async fn resend_dead_letters(&self, group: &str, ids: &[String]) -> Result<usize, Rejection> {
-        let mut copies = Vec::new();
+        let mut resent = 0;
         let mut from = 0;
         loop {
             let batch = self.dead_letters(group, from, 256)?;
             let Some(last) = batch.last() else { break };
             from = last.queue_offset + 1;
+            let mut copies = Vec::new();
             for m in batch {
                 let id =
                     m.properties.get(props::DLQ_ORIGIN_MESSAGE_ID).or(m.properties.unique_id()).unwrap_or_default();
@@ -196,19 +197,23 @@ impl Broker {
                 }
                 let origin = park::origin_topic(&m).to_owned();
                 let (topic, cfg) = self.topic(&origin)?;
-                let queue =
-                    self.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % cfg.write_queues.max(1);
+                let queues = cfg.write_queues.max(1);
+                // A message group keeps its queue, so its order holds.
+                let queue = match m.properties.get(crate::convert::MESSAGE_GROUP) {
+                    Some(g) => (rill_common::java_string_hash(g) as u32) % queues,
+                    None => self.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % queues,
+                };
                 let mut copy = park::copy(&m, topic, queue);
                 copy.properties.remove(props::DLQ_ORIGIN_TOPIC);
                 copy.properties.remove(props::DLQ_ORIGIN_MESSAGE_ID);
                 copy.reconsume_times = 0;
                 copies.push(copy);
             }
+            resent += copies.len();
+            self.store_copies(copies).await?;
         }
-        let n = copies.len();
-        self.store_copies(copies).await?;
-        tracing::info!(group, resent = n, "dead letters put back on their topics");
-        Ok(n)
+        tracing::info!(group, resent, "dead letters put back on their topics");
+        Ok(resent)
     }
 
     /// Takes a moved message out of flight and commits the group's offset.

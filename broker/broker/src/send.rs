@@ -58,6 +58,9 @@ impl Broker {
                 Err(r) => results[i] = Some(Err(r)),
             }
         }
+        if !halves.is_empty() {
+            self.storing_halves();
+        }
         if !stored.is_empty() {
             let internal = |e: rill_store::Error| {
                 tracing::error!(error = %e, "cannot store message");
@@ -97,6 +100,9 @@ impl Broker {
                     }
                 }
             }
+        }
+        if !halves.is_empty() {
+            self.halves_stored();
         }
         results
             .into_iter()

@@ -47,6 +47,9 @@ pub struct TraceEvent {
     /// Anything else (queue and offset, outcome, resolution).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Order of recording on its broker (orders events of the same millisecond).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -64,12 +67,13 @@ pub struct Tracer {
     tx: tokio::sync::mpsc::Sender<TraceEvent>,
     rx: parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<TraceEvent>>>,
     dropped: std::sync::atomic::AtomicU64,
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Tracer {
     fn default() -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
-        Self { tx, rx: parking_lot::Mutex::new(Some(rx)), dropped: Default::default() }
+        Self { tx, rx: parking_lot::Mutex::new(Some(rx)), dropped: Default::default(), seq: Default::default() }
     }
 }
 
@@ -96,6 +100,7 @@ impl Broker {
             client: client.to_owned(),
             attempt,
             detail,
+            seq: self.tracer.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         if self.tracer.tx.try_send(e).is_err() {
             self.tracer.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -110,7 +115,7 @@ impl Broker {
             .filter_map(|m| serde_json::from_slice::<TraceEvent>(&m.body).ok())
             .filter(|e| e.message_id == message_id)
             .collect();
-        events.sort_by_key(|e| e.time_ms);
+        events.sort_by_key(|e| (e.time_ms, e.seq));
         Ok(events)
     }
 

@@ -71,6 +71,8 @@ pub enum Resolution {
 /// An open half message.
 #[derive(Debug, Clone)]
 struct Pending {
+    /// Being resolved right now (stays listed so the watermark holds).
+    resolving: bool,
     half_offset: u64,
     physical_offset: u64,
     topic: String,
@@ -90,6 +92,8 @@ struct ProducerLink {
 #[derive(Debug, Default)]
 pub struct Transactions {
     pending: Mutex<HashMap<String, Pending>>,
+    /// Sends with half messages between append and registration.
+    storing: std::sync::atomic::AtomicUsize,
     producers: Mutex<HashMap<String, ProducerLink>>,
     turn: std::sync::atomic::AtomicUsize,
 }
@@ -124,6 +128,7 @@ impl Broker {
         let Some(id) = m.properties.unique_id() else { return };
         let topic = m.properties.get(props::REAL_TOPIC).unwrap_or_default().to_owned();
         let p = Pending {
+            resolving: false,
             half_offset: at.queue_offset,
             physical_offset: at.physical_offset,
             topic,
@@ -141,7 +146,11 @@ impl Broker {
 
     /// Ends a transaction: COMMIT delivers the message, ROLLBACK drops it.
     pub async fn end_transaction(&self, transaction_id: &str, resolution: Resolution) -> Result<(), Rejection> {
-        let Some(p) = self.txns.pending.lock().remove(transaction_id) else {
+        let claimed = self.txns.pending.lock().get_mut(transaction_id).filter(|p| !p.resolving).map(|p| {
+            p.resolving = true;
+            p.clone()
+        });
+        let Some(p) = claimed else {
             return Err(Rejection::new(
                 Code::InvalidTransactionId,
                 format!("no open transaction '{transaction_id}': it was resolved, discarded or never started here"),
@@ -159,9 +168,12 @@ impl Broker {
             let how = if outcome == b'c' { "COMMIT" } else { "ROLLBACK" };
             self.trace("EndTransaction", transaction_id, &p.topic, "", "", 0, how.into());
         }
-        if result.is_err() {
+        let mut pending = self.txns.pending.lock();
+        if result.is_ok() {
+            pending.remove(transaction_id);
+        } else if let Some(q) = pending.get_mut(transaction_id) {
             // Not recorded: still open, checked back later.
-            self.txns.pending.lock().insert(transaction_id.to_owned(), p);
+            q.resolving = false;
         }
         result
     }
@@ -237,18 +249,29 @@ impl Broker {
             let pending = self.txns.pending.lock();
             pending
                 .iter()
-                .filter(|(_, p)| now - p.stored_ms >= after && now - p.last_check_ms >= every)
+                .filter(|(_, p)| !p.resolving && now - p.stored_ms >= after && now - p.last_check_ms >= every)
                 .map(|(id, p)| (id.clone(), p.clone()))
                 .collect()
         };
         let mut sent = 0;
         for (id, p) in due {
             if p.checks >= cfg.max_checks {
-                if self.txns.pending.lock().remove(&id).is_some() {
+                let claimed =
+                    self.txns.pending.lock().get_mut(&id).filter(|q| !q.resolving).map(|q| q.resolving = true);
+                if claimed.is_some() {
                     tracing::warn!(transaction = %id, topic = %p.topic, checks = p.checks, "transaction never resolved; discarded to {DISCARD_TOPIC}");
-                    if let Err(r) = self.resolve(&p, b'd').await {
-                        tracing::error!(transaction = %id, error = %r.message, "cannot record the discarded transaction; keeping it open");
-                        self.txns.pending.lock().insert(id, p);
+                    let result = self.resolve(&p, b'd').await;
+                    let mut pending = self.txns.pending.lock();
+                    match result {
+                        Ok(()) => {
+                            pending.remove(&id);
+                        }
+                        Err(r) => {
+                            tracing::error!(transaction = %id, error = %r.message, "cannot record the discarded transaction; keeping it open");
+                            if let Some(q) = pending.get_mut(&id) {
+                                q.resolving = false;
+                            }
+                        }
                     }
                 }
                 continue;
@@ -274,11 +297,12 @@ impl Broker {
                     v2::RecoverOrphanedTransactionCommand { message: Some(message), transaction_id: id.clone() },
                 )),
             };
-            if let Some(q) = self.txns.pending.lock().get_mut(&id) {
-                q.checks += 1;
-                q.last_check_ms = now;
-            }
+            // Only a check that reached a producer counts towards the limit.
             if link.tx.try_send(Ok(cmd)).is_ok() {
+                if let Some(q) = self.txns.pending.lock().get_mut(&id) {
+                    q.checks += 1;
+                    q.last_check_ms = now;
+                }
                 sent += 1;
             }
         }
@@ -313,6 +337,7 @@ impl Broker {
                 pending.insert(
                     id.to_owned(),
                     Pending {
+                        resolving: false,
                         half_offset: m.queue_offset,
                         physical_offset: m.physical_offset,
                         topic: m.properties.get(props::REAL_TOPIC).unwrap_or_default().to_owned(),
@@ -329,11 +354,29 @@ impl Broker {
         Ok(pending.len())
     }
 
-    /// Moves the watermark to the lowest open half (or past the last one).
+    /// Marks a send with half messages as under way (until [`Broker::halves_stored`]).
+    pub(crate) fn storing_halves(&self) {
+        self.txns.storing.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends what [`Broker::storing_halves`] began.
+    pub(crate) fn halves_stored(&self) {
+        self.txns.storing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the watermark to the lowest open half (or past the last one
+    /// when none is open and no send is still registering halves).
     fn advance_watermark(&self) {
-        let low = self.txns.pending.lock().values().map(|p| p.half_offset).min();
+        // Read before the open set: a half stored after this is above `end`.
         let end = self.store.queue_bounds(HALF_TOPIC, 0).map(|b| b.1);
-        if let Some(w) = low.or(end)
+        let busy = self.txns.storing.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        let low = self.txns.pending.lock().values().map(|p| p.half_offset).min();
+        let w = match (low, busy) {
+            (Some(l), _) => Some(l),
+            (None, false) => end,
+            (None, true) => None,
+        };
+        if let Some(w) = w
             && self.meta.offset(WATERMARK_GROUP, HALF_TOPIC, 0) != Some(w)
         {
             self.meta.commit_offset(WATERMARK_GROUP, HALF_TOPIC, 0, w);

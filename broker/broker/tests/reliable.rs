@@ -391,3 +391,44 @@ async fn open_transactions_survive_a_restart() {
     b.stop_serving();
     background.finish().await;
 }
+
+/// Waits (bounded) until the trace of `id` has `n` events.
+async fn trace_of(b: &Broker, id: &str, n: usize) -> Vec<String> {
+    let mut watch = b.store().dispatch_watch();
+    let started = Instant::now();
+    loop {
+        let events: Vec<String> = b.message_trace(id).unwrap().into_iter().map(|e| e.event).collect();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "trace of {id} stuck at {events:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), watch.changed()).await;
+    }
+}
+
+#[tokio::test]
+async fn traces_record_dead_letters_and_transaction_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), timer_config(), Arc::new(SystemClock));
+    let background = b.start_background();
+    let traced = |body: &str, kind: v2::MessageType| {
+        let mut m = message("orders", body);
+        m.user_properties.insert("TRACE_ON".into(), "true".into());
+        m.system_properties.as_mut().unwrap().message_type = kind as i32;
+        m
+    };
+    b.send(&traced("poison", v2::MessageType::Normal)).await.unwrap();
+    let got = b.receive(&receive("g", 30 * SECOND, SECOND)).await.unwrap();
+    b.forward_to_dlq("g", "c1", "orders", &handle(&got[0])).await.unwrap();
+    assert_eq!(trace_of(&b, "ID-poison", 3).await, ["Pub", "SubBefore", "DeadLetter"]);
+
+    b.send(&traced("paid", v2::MessageType::Transaction)).await.unwrap();
+    b.end_transaction("ID-paid", rill_broker::txn::Resolution::Commit).await.unwrap();
+    let events = trace_of(&b, "ID-paid", 2).await;
+    assert_eq!(events, ["Pub", "EndTransaction"]);
+    let detail = b.message_trace("ID-paid").unwrap();
+    assert_eq!(detail[1].detail, "COMMIT");
+    assert!(detail[0].detail.contains("half message"), "{}", detail[0].detail);
+    b.stop_serving();
+    background.finish().await;
+}

@@ -44,7 +44,9 @@ impl Producer {
             .with_property(TTL, timeout.as_millis().to_string());
         let (tx, rx) = oneshot::channel();
         self.waiters().waiting.lock().map_err(poisoned)?.insert(correlation_id.clone(), tx);
-        let sent = tokio::time::timeout(timeout, self.send(message)).await;
+        // One deadline for sending and waiting together.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(deadline, self.send(message)).await;
         let receipt = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -57,7 +59,7 @@ impl Producer {
             }
         };
         self.poll_replies(&receipt.broker)?;
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             _ => {
                 self.forget(&correlation_id);

@@ -303,3 +303,73 @@ fn reply_shape() -> ReceivedMessage {
         broker: String::new(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_group_receives_each_message_group_in_order_one_at_a_time() {
+    let s = server_with(ladder()).await;
+    let mut fifo = rill_store::GroupConfig::new("ledger");
+    fifo.fifo = true;
+    s.broker.meta().put_group(fifo).unwrap();
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    for i in 0..4 {
+        for account in ["acct-1", "acct-2"] {
+            let m = Message::new("postings", format!("{account}:{i}")).with_message_group(account);
+            producer.send(m).await.unwrap();
+        }
+    }
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "ledger",
+        subscription("postings"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
+    let started = Instant::now();
+    while seen.values().map(Vec::len).sum::<usize>() < 8 {
+        assert!(started.elapsed() < Duration::from_secs(10), "stuck with {seen:?}");
+        let got = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
+        let mut groups: Vec<&str> = got.iter().map(|m| m.message_group.as_deref().unwrap()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        assert_eq!(groups.len(), got.len(), "one message per message group in flight");
+        for m in got {
+            let (account, i) = std::str::from_utf8(&m.body).unwrap().split_once(':').unwrap();
+            seen.entry(account.to_owned()).or_default().push(i.parse().unwrap());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    assert_eq!(seen["acct-1"], [0, 1, 2, 3]);
+    assert_eq!(seen["acct-2"], [0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql92_subscription_gets_only_matching_messages() {
+    let s = server_with(ladder()).await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    for (i, (region, amount)) in [("eu", 50), ("us", 500), ("eu", 500), ("eu", 5000)].iter().enumerate() {
+        let m = Message::new("payments", format!("p{i}"))
+            .with_property("region", *region)
+            .with_property("amount", amount.to_string());
+        producer.send(m).await.unwrap();
+    }
+    let subs: HashMap<String, FilterExpression> =
+        [("payments".to_owned(), FilterExpression::Sql("region = 'eu' AND amount BETWEEN 100 AND 1000".into()))]
+            .into_iter()
+            .collect();
+    let consumer =
+        SimpleConsumer::connect(ClientConfig::new(&s.endpoint), "eu-review", subs, Duration::from_millis(300))
+            .await
+            .unwrap();
+    let got = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [b"p2"]);
+    let bad: HashMap<String, FilterExpression> =
+        [("payments".to_owned(), FilterExpression::Sql("region = ".into()))].into_iter().collect();
+    let broken = SimpleConsumer::connect(ClientConfig::new(&s.endpoint), "broken", bad, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let err = broken.receive(1, Duration::from_secs(30)).await.unwrap_err();
+    assert_eq!(err.code(), Some(rill_client::Code::IllegalFilterExpression), "{err}");
+    assert!(err.to_string().contains("column 10"), "{err}");
+}

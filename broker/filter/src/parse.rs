@@ -6,6 +6,8 @@ use crate::{CmpOp, Expr, Literal, Operand, ParseError, TextOp};
 const MAX_LEN: usize = 64 * 1024;
 /// Deepest nesting of parentheses and NOTs accepted.
 const MAX_DEPTH: usize = 128;
+/// Most AND / OR operators accepted (each adds a level to the tree).
+const MAX_OPERATORS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -175,7 +177,7 @@ fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
 /// Parses a filter expression.
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;
-    let mut p = Parser { tokens, pos: 0, depth: 0 };
+    let mut p = Parser { tokens, pos: 0, depth: 0, operators: 0 };
     let e = p.or()?;
     let t = p.peek();
     if t.tok != Tok::End {
@@ -188,6 +190,7 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    operators: usize,
 }
 
 impl Parser {
@@ -223,9 +226,19 @@ impl Parser {
         Err(err(t.column, format!("{word} {after}"), describe(&t.tok)))
     }
 
+    fn count_operator(&mut self) -> Result<(), ParseError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            let t = self.peek();
+            return Err(err(t.column, format!("at most {MAX_OPERATORS} AND/OR operators"), "more"));
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, ParseError> {
         let mut left = self.and()?;
         while self.eat_keyword("OR") {
+            self.count_operator()?;
             let right = self.and()?;
             left = Expr::Or(Box::new(left), Box::new(right));
         }
@@ -235,6 +248,7 @@ impl Parser {
     fn and(&mut self) -> Result<Expr, ParseError> {
         let mut left = self.not()?;
         while self.eat_keyword("AND") {
+            self.count_operator()?;
             let right = self.not()?;
             left = Expr::And(Box::new(left), Box::new(right));
         }
@@ -430,5 +444,8 @@ mod tests {
         assert!(e.found.contains("AND"), "{e}");
         let deep = format!("{}a = 1{}", "(".repeat(500), ")".repeat(500));
         assert!(parse(&deep).unwrap_err().expected.contains("nesting"));
+        let long = vec!["TRUE"; 5000].join(" AND ");
+        assert!(parse(&long).unwrap_err().expected.contains("AND/OR operators"));
+        assert!(parse(&vec!["TRUE"; 1000].join(" OR ")).is_ok());
     }
 }

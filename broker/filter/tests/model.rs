@@ -21,7 +21,7 @@ enum E {
     Between(V, i64, i64, bool),
     In(V, Vec<&'static str>, bool),
     IsNull(&'static str, bool),
-    Starts(&'static str, &'static str, bool),
+    Text(&'static str, &'static str, &'static str, bool),
     Not(Box<E>),
     And(Box<E>, Box<E>),
     Or(Box<E>, Box<E>),
@@ -46,8 +46,13 @@ fn leaf() -> impl Strategy<Value = E> {
         (value(), prop::collection::vec(prop::sample::select(WORDS.to_vec()), 1..3), any::<bool>())
             .prop_map(|(v, l, n)| E::In(v, l, n)),
         (prop::sample::select(NAMES.to_vec()), any::<bool>()).prop_map(|(p, n)| E::IsNull(p, n)),
-        (prop::sample::select(NAMES.to_vec()), prop::sample::select(WORDS.to_vec()), any::<bool>())
-            .prop_map(|(p, w, n)| E::Starts(p, w, n)),
+        (
+            prop::sample::select(vec!["STARTSWITH", "ENDSWITH", "CONTAINS"]),
+            prop::sample::select(NAMES.to_vec()),
+            prop::sample::select(WORDS.to_vec()),
+            any::<bool>()
+        )
+            .prop_map(|(op, p, w, n)| E::Text(op, p, w, n)),
     ]
 }
 
@@ -79,7 +84,7 @@ fn text(e: &E) -> String {
             format!("{} {}IN ({})", text_v(v), not(n), items.join(", "))
         }
         E::IsNull(p, n) => format!("{p} IS {}NULL", not(n)),
-        E::Starts(p, w, n) => format!("{p} {}STARTSWITH '{w}'", not(n)),
+        E::Text(op, p, w, n) => format!("{p} {}{op} '{w}'", not(n)),
         E::Not(x) => format!("NOT ({})", text(x)),
         E::And(a, b) => format!("({}) AND ({})", text(a), text(b)),
         E::Or(a, b) => format!("({}) OR ({})", text(a), text(b)),
@@ -163,7 +168,14 @@ fn reference(e: &E, p: &HashMap<&str, String>) -> Option<bool> {
             )
         }
         E::IsNull(name, n) => Some(p.contains_key(name) == *n),
-        E::Starts(name, w, n) => neg(p.get(name).map(|s| s.starts_with(w)), *n),
+        E::Text(op, name, w, n) => {
+            let test = |s: &String| match *op {
+                "STARTSWITH" => s.starts_with(w),
+                "ENDSWITH" => s.ends_with(w),
+                _ => s.contains(w),
+            };
+            neg(p.get(name).map(test), *n)
+        }
         E::Not(x) => reference(x, p).map(|b| !b),
         E::And(a, b) => match (reference(a, p), reference(b, p)) {
             (Some(false), _) | (_, Some(false)) => Some(false),
