@@ -44,6 +44,9 @@ pub struct InFlight {
     pub group: u64,
     /// The message asked for tracing (its ack is recorded).
     pub traced: bool,
+    /// The client set the deadline (ChangeInvisibleDuration): when it
+    /// passes, the client has waited as long as it wanted before a retry.
+    pub client_set: bool,
 }
 
 /// Consumption state of one group on one queue.
@@ -194,7 +197,7 @@ impl PopState {
     ) -> (Handle, i32) {
         let nonce = self.next_nonce();
         let attempt = state.inflight.get(&offset).map_or(1, |f| f.attempt + 1);
-        state.inflight.insert(offset, InFlight { deadline, attempt, nonce, group, traced });
+        state.inflight.insert(offset, InFlight { deadline, attempt, nonce, group, traced, client_set: false });
         (Handle { queue, offset, nonce }, attempt)
     }
 
@@ -292,6 +295,7 @@ impl PopState {
             Some(f) if f.nonce == handle.nonce && f.deadline != MOVING => {
                 f.nonce = self.next_nonce();
                 f.deadline = deadline;
+                f.client_set = true;
                 Ok(Handle { nonce: f.nonce, ..handle })
             }
             _ => Err(HandleError::Stale),

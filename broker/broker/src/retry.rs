@@ -94,23 +94,37 @@ impl Broker {
             return self.dead_letter(group, &m, attempts).map(Some);
         }
         let origin = park::origin_topic(&m).to_owned();
+        // A deadline the client set (a nack with its retry delay) has waited
+        // already; an invisible time that ran out waits the retry delay now.
+        let delay = if f.client_set { std::time::Duration::ZERO } else { self.retry_delay(attempts) };
         if crate::trace::traced(&m.properties) {
             let id = m.properties.unique_id().unwrap_or_default();
-            self.trace(
-                "Retry",
-                id,
-                &origin,
-                group,
-                "",
-                attempts,
-                "not acknowledged in time; redelivery scheduled".into(),
-            );
+            let detail = format!("not acknowledged in time; redelivery in {:.1} s", delay.as_secs_f64());
+            self.trace("Retry", id, &origin, group, "", attempts, detail);
         }
         let retry = self.system_topic(&park::retry_topic(group, &origin))?;
         let mut copy = park::copy(&m, retry, 0);
         copy.properties.insert(props::RETRY_TOPIC, origin);
         copy.reconsume_times = attempts.max(0) as u32;
+        if !delay.is_zero() {
+            // Through the timer: visible on the retry topic when the delay is over.
+            let due = self.clock.now_millis().saturating_add(delay.as_millis() as i64);
+            let timer = TopicName::new(park::TIMER_TOPIC)
+                .map_err(|e| Rejection::new(Code::InternalServerError, e.to_string()))?;
+            let real = std::mem::replace(&mut copy.topic, timer);
+            copy.properties.insert(props::REAL_TOPIC, real.as_str());
+            copy.properties.insert(props::REAL_QID, "0");
+            copy.properties.insert(props::TIMER_DELIVER_MS, due.to_string());
+        }
         Ok(Some(copy))
+    }
+
+    /// The wait before redelivery after `attempts` deliveries (the ladder's
+    /// step for that attempt; its last step repeats).
+    pub fn retry_delay(&self, attempts: i32) -> std::time::Duration {
+        let ladder = &self.config.retry_delays;
+        let i = usize::try_from(attempts.max(1) - 1).unwrap_or(0).min(ladder.len().saturating_sub(1));
+        ladder.get(i).copied().unwrap_or_default()
     }
 
     /// A dead-letter copy of `m` for `group`, counted and logged.

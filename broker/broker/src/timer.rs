@@ -188,6 +188,10 @@ impl Timers {
         let mut copy = park::copy(m, topic, queue);
         copy.properties.remove(props::REAL_TOPIC);
         copy.properties.remove(props::REAL_QID);
+        if real.starts_with(park::RETRY_PREFIX) {
+            // A retry waited its delay; it is not a delay message.
+            copy.properties.remove(props::TIMER_DELIVER_MS);
+        }
         Some(copy)
     }
 

@@ -143,6 +143,7 @@ async fn unacknowledged_messages_come_back_and_old_handles_go_stale() {
     let config = BrokerConfig {
         min_invisible: Duration::from_secs(1),
         revive_interval: Duration::from_millis(100),
+        retry_delays: vec![Duration::from_millis(100)],
         ..BrokerConfig::default()
     };
     let mut s = server(config).await;

@@ -16,8 +16,12 @@ fn broker(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Broker> {
     cfg.segment_size = 8 << 20;
     let store = Store::open(cfg).unwrap();
     let meta = MetaStore::open(dir.join("data/meta")).unwrap();
-    let config =
-        BrokerConfig { default_queues: 4, client_timeout: Duration::from_secs(120), ..BrokerConfig::default() };
+    let config = BrokerConfig {
+        default_queues: 4,
+        client_timeout: Duration::from_secs(120),
+        retry_delays: vec![Duration::ZERO],
+        ..BrokerConfig::default()
+    };
     Broker::with_clock(store, meta, config, clock)
 }
 

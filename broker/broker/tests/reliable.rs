@@ -20,8 +20,14 @@ fn open(dir: &std::path::Path, config: BrokerConfig, clock: Arc<dyn Clock>) -> A
     Broker::with_clock(store, meta, config, clock)
 }
 
+/// Retries visible at once (a zero retry delay), so the manual clock alone drives them.
 fn config() -> BrokerConfig {
-    BrokerConfig { default_queues: 2, min_invisible: Duration::from_secs(1), ..BrokerConfig::default() }
+    BrokerConfig {
+        default_queues: 2,
+        min_invisible: Duration::from_secs(1),
+        retry_delays: vec![Duration::ZERO],
+        ..BrokerConfig::default()
+    }
 }
 
 fn message(topic: &str, body: &str) -> v2::Message {
@@ -429,6 +435,45 @@ async fn traces_record_dead_letters_and_transaction_ends() {
     let detail = b.message_trace("ID-paid").unwrap();
     assert_eq!(detail[1].detail, "COMMIT");
     assert!(detail[0].detail.contains("half message"), "{}", detail[0].detail);
+    b.stop_serving();
+    background.finish().await;
+}
+
+#[tokio::test]
+async fn an_expired_invisible_time_waits_the_retry_delay_but_a_nack_does_not_wait_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        retry_delays: vec![Duration::from_millis(700)],
+        revive_interval: Duration::from_millis(50),
+        ..timer_config()
+    };
+    let b = open(dir.path(), config, Arc::new(SystemClock));
+    let background = b.start_background();
+    b.send(&message("orders", "slow")).await.unwrap();
+    let first = b.receive(&receive("g", SECOND, SECOND)).await.unwrap();
+    let delivered = Instant::now();
+    // Not acknowledged: the 1 s invisible time runs out, then the 700 ms retry delay.
+    let mut again = Vec::new();
+    while again.is_empty() {
+        assert!(delivered.elapsed() < Duration::from_secs(10), "never redelivered");
+        again = b.receive(&receive("g", 30 * SECOND, 5 * SECOND)).await.unwrap();
+    }
+    let waited = delivered.elapsed();
+    assert!(waited >= Duration::from_millis(1_650), "redelivered after {waited:?}");
+    assert_eq!(attempt(&again[0]), 2);
+    assert_eq!(again[0].system_properties.as_ref().unwrap().message_type, v2::MessageType::Normal as i32);
+    drop(first);
+    // A nack (the client sets the wait itself): redelivered when it says.
+    let nacked = Instant::now();
+    b.change_invisible("g", "c1", "orders", &handle(&again[0]), Duration::from_millis(200)).unwrap();
+    let mut third = Vec::new();
+    while third.is_empty() {
+        assert!(nacked.elapsed() < Duration::from_secs(10), "never redelivered after the nack");
+        third = b.receive(&receive("g", 30 * SECOND, 5 * SECOND)).await.unwrap();
+    }
+    let waited = nacked.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(650), "after {waited:?}");
+    assert_eq!(attempt(&third[0]), 3);
     b.stop_serving();
     background.finish().await;
 }
