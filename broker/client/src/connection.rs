@@ -138,21 +138,22 @@ pub(crate) struct Connection {
     brokers: Arc<Mutex<HashMap<String, Rpc>>>,
     /// Routes by topic, with when they were fetched.
     routes: Arc<Mutex<HashMap<String, (Instant, Route)>>>,
-    /// Ends the Telemetry stream when the last clone of the client goes.
+    /// Ends the Telemetry streams (one per broker announced to) when the
+    /// last clone of the client goes.
     telemetry: Arc<telemetry_task::AbortOnDrop>,
 }
 
 mod telemetry_task {
-    /// Aborts a background task when dropped.
+    /// Aborts background tasks (by broker) when dropped.
     #[derive(Debug, Default)]
-    pub struct AbortOnDrop(pub std::sync::Mutex<Option<tokio::task::AbortHandle>>);
+    pub struct AbortOnDrop(pub std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>);
 
     impl Drop for AbortOnDrop {
         fn drop(&mut self) {
-            if let Ok(mut slot) = self.0.lock()
-                && let Some(h) = slot.take()
-            {
-                h.abort();
+            if let Ok(mut tasks) = self.0.lock() {
+                for (_, h) in tasks.drain() {
+                    h.abort();
+                }
             }
         }
     }
@@ -160,7 +161,8 @@ mod telemetry_task {
 
 /// A stable name for a broker's endpoints: its addresses, `;`-separated.
 /// Receives the commands a broker sends over the Telemetry stream.
-pub(crate) type CommandHandler = Arc<dyn Fn(v2::TelemetryCommand) + Send + Sync>;
+/// Receives the commands a broker (named by its key) sends over the Telemetry stream.
+pub(crate) type CommandHandler = Arc<dyn Fn(&str, v2::TelemetryCommand) + Send + Sync>;
 
 pub(crate) fn endpoint_key(e: &v2::Endpoints) -> String {
     e.addresses.iter().map(|a| format!("{}:{}", a.host, a.port)).collect::<Vec<_>>().join(";")
@@ -324,7 +326,20 @@ impl Connection {
         settings: v2::Settings,
         on_command: Option<CommandHandler>,
     ) -> Result<v2::Settings> {
-        let (tx, mut replies, answered) = self.open_telemetry(settings.clone()).await?;
+        self.announce_at(&endpoint_key(&self.access_point), settings, on_command).await
+    }
+
+    /// [`Connection::announce_with`] to the broker with key `broker` (one
+    /// the client has a channel to), keeping one stream per broker.
+    pub async fn announce_at(
+        &self,
+        broker: &str,
+        settings: v2::Settings,
+        on_command: Option<CommandHandler>,
+    ) -> Result<v2::Settings> {
+        let rpc = self.broker_by_key(broker)?;
+        let (tx, mut replies, answered) = self.open_telemetry(&rpc, settings.clone()).await?;
+        let key = broker.to_owned();
         // The task must not hold the guard that aborts it, or it would never end.
         let this = Connection { telemetry: Arc::default(), ..self.clone() };
         let task = tokio::spawn(async move {
@@ -335,14 +350,14 @@ impl Connection {
             loop {
                 while let Ok(Some(cmd)) = replies.message().await {
                     match &on_command {
-                        Some(handle) => handle(cmd),
+                        Some(handle) => handle(&key, cmd),
                         None => tracing::debug!(?cmd, "telemetry command from the broker"),
                     }
                 }
                 // The broker went away (restart, network): announce again.
                 loop {
                     tokio::time::sleep(backoff).await;
-                    match this.open_telemetry(settings.clone()).await {
+                    match this.open_telemetry(&rpc, settings.clone()).await {
                         Ok((tx, r, _)) => {
                             _keep = tx;
                             replies = r;
@@ -358,17 +373,23 @@ impl Connection {
                 }
             }
         });
-        if let Ok(mut slot) = self.telemetry.0.lock()
-            && let Some(old) = slot.replace(task.abort_handle())
+        if let Ok(mut tasks) = self.telemetry.0.lock()
+            && let Some(old) = tasks.insert(broker.to_owned(), task.abort_handle())
         {
             old.abort();
         }
         Ok(answered)
     }
 
+    /// Whether a Telemetry stream to the broker with key `broker` is open.
+    pub(crate) fn telemetry_to(&self, broker: &str) -> bool {
+        self.telemetry.0.lock().is_ok_and(|t| t.contains_key(broker))
+    }
+
     /// Opens one Telemetry stream, sends `settings` and waits for the answer.
     async fn open_telemetry(
         &self,
+        rpc: &Rpc,
         settings: v2::Settings,
     ) -> Result<(tokio::sync::mpsc::Sender<v2::TelemetryCommand>, tonic::Streaming<v2::TelemetryCommand>, v2::Settings)>
     {
@@ -376,7 +397,7 @@ impl Connection {
         let hello =
             v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(settings)) };
         tx.send(hello).await.map_err(|_| Error::Config("telemetry channel closed".into()))?;
-        let mut rpc = self.rpc.clone();
+        let mut rpc = rpc.clone();
         let mut request = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
         // The stream lives as long as the client; only the first reply is timed.
         request.set_timeout(Duration::from_secs(365 * 24 * 3600));

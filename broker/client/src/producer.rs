@@ -169,7 +169,24 @@ impl Producer {
             ..Default::default()
         };
         let handler = checker.map(|c| check_back_handler(conn.clone(), c));
-        let answered = conn.announce_with(settings, handler).await?;
+        let answered = conn.announce_with(settings.clone(), handler.clone()).await?;
+        if let Some(handler) = handler {
+            // Every broker that may hold this producer's half messages must
+            // be able to ask it about them.
+            let home = endpoint_key(&conn.access_point);
+            for topic in &topics {
+                let route = conn.route(topic).await?;
+                for q in route.iter() {
+                    let Some(endpoints) = q.broker.as_ref().and_then(|b| b.endpoints.as_ref()) else { continue };
+                    conn.broker(endpoints)?;
+                    let key = endpoint_key(endpoints);
+                    let known = conn.telemetry_to(&key);
+                    if key != home && !known {
+                        conn.announce_at(&key, settings.clone(), Some(Arc::clone(&handler))).await?;
+                    }
+                }
+            }
+        }
         let max_attempts = answered.backoff_policy.map_or(3, |p| p.max_attempts.max(1) as u32);
         let core = Core { conn, max_attempts, next_queue: Arc::default() };
         let (queue, pending) = mpsc::unbounded_channel();
@@ -234,20 +251,20 @@ impl Producer {
 
 /// Turns check-back commands into checker calls and EndTransaction answers.
 fn check_back_handler(conn: Connection, checker: TransactionChecker) -> CommandHandler {
-    Arc::new(move |cmd: v2::TelemetryCommand| {
+    Arc::new(move |broker: &str, cmd: v2::TelemetryCommand| {
         let Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) = cmd.command else { return };
         let Some(message) = c.message else { return };
-        let (conn, checker) = (conn.clone(), Arc::clone(&checker));
+        let (conn, checker, broker) = (conn.clone(), Arc::clone(&checker), broker.to_owned());
         tokio::spawn(async move {
-            let broker = endpoint_key(&conn.access_point);
-            let received = crate::ReceivedMessage::from_wire(message, broker);
+            let received = crate::ReceivedMessage::from_wire(message, broker.clone());
             let (topic, id) = (received.topic.clone(), received.message_id.clone());
             let resolution = match checker(received).await {
                 TransactionResolution::Commit => v2::TransactionResolution::Commit,
                 TransactionResolution::Rollback => v2::TransactionResolution::Rollback,
                 TransactionResolution::Unknown => return,
             };
-            let mut rpc = conn.rpc.clone();
+            // The answer goes to the broker that asked (it holds the half).
+            let Ok(mut rpc) = conn.broker_by_key(&broker) else { return };
             let source = v2::TransactionSource::SourceServerCheck;
             if let Err(e) = end_transaction(&conn, &mut rpc, &topic, &id, &c.transaction_id, resolution, source).await {
                 tracing::warn!(transaction = %c.transaction_id, error = %e, "cannot answer a transaction check-back");

@@ -36,6 +36,11 @@ async fn start_broker(name: &str, namesrv: &str, stop: tokio::sync::watch::Recei
         broker_name: name.into(),
         auto_create_topics: false,
         store_host: addr,
+        transactions: rill_broker::txn::TxnConfig {
+            check_after: Duration::from_millis(200),
+            check_interval: Duration::from_millis(200),
+            max_checks: 15,
+        },
         ..BrokerConfig::default()
     };
     let broker = Broker::new(store, meta, config);
@@ -52,9 +57,8 @@ async fn start_broker(name: &str, namesrv: &str, stop: tokio::sync::watch::Recei
     Node { broker, addr: addr.to_string(), _dir: dir }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_of_two_drains_a_topic_spread_over_two_brokers_exactly_once() {
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+/// A name server and two brokers serving [`TOPIC`], both registered.
+async fn cluster(stop: tokio::sync::watch::Receiver<bool>) -> (Node, Node) {
     let registry = Arc::new(Registry::new(Arc::new(SystemClock), DEFAULT_BROKER_TIMEOUT));
     let ns_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ns_addr = ns_listener.local_addr().unwrap().to_string();
@@ -74,6 +78,13 @@ async fn a_group_of_two_drains_a_topic_spread_over_two_brokers_exactly_once() {
     })
     .await
     .expect("both brokers register within 10 s");
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_two_drains_a_topic_spread_over_two_brokers_exactly_once() {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (a, b) = cluster(stop).await;
 
     // Consumers know only broker b, the producer only broker a: the route does the rest.
     let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
@@ -126,5 +137,41 @@ async fn a_group_of_two_drains_a_topic_spread_over_two_brokers_exactly_once() {
         assert!(seen.iter().any(|(m, _)| *m == member), "member {member} received nothing");
     }
     drop(members);
+    stop_tx.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transactions_on_either_broker_are_checked_back() {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (a, b) = cluster(stop).await;
+    // Half messages on both brokers, their producer gone before ending them.
+    {
+        let gone = Producer::connect(ClientConfig::new(&a.addr)).await.unwrap();
+        for i in 0..8 {
+            let t = gone.send_transactional(Message::new(TOPIC, format!("t{i}"))).await.unwrap();
+            drop(t);
+        }
+    }
+    assert!(a.broker.open_transactions() > 0 && b.broker.open_transactions() > 0, "halves on both brokers");
+    // A checker that knows only broker a is asked by both and commits.
+    let _checker = Producer::connect_transactional(ClientConfig::new(&a.addr), &[TOPIC], |_m| async {
+        rill_client::TransactionResolution::Commit
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while a.broker.open_transactions() + b.broker.open_transactions() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every open transaction is resolved within 15 s");
+    let committed: u64 = [&a, &b]
+        .iter()
+        .map(|n| {
+            (0..QUEUES).map(|q| n.broker.store().queue_bounds(TOPIC, q).map_or(0, |(lo, hi)| hi - lo)).sum::<u64>()
+        })
+        .sum();
+    assert_eq!(committed, 8);
     stop_tx.send_replace(true);
 }
