@@ -52,7 +52,14 @@ impl Broker {
         }
         let moved = done.len();
         match self.store_copies(copies).await {
-            Ok(()) => done.into_iter().for_each(|(key, offset, f)| self.finish_move(&key, offset, f)),
+            Ok(()) => {
+                done.into_iter().for_each(|(key, offset, f)| self.finish_move(&key, offset, f));
+                // The originals' offsets move past them now, so a crash
+                // does not deliver a message again beside its retry copy.
+                if let Err(e) = self.meta.flush_offsets() {
+                    tracing::warn!(error = %e, "cannot save consumer offsets after moving expired messages");
+                }
+            }
             Err(r) => {
                 tracing::error!(error = %r.message, "cannot store retry copies; the messages stay in flight");
                 for (key, offset, f) in done {
