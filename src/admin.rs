@@ -427,7 +427,8 @@ fn topic_output(t: TopicInfo) -> Output {
 fn group_json(g: &GroupInfo) -> Value {
     json!({
         "name": g.name, "broadcast": g.broadcast, "fifo": g.fifo, "max_retries": g.max_retries, "total_lag": g.total_lag,
-        "members": g.members.iter().map(|m| json!({"client_id": m.client_id, "client_type": m.client_type, "last_seen_ms": m.last_seen_ms})).collect::<Vec<_>>(),
+        "members": g.members.iter().map(|m| json!({"client_id": m.client_id, "client_type": m.client_type, "last_seen_ms": m.last_seen_ms, "subscriptions": m.subscriptions})).collect::<Vec<_>>(),
+        "inconsistent_topics": g.inconsistent_topics,
         "queues": g.queues.iter().map(|q| json!({"topic": q.topic, "queue_id": q.queue_id, "offset": q.offset, "max_offset": q.max_offset, "lag": q.lag})).collect::<Vec<_>>(),
     })
 }
@@ -441,8 +442,21 @@ fn group_output(g: GroupInfo) -> Output {
         g.total_lag
     );
     if !g.members.is_empty() {
-        let rows = g.members.iter().map(|m| vec![m.client_id.clone(), m.client_type.clone()]).collect::<Vec<_>>();
-        text.push_str(&table(&["member", "type"], &rows));
+        let rows = g
+            .members
+            .iter()
+            .map(|m| {
+                let mut subs: Vec<String> = m.subscriptions.iter().map(|(t, f)| format!("{t}: {f}")).collect();
+                subs.sort();
+                vec![m.client_id.clone(), m.client_type.clone(), subs.join("; ")]
+            })
+            .collect::<Vec<_>>();
+        text.push_str(&table(&["member", "type", "subscriptions"], &rows));
+    }
+    for t in &g.inconsistent_topics {
+        text.push_str(&format!(
+            "warning: members subscribe to {t} with different filters; each gets only part of its messages\n"
+        ));
     }
     let rows = g
         .queues

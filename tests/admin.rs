@@ -57,6 +57,8 @@ fn topics_groups_offsets_and_messages() {
 
     let group = admin(&addr, &["group", "describe", "billing"]);
     assert_eq!(group["total_lag"], 4, "{group}");
+    assert_eq!(group["members"][0]["subscriptions"]["orders"], "TAG *", "{group}");
+    assert_eq!(group["inconsistent_topics"], serde_json::json!([]));
     assert!(!group["members"].as_array().unwrap().is_empty(), "the consumer is a member: {group}");
     let groups = admin(&addr, &["group", "list"]);
     assert!(groups.as_array().unwrap().iter().any(|g| g["name"] == "billing"));

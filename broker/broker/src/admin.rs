@@ -58,11 +58,16 @@ impl AdminService {
                 queues.push(GroupQueue { topic: topic.clone(), queue_id, offset, max_offset, lag });
             }
         }
-        let members = self
-            .broker
-            .group_members(name)
+        let live = self.broker.group_members(name);
+        let inconsistent_topics = crate::members::Members::inconsistent(&live);
+        let members = live
             .into_iter()
-            .map(|m| Member { client_id: m.client_id, client_type: m.client_type, last_seen_ms: m.last_seen })
+            .map(|m| Member {
+                client_id: m.client_id,
+                client_type: m.client_type,
+                last_seen_ms: m.last_seen,
+                subscriptions: m.subscriptions.into_iter().collect(),
+            })
             .collect();
         GroupInfo {
             name: name.to_owned(),
@@ -72,6 +77,7 @@ impl AdminService {
             total_lag: queues.iter().map(|q| q.lag).sum(),
             members,
             queues,
+            inconsistent_topics,
         }
     }
 }

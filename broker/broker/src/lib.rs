@@ -307,6 +307,16 @@ impl Broker {
         self.members.seen(group, client_id, client_type, self.clock.now_millis());
     }
 
+    /// Records what a client of `group` subscribed to (topic → filter text).
+    pub fn client_subscribed(
+        &self,
+        group: &str,
+        client_id: &str,
+        subscriptions: std::collections::BTreeMap<String, String>,
+    ) {
+        self.members.subscribed(group, client_id, subscriptions);
+    }
+
     /// Forgets a client that terminated (and its broadcast state).
     pub fn client_left(&self, group: &str, client_id: &str) {
         self.members.left(group, client_id);

@@ -18,6 +18,9 @@ pub struct Member {
     pub client_type: String,
     /// Last time it was heard from (ms since the epoch).
     pub last_seen: i64,
+    /// What it subscribed to, as `topic` → `TAG expr` / `SQL92 expr`
+    /// (from its Telemetry settings).
+    pub subscriptions: std::collections::BTreeMap<String, String>,
 }
 
 /// The client registry.
@@ -38,11 +41,31 @@ impl Members {
             group: group.to_owned(),
             client_type: client_type.to_owned(),
             last_seen: now,
+            subscriptions: Default::default(),
         });
         m.last_seen = m.last_seen.max(now);
         if !client_type.is_empty() {
             m.client_type = client_type.to_owned();
         }
+    }
+
+    /// Records a member's subscriptions (topic → filter, as shown).
+    pub fn subscribed(&self, group: &str, client_id: &str, subscriptions: std::collections::BTreeMap<String, String>) {
+        if let Some(m) = self.clients.lock().get_mut(&(group.to_owned(), client_id.to_owned())) {
+            m.subscriptions = subscriptions;
+        }
+    }
+
+    /// Topics the members of `group` subscribe to with different filters
+    /// (RocketMQ requires one subscription per group).
+    pub fn inconsistent(members: &[Member]) -> Vec<String> {
+        let mut by_topic: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+        for m in members {
+            for (t, f) in &m.subscriptions {
+                by_topic.entry(t).or_default().insert(f);
+            }
+        }
+        by_topic.into_iter().filter(|(_, f)| f.len() > 1).map(|(t, _)| t.to_owned()).collect()
     }
 
     /// Drops clients silent for longer than `timeout_ms`; returns them as (group, client id).
@@ -87,5 +110,10 @@ mod tests {
         assert_eq!(ids(m.of_group("g", 122_000, 120_000)), ["c2"], "c1 was silent for 121 s");
         m.left("g", "c2");
         assert!(m.of_group("g", 122_000, 120_000).is_empty());
+        m.seen("g", "c5", "SIMPLE_CONSUMER", 5_000);
+        m.seen("g", "c6", "SIMPLE_CONSUMER", 5_000);
+        m.subscribed("g", "c5", [("t".to_owned(), "TAG a".to_owned())].into());
+        m.subscribed("g", "c6", [("t".to_owned(), "TAG b".to_owned())].into());
+        assert_eq!(Members::inconsistent(&m.of_group("g", 6_000, 120_000)), ["t"]);
     }
 }

@@ -507,6 +507,17 @@ impl MessagingService for Service {
                     let group = s.group.as_ref().map_or("", |g| g.name.as_str());
                     let kind = client.client_type.and_then(|t| v2::ClientType::try_from(t).ok());
                     broker.client_seen(group, &client_id, kind.map_or("", |t| t.as_str_name()));
+                    let subs = s
+                        .subscriptions
+                        .iter()
+                        .filter_map(|e| {
+                            let topic = e.topic.as_ref()?.name.clone();
+                            let f = e.expression.as_ref()?;
+                            let kind = if f.r#type == v2::FilterType::Sql as i32 { "SQL92" } else { "TAG" };
+                            Some((topic, format!("{kind} {}", f.expression)))
+                        })
+                        .collect();
+                    broker.client_subscribed(group, &client_id, subs);
                 }
                 let group = match &client.pub_sub {
                     Some(v2::settings::PubSub::Subscription(s)) => {
