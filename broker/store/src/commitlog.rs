@@ -29,6 +29,10 @@ use crate::mapped::{self, MappedFile, WriteWindow};
 const WINDOW: usize = 4 << 20;
 use crate::record::{self, BLANK_MIN_LEN, DecodeError, Placement, Prepared, RECORD_MAGIC, RecordView, Slot};
 
+/// Appends of at least this many bytes in one call go through `pwrite`
+/// under async flush (see [`CommitLog::append_many`]).
+pub const STAGE_MIN: usize = 32 * 1024;
+
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -397,6 +401,34 @@ impl CommitLog {
         if let Some((path, source)) = &w.poisoned {
             return Err(Error::Poisoned { path: path.clone(), source: Arc::clone(source) });
         }
+        self.append_locked(w, p, self.write_through_fd)
+    }
+
+    /// Appends several records under one lock. With async flush, a call
+    /// carrying at least [`STAGE_MIN`] bytes is staged and written with one
+    /// `pwrite` (whole pages need no zero-fill, and one syscall covers the
+    /// batch); smaller ones are copied into the mapping.
+    pub fn append_many(&self, ps: &[Prepared]) -> Result<Vec<Appended>> {
+        let mut guard = self.writer.lock();
+        let w = guard.as_mut().ok_or(Error::Closed)?;
+        if let Some((path, source)) = &w.poisoned {
+            return Err(Error::Poisoned { path: path.clone(), source: Arc::clone(source) });
+        }
+        let bytes: usize = ps.iter().map(|p| p.size).sum();
+        let stage = self.write_through_fd || bytes >= STAGE_MIN;
+        let mut out = Vec::with_capacity(ps.len());
+        for p in ps {
+            out.push(self.append_locked(w, p, stage)?);
+        }
+        if stage && !self.write_through_fd {
+            self.write_staged(w)?;
+        }
+        Ok(out)
+    }
+
+    /// One record, with the writer lock held; `stage` puts it in the
+    /// staging buffer instead of the mapping (the caller writes that out).
+    fn append_locked(&self, w: &mut Writer, p: &Prepared, stage: bool) -> Result<Appended> {
         let size = p.size as u64;
         if w.pos + size + BLANK_MIN_LEN as u64 > w.active.end() {
             self.roll(w)?;
@@ -404,7 +436,7 @@ impl CommitLog {
         let store_timestamp = self.clock.now_millis().max(w.last_store_ts);
         let queue_offset = w.queue_offsets.get(&(p.msg.topic.clone(), p.msg.queue_id)).copied().unwrap_or(0);
         let place = Placement { queue_offset, physical_offset: w.pos, store_timestamp };
-        if self.write_through_fd {
+        if stage {
             // Sync flush: stage the record; the flusher writes the whole
             // group with one `pwrite` right before its `fdatasync`, so a
             // group costs what one raw write plus flush costs. Readers see
@@ -441,7 +473,7 @@ impl CommitLog {
         *slot += 1;
         w.pos += size;
         w.last_store_ts = store_timestamp;
-        if !self.write_through_fd {
+        if !stage {
             self.committed.store(w.pos, Ordering::Release);
         }
         Ok(Appended { physical_offset: place.physical_offset, size: p.size as u32, queue_offset, store_timestamp })

@@ -384,10 +384,7 @@ impl Store {
         let inner = &self.handle.inner;
         let max = inner.config.max_message_size as usize;
         let prepared = msgs.into_iter().map(|m| Prepared::new(m, max)).collect::<Result<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(prepared.len());
-        for p in &prepared {
-            out.push(inner.log.append(p)?);
-        }
+        let out = inner.log.append_many(&prepared)?;
         self.after_append();
         if let (true, Some(last)) = (inner.config.flush.is_sync(), out.last()) {
             self.wait_flushed(last.end()).await?;

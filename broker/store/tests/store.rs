@@ -157,3 +157,47 @@ async fn bad_input_and_bad_places_give_clear_errors() {
     let text = err.to_string();
     assert!(text.contains("plain-file/data"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_written_through_the_file_mix_with_mapped_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let segment = cfg.segment_size;
+    let store = Store::open(cfg.clone()).unwrap();
+    let mut seq = 0u64;
+    let mut expected = Vec::new();
+    for round in 0..6 {
+        // A batch over STAGE_MIN (written with one pwrite, rolling segments
+        // inside it), then single appends through the mapping.
+        let batch: Vec<_> = (0..40)
+            .map(|_| {
+                seq += 1;
+                expected.push(seq);
+                message("mixed", 0, body(2, round, seq), "T", &format!("k{seq}"))
+            })
+            .collect();
+        let appended = store.append_batch(batch).await.unwrap();
+        for a in &appended {
+            assert_eq!(a.physical_offset / segment, (a.end() - 1) / segment, "a record spans segments");
+        }
+        for _ in 0..3 {
+            seq += 1;
+            expected.push(seq);
+            store.append(message("mixed", 0, body(2, round, seq), "T", &format!("k{seq}"))).await.unwrap();
+        }
+    }
+    let check = |store: &Store| {
+        let r = store.read_queue("mixed", 0, 0, 10_000).unwrap();
+        assert_eq!(r.messages.len(), expected.len());
+        for (m, seq) in r.messages.iter().zip(&expected) {
+            let round = (seq - 1) / 43;
+            assert_eq!(&m.body[..], &body(2, round, *seq)[..], "message {seq}");
+        }
+    };
+    let end = store.state().committed;
+    store.wait_dispatched(end).await.unwrap();
+    check(&store);
+    store.close().unwrap();
+    let store = Store::open(cfg).unwrap();
+    check(&store);
+}
