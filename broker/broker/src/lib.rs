@@ -258,6 +258,8 @@ pub struct Broker {
     replies: reply::Replies,
     /// Trace records on their way to the trace topic.
     tracer: trace::Tracer,
+    /// Wakes the timer loop when a message was parked on the timer topic.
+    timer_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Broker {
@@ -284,6 +286,7 @@ impl Broker {
             txns: txn::Transactions::default(),
             replies: reply::Replies::default(),
             tracer: trace::Tracer::default(),
+            timer_wake: Arc::default(),
         })
     }
 

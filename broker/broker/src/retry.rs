@@ -262,9 +262,13 @@ impl Broker {
             return Ok(());
         }
         let internal = |e: rill_store::Error| Rejection::new(Code::InternalServerError, e.to_string());
+        let parked = copies.iter().any(|c| c.topic.as_str() == park::TIMER_TOPIC);
         let appended = self.store.append_batch(copies).await.map_err(internal)?;
         if let Some(end) = appended.last().map(|a| a.end()) {
             self.store.wait_dispatched(end).await.map_err(internal)?;
+        }
+        if parked {
+            self.timer_wake.notify_one();
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ impl Broker {
         let mut placed = Vec::with_capacity(msgs.len());
         // Half messages, kept to record them as open once stored.
         let mut halves = Vec::new();
+        let mut parked = false;
         // Traced messages: where they are in `stored`, id, topic, note.
         let mut traced = Vec::new();
         for (i, msg) in msgs.iter().enumerate() {
@@ -41,6 +42,7 @@ impl Broker {
                     if m.topic.as_str() == crate::txn::HALF_TOPIC {
                         halves.push((stored.len(), m.clone()));
                     }
+                    parked |= m.topic.as_str() == TIMER_TOPIC;
                     if crate::trace::traced(&m.properties) {
                         let real = m.properties.get(props::REAL_TOPIC).unwrap_or(m.topic.as_str()).to_owned();
                         let note = if m.topic.as_str() == crate::txn::HALF_TOPIC {
@@ -103,6 +105,10 @@ impl Broker {
         }
         if !halves.is_empty() {
             self.halves_stored();
+        }
+        if parked {
+            // Stored and dispatched: the timer loop finds it on its queue.
+            self.timer_wake.notify_one();
         }
         results
             .into_iter()

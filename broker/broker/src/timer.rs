@@ -63,12 +63,13 @@ pub async fn run(broker: Arc<Broker>) -> Result<(), Error> {
     let wheel = open_wheel(&broker)?;
     tracing::info!(pending = wheel.pending(), "timer wheel open");
     let mut t = Timers { broker, wheel: Arc::new(Mutex::new(wheel)), unsent: Vec::new(), dirty: false };
-    let mut dispatched = t.broker.store.dispatch_watch();
+    // Woken when a message is parked (not on every stored message: that
+    // would run this loop thousands of times a second under load).
+    let parked = Arc::clone(&t.broker.timer_wake);
     let mut stopping = t.broker.stopping();
     let mut source = t.wheel.lock().source();
     let mut last_checkpoint = Instant::now();
     loop {
-        dispatched.borrow_and_update();
         let stop = *stopping.borrow_and_update();
         let busy = t.step(&mut source).await?;
         if (t.dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY) || stop {
@@ -93,7 +94,7 @@ pub async fn run(broker: Arc<Broker>) -> Result<(), Error> {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = dispatched.changed() => {}
+            _ = parked.notified() => {}
             _ = stopping.changed() => {}
         }
     }
