@@ -1,0 +1,33 @@
+//! Rill's streaming runtime: data moves as Arrow `RecordBatch`
+//! micro-batches through operators; expressions and aggregate functions are
+//! DataFusion's, the streaming parts (windows, watermarks, state) are ours
+//! (event-time arithmetic in `rill-time`).
+//!
+//! Built so far: keyed event-time window aggregation
+//! ([`window_agg::WindowAggregate`]). Sources, state with checkpoints, the
+//! DSL and the other operators are to come.
+
+pub mod window_agg;
+
+pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig};
+
+/// Errors of the streaming runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pipeline does not fit its input (a missing column, a wrong type).
+    #[error("invalid pipeline: {0}")]
+    Plan(String),
+    /// Arrow failed on a batch.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A DataFusion function failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Window or watermark settings were refused.
+    #[error(transparent)]
+    Time(#[from] rill_time::Error),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

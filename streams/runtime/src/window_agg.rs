@@ -1,0 +1,335 @@
+//! Keyed event-time window aggregation over Arrow micro-batches, with
+//! DataFusion's aggregate functions as accumulators.
+//!
+//! Rows are assigned to windows ([`rill_time::WindowSpec`]) by their event
+//! time column and grouped by key columns; each (key, window) keeps one
+//! DataFusion accumulator per aggregate. A watermark fires every window
+//! whose last millisecond it passed; the window's state is kept until the
+//! watermark is also past the allowed lateness, and a row arriving in that
+//! time updates the window and makes it fire again with the new result.
+//! Rows for windows already dropped are late: they come back from
+//! [`WindowAggregate::process`] so the caller can route them to a side
+//! output — never dropped silently.
+//!
+//! It owns the per-window state only; reading sources, watermarks and
+//! checkpoints are the runtime's.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::logical_expr::{Accumulator, AggregateUDF};
+use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use datafusion::physical_expr::expressions::col;
+use datafusion::scalar::ScalarValue;
+use rill_time::{Window, WindowSpec};
+
+use crate::{Error, Result};
+
+/// One aggregate to compute: a DataFusion aggregate function over a column.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    /// The function (`count_udaf()`, `sum_udaf()`, …).
+    pub function: Arc<AggregateUDF>,
+    /// The input column it reads.
+    pub column: String,
+    /// The output column's name.
+    pub name: String,
+}
+
+/// What the operator needs to know.
+#[derive(Debug, Clone)]
+pub struct WindowAggregateConfig {
+    /// Event-time column: Int64 milliseconds or a millisecond timestamp.
+    pub time_column: String,
+    /// Group-by columns.
+    pub keys: Vec<String>,
+    /// The windows.
+    pub windows: WindowSpec,
+    /// Aggregates to compute per key and window.
+    pub aggregates: Vec<Aggregate>,
+    /// How long after a window fired late rows still update it (ms).
+    pub allowed_lateness: i64,
+}
+
+struct Group {
+    key: OwnedRow,
+    window: Window,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Rows arrived since the window last fired (or it never fired).
+    dirty: bool,
+    fired: bool,
+}
+
+/// The operator (see the module docs).
+pub struct WindowAggregate {
+    config: WindowAggregateConfig,
+    input: SchemaRef,
+    output: SchemaRef,
+    time_index: usize,
+    key_indices: Vec<usize>,
+    rows: RowConverter,
+    aggregates: Vec<AggregateFunctionExpr>,
+    groups: HashMap<(OwnedRow, Window), usize>,
+    slots: Vec<Option<Group>>,
+    free: Vec<usize>,
+    /// Groups by window end, to find what a watermark fires.
+    by_end: BTreeSet<(i64, usize)>,
+    watermark: i64,
+}
+
+impl std::fmt::Debug for WindowAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowAggregate")
+            .field("groups", &self.groups.len())
+            .field("watermark", &self.watermark)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`WindowAggregate::process`] hands back.
+#[derive(Debug)]
+pub struct Processed {
+    /// Rows too late for any window still kept (for a side output), if any.
+    pub late: Option<RecordBatch>,
+}
+
+impl WindowAggregate {
+    /// An operator reading batches of `input`.
+    pub fn new(input: SchemaRef, config: WindowAggregateConfig) -> Result<Self> {
+        let index = |name: &str, what: &str| {
+            input.index_of(name).map_err(|_| Error::Plan(format!("{what} column '{name}' is not in the input schema")))
+        };
+        let time_index = index(&config.time_column, "time")?;
+        match input.field(time_index).data_type() {
+            DataType::Int64 | DataType::Timestamp(TimeUnit::Millisecond, _) => {}
+            other => {
+                return Err(Error::Plan(format!(
+                    "time column '{}' is {other}; it must be Int64 milliseconds or Timestamp(Millisecond)",
+                    config.time_column
+                )));
+            }
+        }
+        let key_indices = config.keys.iter().map(|k| index(k, "key")).collect::<Result<Vec<_>>>()?;
+        if config.allowed_lateness < 0 {
+            return Err(Error::Plan("allowed lateness must not be negative".into()));
+        }
+        let rows = RowConverter::new(
+            key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
+        )?;
+        let mut aggregates = Vec::new();
+        for a in &config.aggregates {
+            index(&a.column, "aggregate input")?;
+            let arg = col(&a.column, &input)?;
+            let expr = AggregateExprBuilder::new(Arc::clone(&a.function), vec![arg])
+                .schema(Arc::clone(&input))
+                .alias(&a.name)
+                .build()?;
+            aggregates.push(expr);
+        }
+        let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        fields.push(Field::new("window_start", ts.clone(), false));
+        fields.push(Field::new("window_end", ts, false));
+        fields.extend(aggregates.iter().map(|a| a.field().as_ref().clone()));
+        Ok(Self {
+            config,
+            input,
+            output: Arc::new(Schema::new(fields)),
+            time_index,
+            key_indices,
+            rows,
+            aggregates,
+            groups: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_end: BTreeSet::new(),
+            watermark: i64::MIN,
+        })
+    }
+
+    /// The schema of fired results: keys, `window_start`, `window_end`, aggregates.
+    pub fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    /// Windows (per key) holding state now.
+    pub fn open_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Adds a batch: every row to each of its windows, unless it is late.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Processed> {
+        if batch.schema().fields() != self.input.fields() {
+            return Err(Error::Plan("a batch does not have the operator's input schema".into()));
+        }
+        let times = event_times(batch.column(self.time_index))?;
+        let keys = self
+            .rows
+            .convert_columns(&self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect::<Vec<_>>())?;
+        let args: Vec<ArrayRef> = self
+            .config
+            .aggregates
+            .iter()
+            .map(|a| Ok(Arc::clone(batch.column(self.input.index_of(&a.column)?))))
+            .collect::<Result<_>>()?;
+        // Row indices per group, in arrival order; late rows apart.
+        let mut per_group: HashMap<usize, Vec<u32>> = HashMap::new();
+        let mut late = Vec::new();
+        let keep_after = self.watermark.saturating_sub(self.config.allowed_lateness);
+        for (row, ts) in times.iter().enumerate() {
+            let Some(ts) = *ts else {
+                late.push(row as u32);
+                continue;
+            };
+            let windows = self.config.windows.assign(ts);
+            // Hopping windows with gaps between them hold no row of a gap:
+            // such a row belongs to no window, which is not being late.
+            let mut placed = windows.is_empty();
+            for w in windows {
+                // Dropped already: its last millisecond plus the lateness is behind the watermark.
+                if w.max_timestamp() < keep_after {
+                    continue;
+                }
+                let slot = self.group(keys.row(row).owned(), w)?;
+                per_group.entry(slot).or_default().push(row as u32);
+                placed = true;
+            }
+            if !placed {
+                late.push(row as u32);
+            }
+        }
+        for (slot, rows) in per_group {
+            let indices = UInt32Array::from(rows);
+            let columns = args.iter().map(|a| Ok(take(a.as_ref(), &indices, None)?)).collect::<Result<Vec<_>>>()?;
+            if let Some(g) = self.slots[slot].as_mut() {
+                for (acc, column) in g.accumulators.iter_mut().zip(&columns) {
+                    acc.update_batch(std::slice::from_ref(column))?;
+                }
+                g.dirty = true;
+            }
+        }
+        let late = if late.is_empty() {
+            None
+        } else {
+            let mask: Vec<bool> = {
+                let mut m = vec![false; batch.num_rows()];
+                for r in &late {
+                    m[*r as usize] = true;
+                }
+                m
+            };
+            Some(filter_record_batch(batch, &mask.into())?)
+        };
+        Ok(Processed { late })
+    }
+
+    fn group(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
+        if let Some(slot) = self.groups.get(&(key.clone(), window)) {
+            return Ok(*slot);
+        }
+        let accumulators =
+            self.aggregates.iter().map(|a| a.create_accumulator()).collect::<datafusion::error::Result<Vec<_>>>()?;
+        let g = Group { key: key.clone(), window, accumulators, dirty: false, fired: false };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(g);
+                s
+            }
+            None => {
+                self.slots.push(Some(g));
+                self.slots.len() - 1
+            }
+        };
+        self.groups.insert((key, window), slot);
+        self.by_end.insert((window.end, slot));
+        Ok(slot)
+    }
+
+    /// Moves event time to `watermark`: returns the results of windows it
+    /// completed (and of fired windows that late rows updated), and drops
+    /// the state of windows past the allowed lateness.
+    pub fn advance(&mut self, watermark: i64) -> Result<Option<RecordBatch>> {
+        if watermark <= self.watermark {
+            return Ok(None);
+        }
+        self.watermark = watermark;
+        let mut ready: Vec<usize> = Vec::new();
+        let mut drop_slots = Vec::new();
+        let drop_before = watermark.saturating_sub(self.config.allowed_lateness);
+        for (end, slot) in &self.by_end {
+            // `end - 1` is the window's last millisecond.
+            if end - 1 > watermark {
+                break;
+            }
+            if self.slots[*slot].as_ref().is_some_and(|g| g.dirty) {
+                ready.push(*slot);
+            }
+            if end - 1 < drop_before {
+                drop_slots.push((*end, *slot));
+            }
+        }
+        let out = self.emit(&ready)?;
+        for (end, slot) in drop_slots {
+            self.by_end.remove(&(end, slot));
+            if let Some(g) = self.slots[slot].take() {
+                self.groups.remove(&(g.key, g.window));
+                self.free.push(slot);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Results of every window still open (end of a bounded input).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        self.advance(i64::MAX)
+    }
+
+    fn emit(&mut self, slots: &[usize]) -> Result<Option<RecordBatch>> {
+        if slots.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::with_capacity(slots.len());
+        let (mut starts, mut ends) = (Vec::with_capacity(slots.len()), Vec::with_capacity(slots.len()));
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(slots.len()); self.aggregates.len()];
+        for slot in slots {
+            let Some(g) = self.slots[*slot].as_mut() else { continue };
+            keys.push(g.key.clone());
+            starts.push(g.window.start);
+            ends.push(g.window.end);
+            for (i, acc) in g.accumulators.iter_mut().enumerate() {
+                // `evaluate` does not consume: a late row can update the window again.
+                values[i].push(acc.evaluate()?);
+            }
+            g.dirty = false;
+            g.fired = true;
+        }
+        let mut columns: Vec<ArrayRef> = self.rows.convert_rows(keys.iter().map(|k| k.row()))?;
+        columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+        columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+        for (i, v) in values.into_iter().enumerate() {
+            let field = self.output.field(self.key_indices.len() + 2 + i);
+            let array = if v.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(v)?
+            };
+            columns.push(array);
+        }
+        Ok(Some(RecordBatch::try_new(Arc::clone(&self.output), columns)?))
+    }
+}
+
+/// Event times of a time column (null for a null cell).
+fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    if let Some(a) = column.as_any().downcast_ref::<Int64Array>() {
+        return Ok(a.iter().collect());
+    }
+    if let Some(a) = column.as_any().downcast_ref::<TimestampMillisecondArray>() {
+        return Ok(a.iter().collect());
+    }
+    Err(Error::Plan(format!("time column of type {} is not Int64 or Timestamp(Millisecond)", column.data_type())))
+}
