@@ -9,7 +9,7 @@
 
 pub mod window_agg;
 
-pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig};
+pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 
 /// Errors of the streaming runtime.
 #[derive(Debug, thiserror::Error)]

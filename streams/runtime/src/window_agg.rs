@@ -1,8 +1,9 @@
 //! Keyed event-time window aggregation over Arrow micro-batches, with
 //! DataFusion's aggregate functions as accumulators.
 //!
-//! Rows are assigned to windows ([`rill_time::WindowSpec`]) by their event
-//! time column and grouped by key columns; each (key, window) keeps one
+//! Rows are assigned to windows ([`rill_time::WindowSpec`], or per-key
+//! sessions that merge when a row joins two) by their event time column and
+//! grouped by key columns; each (key, window) keeps one
 //! DataFusion accumulator per aggregate. A watermark fires every window
 //! whose last millisecond it passed; the window's state is kept until the
 //! watermark is also past the allowed lateness, and a row arriving in that
@@ -25,7 +26,7 @@ use datafusion::logical_expr::{Accumulator, AggregateUDF};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use datafusion::physical_expr::expressions::col;
 use datafusion::scalar::ScalarValue;
-use rill_time::{Window, WindowSpec};
+use rill_time::{SessionWindows, Window, WindowSpec};
 
 use crate::{Error, Result};
 
@@ -40,6 +41,24 @@ pub struct Aggregate {
     pub name: String,
 }
 
+/// The kind of windows to aggregate over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windows {
+    /// Windows fixed by time alone (tumbling, hopping, cumulate).
+    Time(WindowSpec),
+    /// Per-key sessions that close after `gap` ms without a row.
+    Session {
+        /// Inactivity gap in ms.
+        gap: i64,
+    },
+}
+
+impl From<WindowSpec> for Windows {
+    fn from(spec: WindowSpec) -> Self {
+        Windows::Time(spec)
+    }
+}
+
 /// What the operator needs to know.
 #[derive(Debug, Clone)]
 pub struct WindowAggregateConfig {
@@ -48,7 +67,7 @@ pub struct WindowAggregateConfig {
     /// Group-by columns.
     pub keys: Vec<String>,
     /// The windows.
-    pub windows: WindowSpec,
+    pub windows: Windows,
     /// Aggregates to compute per key and window.
     pub aggregates: Vec<Aggregate>,
     /// How long after a window fired late rows still update it (ms).
@@ -78,6 +97,8 @@ pub struct WindowAggregate {
     free: Vec<usize>,
     /// Groups by window end, to find what a watermark fires.
     by_end: BTreeSet<(i64, usize)>,
+    /// Session windows: each key's open sessions.
+    sessions: HashMap<OwnedRow, SessionWindows>,
     watermark: i64,
 }
 
@@ -114,6 +135,9 @@ impl WindowAggregate {
             }
         }
         let key_indices = config.keys.iter().map(|k| index(k, "key")).collect::<Result<Vec<_>>>()?;
+        if let Windows::Session { gap } = config.windows {
+            SessionWindows::new(gap)?;
+        }
         if config.allowed_lateness < 0 {
             return Err(Error::Plan("allowed lateness must not be negative".into()));
         }
@@ -147,6 +171,7 @@ impl WindowAggregate {
             slots: Vec::new(),
             free: Vec::new(),
             by_end: BTreeSet::new(),
+            sessions: HashMap::new(),
             watermark: i64::MIN,
         })
     }
@@ -185,7 +210,16 @@ impl WindowAggregate {
                 late.push(row as u32);
                 continue;
             };
-            let windows = self.config.windows.assign(ts);
+            let spec = match self.config.windows {
+                Windows::Time(spec) => spec,
+                Windows::Session { gap } => {
+                    if !self.add_to_session(keys.row(row).owned(), ts, gap, keep_after, &mut per_group, row as u32)? {
+                        late.push(row as u32);
+                    }
+                    continue;
+                }
+            };
+            let windows = spec.assign(ts);
             // Hopping windows with gaps between them hold no row of a gap:
             // such a row belongs to no window, which is not being late.
             let mut placed = windows.is_empty();
@@ -225,6 +259,52 @@ impl WindowAggregate {
             Some(filter_record_batch(batch, &mask.into())?)
         };
         Ok(Processed { late })
+    }
+
+    /// Puts a row into its key's session, merging sessions it joins (their
+    /// accumulated state and their rows of this batch go to the new one).
+    /// False when the session it would belong to is already dropped.
+    fn add_to_session(
+        &mut self,
+        key: OwnedRow,
+        ts: i64,
+        gap: i64,
+        keep_after: i64,
+        pending: &mut HashMap<usize, Vec<u32>>,
+        row: u32,
+    ) -> Result<bool> {
+        let mut sessions = match self.sessions.get(&key) {
+            Some(s) => s.clone(),
+            None => SessionWindows::new(gap)?,
+        };
+        let change = sessions.add(ts);
+        if change.window.max_timestamp() < keep_after {
+            return Ok(false);
+        }
+        self.sessions.insert(key.clone(), sessions);
+        let target = self.group(key.clone(), change.window)?;
+        for old in change.merged {
+            let Some(slot) = self.groups.remove(&(key.clone(), old)) else { continue };
+            self.by_end.remove(&(old.end, slot));
+            let Some(mut absorbed) = self.slots[slot].take() else { continue };
+            self.free.push(slot);
+            if let Some(rows) = pending.remove(&slot) {
+                pending.entry(target).or_default().extend(rows);
+            }
+            if let Some(g) = self.slots[target].as_mut() {
+                for (into, from) in g.accumulators.iter_mut().zip(absorbed.accumulators.iter_mut()) {
+                    let state = from
+                        .state()?
+                        .iter()
+                        .map(ScalarValue::to_array)
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    into.merge_batch(&state)?;
+                }
+                g.dirty = true;
+            }
+        }
+        pending.entry(target).or_default().push(row);
+        Ok(true)
     }
 
     fn group(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
@@ -276,6 +356,12 @@ impl WindowAggregate {
         for (end, slot) in drop_slots {
             self.by_end.remove(&(end, slot));
             if let Some(g) = self.slots[slot].take() {
+                if let Some(s) = self.sessions.get_mut(&g.key) {
+                    s.remove(g.window);
+                    if s.is_empty() {
+                        self.sessions.remove(&g.key);
+                    }
+                }
                 self.groups.remove(&(g.key, g.window));
                 self.free.push(slot);
             }

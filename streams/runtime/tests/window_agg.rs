@@ -13,7 +13,7 @@ use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use proptest::prelude::*;
-use rill_streams::{Aggregate, WindowAggregate, WindowAggregateConfig};
+use rill_streams::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 use rill_time::WindowSpec;
 
 fn schema() -> SchemaRef {
@@ -36,14 +36,14 @@ fn batch(rows: &[(String, i64, i64)]) -> RecordBatch {
     .unwrap()
 }
 
-fn operator(windows: WindowSpec, allowed_lateness: i64) -> WindowAggregate {
+fn operator(windows: impl Into<Windows>, allowed_lateness: i64) -> WindowAggregate {
     let agg = |f, name: &str| Aggregate { function: f, column: "amount".into(), name: name.into() };
     WindowAggregate::new(
         schema(),
         WindowAggregateConfig {
             time_column: "ts".into(),
             keys: vec!["user".into()],
-            windows,
+            windows: windows.into(),
             aggregates: vec![
                 agg(count_udaf(), "n"),
                 agg(sum_udaf(), "total"),
@@ -124,6 +124,55 @@ proptest! {
         prop_assert_eq!(got, oracle(&rows, windows));
         prop_assert_eq!(op.open_groups(), 0);
     }
+
+    #[test]
+    fn sessions_equal_the_oracle_whatever_the_order_and_batching(
+        gap in 1i64..200,
+        rows in proptest::collection::vec((0u8..3, 0i64..3_000, -50i64..50), 1..120),
+        cuts in proptest::collection::vec(1usize..20, 1..20),
+    ) {
+        let rows: Vec<(String, i64, i64)> = rows.into_iter().map(|(u, t, v)| (format!("u{u}"), t, v)).collect();
+        let mut op = operator(Windows::Session { gap }, 0);
+        let mut got = Results::new();
+        let mut at = 0;
+        let mut cut = cuts.iter().cycle();
+        while at < rows.len() {
+            let n = (*cut.next().unwrap()).min(rows.len() - at);
+            let p = op.process(&batch(&rows[at..at + n])).unwrap();
+            prop_assert!(p.late.is_none());
+            at += n;
+            if let Some(next) = rows[at..].iter().map(|r| r.1).min() {
+                collect(&mut got, op.advance(next - 1).unwrap());
+            }
+        }
+        collect(&mut got, op.finish().unwrap());
+        // Oracle: per user, sorted times cut where the next is a gap or more later.
+        let mut want = Results::new();
+        let mut by_user: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for (u, t, v) in &rows {
+            by_user.entry(u.clone()).or_default().push((*t, *v));
+        }
+        for (u, mut tv) in by_user {
+            tv.sort_unstable();
+            let mut group: Vec<(i64, i64)> = vec![tv[0]];
+            let mut flush = |g: &Vec<(i64, i64)>| {
+                let vs: Vec<i64> = g.iter().map(|x| x.1).collect();
+                let key = (u.clone(), g[0].0, g[g.len() - 1].0 + gap);
+                want.insert(key, (vs.len() as i64, vs.iter().sum(), *vs.iter().min().unwrap(), *vs.iter().max().unwrap()));
+            };
+            for x in &tv[1..] {
+                if x.0 >= group[group.len() - 1].0 + gap {
+                    flush(&group);
+                    group = vec![*x];
+                } else {
+                    group.push(*x);
+                }
+            }
+            flush(&group);
+        }
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(op.open_groups(), 0);
+    }
 }
 
 #[test]
@@ -160,7 +209,7 @@ fn configuration_mistakes_are_named() {
         WindowAggregateConfig {
             time_column: "when".into(),
             keys: vec![],
-            windows: WindowSpec::tumbling(10).unwrap(),
+            windows: WindowSpec::tumbling(10).unwrap().into(),
             aggregates: vec![],
             allowed_lateness: 0,
         },
@@ -172,7 +221,7 @@ fn configuration_mistakes_are_named() {
         WindowAggregateConfig {
             time_column: "user".into(),
             keys: vec![],
-            windows: WindowSpec::tumbling(10).unwrap(),
+            windows: WindowSpec::tumbling(10).unwrap().into(),
             aggregates: vec![],
             allowed_lateness: 0,
         },

@@ -64,6 +64,20 @@ impl SessionWindows {
         self.open.iter().map(|(s, e)| Window::new(*s, *e)).collect()
     }
 
+    /// Forgets a session (its state was dropped); true if it was open.
+    pub fn remove(&mut self, window: Window) -> bool {
+        if self.open.get(&window.start) == Some(&window.end) {
+            self.open.remove(&window.start);
+            return true;
+        }
+        false
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// Closes and returns the sessions that end at or before `watermark + 1`
     /// (no later row can reach them).
     pub fn close_until(&mut self, watermark: i64) -> Vec<Window> {
