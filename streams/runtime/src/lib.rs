@@ -3,12 +3,15 @@
 //! DataFusion's, the streaming parts (windows, watermarks, state) are ours
 //! (event-time arithmetic in `rill-time`).
 //!
-//! Built so far: keyed event-time window aggregation
-//! ([`window_agg::WindowAggregate`]). Sources, state with checkpoints, the
+//! Built so far: JSON message bodies into a declared Arrow schema with
+//! metadata columns and dead letters ([`decode::JsonDecoder`]), and keyed
+//! event-time window aggregation ([`window_agg::WindowAggregate`]). Sources, state with checkpoints, the
 //! DSL and the other operators are to come.
 
+pub mod decode;
 pub mod window_agg;
 
+pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 
 /// Errors of the streaming runtime.

@@ -1,0 +1,84 @@
+//! JSON bodies into a declared schema: good messages in order with their
+//! metadata, bad ones set aside with the reason and their coordinates.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMillisecondType, UInt64Type};
+use rill_streams::{JsonDecoder, Metadata, SourceRecord};
+
+fn record(offset: u64, body: &str) -> SourceRecord {
+    SourceRecord {
+        topic: "bids".into(),
+        queue: 3,
+        offset,
+        tag: (offset % 2 == 0).then(|| "even".to_owned()),
+        store_time: 1_700_000_000_000 + offset as i64,
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+fn decoder() -> JsonDecoder {
+    let data = Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("bidder", DataType::Utf8, true),
+        Field::new("price", DataType::Int64, false),
+    ]));
+    JsonDecoder::new(data, vec![Metadata::Offset, Metadata::Tag, Metadata::StoreTime]).unwrap()
+}
+
+#[test]
+fn good_messages_decode_with_their_metadata() {
+    let d = decoder();
+    let out = d
+        .decode(&[
+            record(10, r#"{"auction": 1, "bidder": "ann", "price": 5}"#),
+            record(11, r#"{"auction": 2, "price": 7}"#),
+        ])
+        .unwrap();
+    assert!(out.dead.is_empty());
+    let b = out.batch;
+    assert_eq!(b.num_rows(), 2);
+    assert_eq!(b.schema().field(3).name(), "queue_offset");
+    assert_eq!(b.column(2).as_primitive::<Int64Type>().values(), &[5, 7]);
+    assert!(b.column(1).is_null(1), "a missing nullable field is null");
+    assert_eq!(b.column(3).as_primitive::<UInt64Type>().values(), &[10, 11]);
+    assert_eq!(b.column(4).as_string::<i32>().value(0), "even");
+    assert!(b.column(4).is_null(1));
+    assert_eq!(b.column(5).as_primitive::<TimestampMillisecondType>().value(1), 1_700_000_000_011);
+}
+
+#[test]
+fn bad_messages_are_set_aside_with_reason_and_coordinates() {
+    let d = decoder();
+    let records = [
+        record(1, r#"{"auction": 1, "price": 5}"#),
+        record(2, r#"{"auction": 2, "price": "#),
+        record(3, r#"{"auction": "two", "price": 5}"#),
+        record(4, r#"{"auction": 4}"#),
+        record(5, r#"{"auction": 5, "price": 1} {"auction": 6, "price": 1}"#),
+        record(6, ""),
+        record(7, r#"{"auction": 7, "price": 9}"#),
+    ];
+    let out = d.decode(&records).unwrap();
+    assert_eq!(out.batch.num_rows(), 2);
+    assert_eq!(out.batch.column(0).as_primitive::<Int64Type>().values(), &[1, 7], "good ones kept, in order");
+    let dead: Vec<u64> = out.dead.iter().map(|d| d.offset).collect();
+    assert_eq!(dead, [2, 3, 4, 5, 6]);
+    for d in &out.dead {
+        assert_eq!((d.topic.as_str(), d.queue), ("bids", 3));
+        assert!(!d.reason.is_empty());
+    }
+    let reason = |o: u64| out.dead.iter().find(|d| d.offset == o).unwrap().reason.clone();
+    assert!(reason(3).to_lowercase().contains("two") || reason(3).to_lowercase().contains("int"), "{}", reason(3));
+    assert!(reason(4).contains("price"), "{}", reason(4));
+    assert!(reason(5).contains("more than one"), "{}", reason(5));
+}
+
+#[test]
+fn a_metadata_column_may_not_shadow_a_data_column() {
+    let data = Arc::new(Schema::new(vec![Field::new("tag", DataType::Utf8, true)]));
+    let err = JsonDecoder::new(data, vec![Metadata::Tag]).unwrap_err();
+    assert!(err.to_string().contains("'tag'"), "{err}");
+}
