@@ -404,6 +404,21 @@ impl SimpleConsumer {
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.core.retry
     }
+
+    /// Every readable queue of `topic`, as (broker key, queue id) — the
+    /// `broker` and `queue_id` that received messages carry.
+    pub async fn queues(&self, topic: &str) -> Result<Vec<(String, i32)>> {
+        let route = self.core.conn.route(topic).await?;
+        Ok(route
+            .iter()
+            .filter(|q| [v2::Permission::Read as i32, v2::Permission::ReadWrite as i32].contains(&q.permission))
+            .map(|q| {
+                let endpoints =
+                    q.broker.as_ref().and_then(|b| b.endpoints.as_ref()).unwrap_or(&self.core.conn.access_point);
+                (endpoint_key(endpoints), q.id)
+            })
+            .collect())
+    }
 }
 
 /// A consumer that calls a listener for every message.

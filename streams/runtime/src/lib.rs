@@ -4,14 +4,17 @@
 //! (event-time arithmetic in `rill-time`).
 //!
 //! Built so far: JSON message bodies into a declared Arrow schema with
-//! metadata columns and dead letters ([`decode::JsonDecoder`]), and keyed
-//! event-time window aggregation ([`window_agg::WindowAggregate`]). Sources, state with checkpoints, the
+//! metadata columns and dead letters ([`decode::JsonDecoder`]), keyed
+//! event-time window aggregation ([`window_agg::WindowAggregate`]) and a
+//! first [`pipeline::Pipeline`] from a broker topic to a sink. Sources, state with checkpoints, the
 //! DSL and the other operators are to come.
 
 pub mod decode;
+pub mod pipeline;
 pub mod window_agg;
 
 pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
+pub use pipeline::{Pipeline, RunReport};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 
 /// Errors of the streaming runtime.
@@ -27,6 +30,9 @@ pub enum Error {
     /// A DataFusion function failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// The broker source failed.
+    #[error("broker source: {0}")]
+    Source(String),
     /// Window or watermark settings were refused.
     #[error(transparent)]
     Time(#[from] rill_time::Error),

@@ -181,6 +181,11 @@ impl WindowAggregate {
         Arc::clone(&self.output)
     }
 
+    /// Index of the event-time column in the input.
+    pub fn time_index(&self) -> usize {
+        self.time_index
+    }
+
     /// Windows (per key) holding state now.
     pub fn open_groups(&self) -> usize {
         self.groups.len()
@@ -410,7 +415,7 @@ impl WindowAggregate {
 }
 
 /// Event times of a time column (null for a null cell).
-fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+pub(crate) fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
     if let Some(a) = column.as_any().downcast_ref::<Int64Array>() {
         return Ok(a.iter().collect());
     }

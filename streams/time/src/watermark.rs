@@ -45,10 +45,14 @@ impl Watermarks {
         if cfg.idle_timeout.is_some_and(|t| t <= 0) {
             return Err(Error::Watermark("the idle timeout must be positive".into()));
         }
-        if inputs == 0 {
-            return Err(Error::Watermark("at least one input is needed".into()));
-        }
         Ok(Self { cfg, inputs: vec![Input { max_ts: None, last_active: now }; inputs], current: i64::MIN })
+    }
+
+    /// Adds an input (a queue that showed up) at processing time `now`;
+    /// returns its number. Until it has a row it holds the watermark back.
+    pub fn add_input(&mut self, now: i64) -> usize {
+        self.inputs.push(Input { max_ts: None, last_active: now });
+        self.inputs.len() - 1
     }
 
     /// Records a row at event time `ts` from `input` at processing time `now`.
@@ -121,6 +125,10 @@ mod tests {
     fn settings_are_checked() {
         assert!(Watermarks::new(cfg(-1, None), 1, 0).is_err());
         assert!(Watermarks::new(cfg(0, Some(0)), 1, 0).is_err());
-        assert!(Watermarks::new(cfg(0, None), 0, 0).is_err());
+        let mut none = Watermarks::new(cfg(0, None), 0, 0).unwrap();
+        assert_eq!(none.advance(5), None, "no input: no event time yet");
+        let i = none.add_input(5);
+        none.observe(i, 100, 6);
+        assert_eq!(none.advance(6), Some(99));
     }
 }
