@@ -11,10 +11,12 @@
 
 pub mod decode;
 pub mod pipeline;
+pub mod rows;
 pub mod window_agg;
 
 pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
 pub use pipeline::{Pipeline, RunReport};
+pub use rows::{FilterRows, Project};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 
 /// Errors of the streaming runtime.

@@ -40,8 +40,10 @@ use rill_client::{ClientConfig, FilterExpression, SimpleConsumer};
 use rill_time::{WatermarkConfig, Watermarks};
 
 use crate::decode::{DeadLetter, JsonDecoder, SourceRecord};
+use crate::rows::{FilterRows, Project};
 use crate::window_agg::{WindowAggregate, WindowAggregateConfig, event_times};
 use crate::{Error, Result};
+use datafusion::logical_expr::Expr;
 
 /// A pipeline being put together (see the module docs).
 pub struct Pipeline {
@@ -52,6 +54,10 @@ pub struct Pipeline {
     decoder: Option<JsonDecoder>,
     watermarks: WatermarkConfig,
     window: Option<WindowAggregateConfig>,
+    /// Row filters (DataFusion predicates), applied in order after decoding.
+    row_filters: Vec<Expr>,
+    /// A projection after the filters: (expression, output name).
+    projection: Option<Vec<(Expr, String)>>,
     sink: Option<Box<dyn FnMut(RecordBatch) + Send>>,
     dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
     late: Option<Box<dyn FnMut(RecordBatch) + Send>>,
@@ -89,6 +95,8 @@ impl Pipeline {
             decoder: None,
             watermarks: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
             window: None,
+            row_filters: Vec::new(),
+            projection: None,
             sink: None,
             dead: None,
             late: None,
@@ -104,6 +112,18 @@ impl Pipeline {
     /// How message bodies become rows.
     pub fn decode(mut self, decoder: JsonDecoder) -> Self {
         self.decoder = Some(decoder);
+        self
+    }
+
+    /// Keeps only rows for which `predicate` (a DataFusion expression) is true.
+    pub fn filter_rows(mut self, predicate: Expr) -> Self {
+        self.row_filters.push(predicate);
+        self
+    }
+
+    /// Replaces the rows by these computed columns (after the filters).
+    pub fn select(mut self, columns: Vec<(Expr, &str)>) -> Self {
+        self.projection = Some(columns.into_iter().map(|(e, n)| (e, n.to_owned())).collect());
         self
     }
 
@@ -145,7 +165,18 @@ impl Pipeline {
         let mut sink = self.sink.take().ok_or_else(|| Error::Plan("the pipeline has no sink".into()))?;
         let mut dead_out = self.dead.take();
         let mut late_out = self.late.take();
-        let mut operator = WindowAggregate::new(decoder.schema(), window)?;
+        let mut schema = decoder.schema();
+        let filters = self.row_filters.iter().map(|e| FilterRows::new(e, &schema)).collect::<Result<Vec<_>>>()?;
+        let project = match &self.projection {
+            Some(cols) => {
+                let named: Vec<(Expr, &str)> = cols.iter().map(|(e, n)| (e.clone(), n.as_str())).collect();
+                let p = Project::new(&named, &schema)?;
+                schema = p.schema();
+                Some(p)
+            }
+            None => None,
+        };
+        let mut operator = WindowAggregate::new(schema, window)?;
         let subscriptions: HashMap<String, FilterExpression> = [(self.topic.clone(), self.filter.clone())].into();
         let consumer = SimpleConsumer::connect(self.client.clone(), &self.group, subscriptions, Duration::from_secs(1))
             .await
@@ -198,12 +229,19 @@ impl Pipeline {
                         i
                     }
                 };
-                let times = event_times(decoded.batch.column(operator.time_index()))?;
+                let mut rows = decoded.batch;
+                for f in &filters {
+                    rows = f.apply(&rows)?;
+                }
+                if let Some(p) = &project {
+                    rows = p.apply(&rows)?;
+                }
+                let times = event_times(rows.column(operator.time_index()))?;
                 for ts in times.into_iter().flatten() {
                     marks.observe(input, ts, now());
                 }
-                report.rows += decoded.batch.num_rows() as u64;
-                if let Some(late) = operator.process(&decoded.batch)?.late {
+                report.rows += rows.num_rows() as u64;
+                if let Some(late) = operator.process(&rows)?.late {
                     report.late += late.num_rows() as u64;
                     match late_out.as_mut() {
                         Some(out) => out(late),
