@@ -24,6 +24,11 @@ fn ladder() -> BrokerConfig {
     }
 }
 
+/// A simple consumer of `group` on `topic` (all messages).
+async fn simple(endpoint: &str, group: &str, topic: &str, wait: Duration) -> SimpleConsumer {
+    SimpleConsumer::connect(ClientConfig::new(endpoint), group, subscription(topic), wait).await.unwrap()
+}
+
 fn subscription(topic: &str) -> HashMap<String, FilterExpression> {
     [(topic.to_owned(), FilterExpression::all())].into_iter().collect()
 }
@@ -80,14 +85,7 @@ async fn a_simple_consumer_sees_the_policy_and_can_nack() {
     let s = server_with(ladder()).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     producer.send(Message::new("jobs", "j1")).await.unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "workers",
-        subscription("jobs"),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let consumer = simple(&s.endpoint, "workers", "jobs", Duration::from_secs(2)).await;
     let policy = consumer.retry_policy();
     assert_eq!(policy.max_attempts, 3);
     assert_eq!(policy.delays, [Duration::from_millis(200), Duration::from_millis(400)]);
@@ -105,14 +103,7 @@ async fn a_simple_consumer_sees_the_policy_and_can_nack() {
 async fn delay_messages_arrive_after_their_delay() {
     let s = server_with(ladder()).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "reminders",
-        subscription("remind"),
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap();
+    let consumer = simple(&s.endpoint, "reminders", "remind", Duration::from_secs(3)).await;
     let level_1 = rill_client::delay_level(1).unwrap();
     assert_eq!(level_1, Duration::from_secs(1));
     assert_eq!(rill_client::delay_level(18), Some(Duration::from_secs(7200)));
@@ -160,14 +151,7 @@ async fn drain(consumer: &SimpleConsumer, wait: Duration) -> Vec<String> {
 async fn transactions_commit_or_roll_back() {
     let s = server_with(transactions(60_000, 15)).await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "shipping",
-        subscription("orders"),
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let consumer = simple(&s.endpoint, "shipping", "orders", Duration::from_millis(300)).await;
     let keep = producer.send_transactional(Message::new("orders", "keep")).await.unwrap();
     let drop_it = producer.send_transactional(Message::new("orders", "drop")).await.unwrap();
     assert!(!keep.receipt().transaction_id.is_empty());
@@ -204,14 +188,7 @@ async fn open_transactions_are_checked_back_and_discarded_after_the_last_check()
     })
     .await
     .unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "shipping",
-        subscription("orders"),
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let consumer = simple(&s.endpoint, "shipping", "orders", Duration::from_millis(300)).await;
     let mut got = Vec::new();
     let started = Instant::now();
     while got.is_empty() {
@@ -317,14 +294,7 @@ async fn a_fifo_group_receives_each_message_group_in_order_one_at_a_time() {
             producer.send(m).await.unwrap();
         }
     }
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "ledger",
-        subscription("postings"),
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let consumer = simple(&s.endpoint, "ledger", "postings", Duration::from_millis(300)).await;
     let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
     let started = Instant::now();
     while seen.values().map(Vec::len).sum::<usize>() < 8 {
