@@ -10,11 +10,13 @@
 //! DSL and the other operators are to come.
 
 pub mod decode;
+pub mod dedup;
 pub mod pipeline;
 pub mod rows;
 pub mod window_agg;
 
 pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
+pub use dedup::Dedup;
 pub use pipeline::{Pipeline, RunReport};
 pub use rows::{FilterRows, Project};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
