@@ -204,29 +204,22 @@ fn late_rows_come_back_and_rows_within_the_lateness_update_the_result() {
 
 #[test]
 fn configuration_mistakes_are_named() {
-    let bad = WindowAggregate::new(
-        schema(),
-        WindowAggregateConfig {
-            time_column: "when".into(),
-            keys: vec![],
-            windows: WindowSpec::tumbling(10).unwrap().into(),
-            aggregates: vec![],
-            allowed_lateness: 0,
-        },
-    )
-    .unwrap_err();
+    let with_time = |time_column: &str| {
+        WindowAggregate::new(
+            schema(),
+            WindowAggregateConfig {
+                time_column: time_column.into(),
+                keys: vec![],
+                windows: WindowSpec::tumbling(10).unwrap().into(),
+                aggregates: vec![],
+                allowed_lateness: 0,
+            },
+        )
+        .unwrap_err()
+    };
+    let bad = with_time("when");
     assert!(bad.to_string().contains("'when'"), "{bad}");
-    let bad = WindowAggregate::new(
-        schema(),
-        WindowAggregateConfig {
-            time_column: "user".into(),
-            keys: vec![],
-            windows: WindowSpec::tumbling(10).unwrap().into(),
-            aggregates: vec![],
-            allowed_lateness: 0,
-        },
-    )
-    .unwrap_err();
+    let bad = with_time("user");
     assert!(bad.to_string().contains("Int64 milliseconds"), "{bad}");
     // Null amounts: count skips them, the sum ignores them.
     let mut op = operator(WindowSpec::tumbling(10).unwrap(), 0);
