@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
 use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
+use rill_bench::nexmark::{NexmarkBenchOptions, NexmarkBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
@@ -24,6 +25,28 @@ pub enum BenchCommand {
     Timer(TimerArgs),
     /// Bytes a consumer receives with a broker-side tag or SQL92 filter against none.
     Filter(FilterArgs),
+    /// Nexmark queries on the streams runtime: events/s per core beside Flink's baseline.
+    Nexmark(NexmarkArgs),
+}
+
+/// Options of `rill bench nexmark`.
+#[derive(Debug, clap::Args)]
+pub struct NexmarkArgs {
+    /// Queries to run, comma-separated (q0,q1,q2,q3,q5,q7,q8,q11) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    query: Option<Vec<String>>,
+    /// Events per query (at most 100,000,000).
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Events per micro-batch.
+    #[arg(long, default_value_t = 10_000)]
+    chunk: u64,
+    /// Largest event-time disorder of the generated input, in ms.
+    #[arg(long, default_value_t = 0)]
+    disorder: i64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench filter`.
@@ -209,6 +232,23 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let report = rill_bench::timer::run(&opts, &mut progress("timer"))?;
             emit(&report, a.json, TimerBenchReport::to_table)
+        }
+        BenchCommand::Nexmark(a) => {
+            let queries = match &a.query {
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        rill_nexmark::Query::parse(n).ok_or_else(|| {
+                            let known: Vec<&str> = rill_nexmark::Query::ALL.iter().map(|q| q.name()).collect();
+                            anyhow::anyhow!("--query {n}: no such query; implemented: {}", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                None => rill_nexmark::Query::ALL.to_vec(),
+            };
+            let opts = NexmarkBenchOptions { queries, events: a.events, chunk: a.chunk, disorder: a.disorder };
+            let report = rill_bench::nexmark::run(&opts, &mut progress("nexmark"))?;
+            emit(&report, a.json, NexmarkBenchReport::to_table)
         }
         BenchCommand::Store(a) => {
             let defaults = StoreBenchOptions::default();

@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod config;
 mod metrics;
+mod nexmark;
 mod server;
 mod tls;
 
@@ -48,6 +49,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Manage a running broker: topics, groups, offsets, messages, cluster.
     Admin(admin::AdminArgs),
+    /// The Nexmark workload through a broker: produce events, run a query with checkpoints.
+    #[command(subcommand)]
+    Nexmark(nexmark::NexmarkCommand),
 }
 
 /// When appends are acknowledged.
@@ -162,5 +166,6 @@ fn run() -> Result<()> {
         Command::Namesrv(args) => server::run(&args.load_config()?, server::Role::NameServer, args.json),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Admin(args) => admin::run(args),
+        Command::Nexmark(cmd) => nexmark::run(cmd),
     }
 }

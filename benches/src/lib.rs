@@ -13,6 +13,7 @@
 pub mod e2e;
 pub mod filter;
 pub mod local;
+pub mod nexmark;
 pub mod produce;
 pub mod report;
 pub mod store;
@@ -44,6 +45,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A streams workload failed.
+    #[error("workload: {0}")]
+    Workload(String),
 }
 
 /// Result type of this crate.

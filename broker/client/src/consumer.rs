@@ -34,7 +34,7 @@ impl FilterExpression {
         FilterExpression::Tag("*".into())
     }
 
-    fn to_wire(&self) -> v2::FilterExpression {
+    pub(crate) fn to_wire(&self) -> v2::FilterExpression {
         match self {
             FilterExpression::Tag(e) => {
                 v2::FilterExpression { r#type: v2::FilterType::Tag as i32, expression: e.clone() }

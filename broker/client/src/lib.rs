@@ -22,11 +22,13 @@ mod connection;
 mod consumer;
 mod message;
 mod producer;
+mod reader;
 mod request;
 
 pub use connection::{ClientConfig, Credentials, TlsSettings};
 pub use consumer::{ConsumeError, FilterExpression, PushConsumer, RetryPolicy, SimpleConsumer};
 pub use message::{DELAY_LEVELS, Message, ReceivedMessage, SendReceipt, delay_level};
+pub use reader::{Pulled, QueueReader, QueueRef, StartFrom};
 pub use producer::{Producer, Transaction, TransactionChecker, TransactionResolution};
 /// Protocol status codes, as [`Error::code`] reports them.
 pub use rill_proto::v2::Code;

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
@@ -17,6 +18,7 @@ use crate::{Error, Result};
 
 /// The deduplication operator (see the module docs).
 pub struct Dedup {
+    input: SchemaRef,
     key_indices: Vec<usize>,
     time_index: usize,
     within: i64,
@@ -48,7 +50,12 @@ impl Dedup {
         let rows = RowConverter::new(
             key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
         )?;
-        Ok(Self { key_indices, time_index, within, rows, kept: HashMap::new() })
+        Ok(Self { input: Arc::clone(input), key_indices, time_index, within, rows, kept: HashMap::new() })
+    }
+
+    /// The schema of its batches (the input's).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.input)
     }
 
     /// The rows of `batch` that are not duplicates (rows without a time are kept).
@@ -77,6 +84,33 @@ impl Dedup {
     pub fn advance(&mut self, watermark: i64) {
         let within = self.within;
         self.kept.retain(|_, last| last.saturating_add(within) > watermark);
+    }
+
+    /// The remembered keys with their last kept time, for a checkpoint.
+    pub fn snapshot(&self) -> Result<Option<RecordBatch>> {
+        if self.kept.is_empty() {
+            return Ok(None);
+        }
+        let (keys, times): (Vec<_>, Vec<i64>) = self.kept.iter().map(|(k, t)| (k.row(), *t)).unzip();
+        let mut columns = self.rows.convert_rows(keys)?;
+        columns.push(Arc::new(Int64Array::from(times)));
+        let mut fields: Vec<Field> = self.key_indices.iter().map(|i| self.input.field(*i).clone()).collect();
+        fields.push(Field::new("__last", DataType::Int64, false));
+        Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
+    }
+
+    /// Puts back the keys of a [`Dedup::snapshot`].
+    pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        let k = self.key_indices.len();
+        if state.num_columns() != k + 1 {
+            return Err(Error::Plan("checkpointed dedup state does not fit this dedup operator".into()));
+        }
+        let keys = self.rows.convert_columns(&state.columns()[..k])?;
+        let times = state.column(k).as_primitive::<Int64Type>();
+        for row in 0..state.num_rows() {
+            self.kept.insert(keys.row(row).owned(), times.value(row));
+        }
+        Ok(())
     }
 
     /// Keys remembered now.

@@ -3,23 +3,42 @@
 //! DataFusion's, the streaming parts (windows, watermarks, state) are ours
 //! (event-time arithmetic in `rill-time`).
 //!
-//! Built so far: JSON message bodies into a declared Arrow schema with
-//! metadata columns and dead letters ([`decode::JsonDecoder`]), keyed
-//! event-time window aggregation ([`window_agg::WindowAggregate`]) and a
-//! first [`pipeline::Pipeline`] from a broker topic to a sink. Sources, state with checkpoints, the
-//! DSL and the other operators are to come.
+//! A job is written with the DSL ([`dsl::Job`], [`dsl::Stream`]) and runs
+//! as a [`dataflow::Dataflow`] of [`operator::Operator`]s: row filters and
+//! projections, closures, unions, dedup, keyed event-time window
+//! aggregation, top-N per window, interval / regular / window joins, and
+//! [`sink::Sink`]s. JSON message bodies become rows of a declared schema
+//! with metadata columns and dead letters ([`decode::JsonDecoder`]); a
+//! [`pipeline::Pipeline`] runs a window aggregation from a broker topic.
+//! State checkpoints with source offsets are still to come.
 
+pub mod checkpoint;
+pub mod dataflow;
 pub mod decode;
 pub mod dedup;
+pub mod dsl;
+pub mod join;
+pub mod operator;
+pub mod file_sink;
 pub mod pipeline;
+pub mod runner;
 pub mod rows;
+pub mod sink;
+pub mod topn;
 pub mod window_agg;
 
+pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use dataflow::{Dataflow, NodeMetrics, Snapshot};
 pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
 pub use dedup::Dedup;
-pub use pipeline::{Pipeline, RunReport};
+pub use dsl::{Job, Stream};
+pub use operator::{Operator, Output};
+pub use file_sink::JsonFileSink;
+pub use pipeline::Pipeline;
+pub use runner::{DeadLetterPolicy, RunReport, Runner, RunnerConfig, TopicInput};
 pub use rows::{FilterRows, Project};
-pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
+pub use sink::{CollectSink, FnSink, Sink};
+pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};
 
 /// Errors of the streaming runtime.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +56,12 @@ pub enum Error {
     /// The broker source failed.
     #[error("broker source: {0}")]
     Source(String),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A sink refused rows (after its retries).
+    #[error("sink: {0}")]
+    Sink(String),
     /// Window or watermark settings were refused.
     #[error(transparent)]
     Time(#[from] rill_time::Error),

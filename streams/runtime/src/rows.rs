@@ -11,20 +11,24 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, ToDFSchema};
 use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::execution_props::ExecutionProps;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
 
 use crate::{Error, Result};
 
+/// Plans an expression as DataFusion's SQL planner would: types coerced
+/// (`Int64 > 10` compares as Int64), function calls rewritten, constants
+/// folded.
 fn plan(expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-    Ok(create_physical_expr(expr, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+    static CONTEXT: std::sync::LazyLock<SessionContext> = std::sync::LazyLock::new(SessionContext::new);
+    Ok(CONTEXT.create_physical_expr(expr.clone(), schema)?)
 }
 
 /// Keeps the rows for which a predicate is true (null counts as false).
 #[derive(Debug, Clone)]
 pub struct FilterRows {
     predicate: Arc<dyn PhysicalExpr>,
+    input: SchemaRef,
 }
 
 impl FilterRows {
@@ -36,7 +40,12 @@ impl FilterRows {
         if t != DataType::Boolean {
             return Err(Error::Plan(format!("filter predicate `{predicate}` is {t}, not a boolean")));
         }
-        Ok(Self { predicate: planned })
+        Ok(Self { predicate: planned, input: Arc::clone(input) })
+    }
+
+    /// The schema of its batches (the input's).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.input)
     }
 
     /// The rows of `batch` the predicate holds for.

@@ -24,11 +24,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::logical_expr::{Accumulator, AggregateUDF};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
-use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::expressions::{col, lit};
 use datafusion::scalar::ScalarValue;
 use rill_time::{SessionWindows, Window, WindowSpec};
 
 use crate::{Error, Result};
+
+mod checkpoint;
 
 /// One aggregate to compute: a DataFusion aggregate function over a column.
 #[derive(Debug, Clone)]
@@ -39,6 +41,68 @@ pub struct Aggregate {
     pub column: String,
     /// The output column's name.
     pub name: String,
+    /// Over distinct values only (`COUNT(DISTINCT x)`).
+    pub distinct: bool,
+    /// Constant arguments after the column (the percentile of
+    /// `approx_percentile_cont`).
+    pub params: Vec<ScalarValue>,
+}
+
+impl Aggregate {
+    /// `function(column)`, named `{function}_{column}` until [`Aggregate::alias`].
+    pub fn new(function: Arc<AggregateUDF>, column: &str) -> Self {
+        let name = format!("{}_{column}", function.name());
+        Self { function, column: column.to_owned(), name, distinct: false, params: Vec::new() }
+    }
+
+    /// Names the output column.
+    pub fn alias(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.name);
+        self
+    }
+}
+
+/// Aggregate functions by name, as the DSL offers them.
+pub mod agg {
+    use datafusion::functions_aggregate::{approx_percentile_cont, average, count, min_max, sum};
+    use datafusion::scalar::ScalarValue;
+
+    use super::Aggregate;
+
+    /// Rows with a non-null `column`.
+    pub fn count(column: &str) -> Aggregate {
+        Aggregate::new(count::count_udaf(), column)
+    }
+    /// Distinct non-null values of `column`.
+    pub fn count_distinct(column: &str) -> Aggregate {
+        let mut a = Aggregate::new(count::count_udaf(), column);
+        a.distinct = true;
+        a.name = format!("count_distinct_{column}");
+        a
+    }
+    /// Sum of `column`.
+    pub fn sum(column: &str) -> Aggregate {
+        Aggregate::new(sum::sum_udaf(), column)
+    }
+    /// Smallest value of `column`.
+    pub fn min(column: &str) -> Aggregate {
+        Aggregate::new(min_max::min_udaf(), column)
+    }
+    /// Largest value of `column`.
+    pub fn max(column: &str) -> Aggregate {
+        Aggregate::new(min_max::max_udaf(), column)
+    }
+    /// Mean of `column`.
+    pub fn avg(column: &str) -> Aggregate {
+        Aggregate::new(average::avg_udaf(), column)
+    }
+    /// Approximate `percentile` (0..=1) of `column` (a t-digest).
+    pub fn approx_percentile(column: &str, percentile: f64) -> Aggregate {
+        let mut a = Aggregate::new(approx_percentile_cont::approx_percentile_cont_udaf(), column);
+        a.params.push(ScalarValue::Float64(Some(percentile)));
+        a.name = format!("p{}_{column}", (percentile * 100.0).round());
+        a
+    }
 }
 
 /// The kind of windows to aggregate over.
@@ -147,8 +211,10 @@ impl WindowAggregate {
         let mut aggregates = Vec::new();
         for a in &config.aggregates {
             index(&a.column, "aggregate input")?;
-            let arg = col(&a.column, &input)?;
-            let expr = AggregateExprBuilder::new(Arc::clone(&a.function), vec![arg])
+            let mut args = vec![col(&a.column, &input)?];
+            args.extend(a.params.iter().map(|p| lit(p.clone())));
+            let expr = AggregateExprBuilder::new(Arc::clone(&a.function), args)
+                .with_distinct(a.distinct)
                 .schema(Arc::clone(&input))
                 .alias(&a.name)
                 .build()?;
@@ -157,7 +223,8 @@ impl WindowAggregate {
         let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
-        fields.push(Field::new("window_end", ts, false));
+        fields.push(Field::new("window_end", ts.clone(), false));
+        fields.push(Field::new("window_time", ts, false));
         fields.extend(aggregates.iter().map(|a| a.field().as_ref().clone()));
         Ok(Self {
             config,
@@ -176,7 +243,9 @@ impl WindowAggregate {
         })
     }
 
-    /// The schema of fired results: keys, `window_start`, `window_end`, aggregates.
+    /// The schema of fired results: keys, `window_start`, `window_end`,
+    /// `window_time` (the window's last millisecond, the results' event
+    /// time downstream), aggregates.
     pub fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.output)
     }
@@ -400,9 +469,11 @@ impl WindowAggregate {
         }
         let mut columns: Vec<ArrayRef> = self.rows.convert_rows(keys.iter().map(|k| k.row()))?;
         columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+        let times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
         columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+        columns.push(Arc::new(TimestampMillisecondArray::from(times)));
         for (i, v) in values.into_iter().enumerate() {
-            let field = self.output.field(self.key_indices.len() + 2 + i);
+            let field = self.output.field(self.key_indices.len() + 3 + i);
             let array = if v.is_empty() {
                 datafusion::arrow::array::new_empty_array(field.data_type())
             } else {

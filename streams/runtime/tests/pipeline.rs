@@ -6,18 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMillisecondType};
-use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::{col, lit};
 use rill_broker::{Broker, BrokerConfig};
-use rill_client::{ClientConfig, Message, Producer};
+use rill_client::{ClientConfig, FilterExpression, Message, Producer, StartFrom};
 use rill_store::{MetaStore, Store, StoreConfig};
-use rill_streams::{Aggregate, DeadLetter, JsonDecoder, Pipeline, WindowAggregateConfig};
-use rill_time::{WatermarkConfig, WindowSpec};
+use rill_streams::dsl::Tumbling;
+use rill_streams::{CollectSink, DeadLetter, JsonDecoder, Pipeline, RunnerConfig, TopicInput, agg};
+use rill_time::WatermarkConfig;
 
 async fn broker(dir: &std::path::Path) -> (Arc<Broker>, String, tokio::sync::oneshot::Sender<()>) {
     let mut cfg = StoreConfig::new(dir.join("data"));
@@ -58,56 +57,48 @@ async fn bids_become_window_counts_equal_to_a_direct_computation() {
         Field::new("ts", DataType::Int64, false),
         Field::new("price", DataType::Int64, false),
     ]));
-    let results: Arc<Mutex<Vec<RecordBatch>>> = Arc::default();
+    let results = CollectSink::new();
     let dead: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (r, d) = (Arc::clone(&results), Arc::clone(&dead));
-    let run = tokio::spawn(
-        Pipeline::from_topic(ClientConfig::new(&addr), "bids", "bid-stats")
-            .decode(JsonDecoder::new(schema, vec![]).unwrap())
-            // Bids of auction 4 are test traffic; prices count double.
-            .filter_rows(col("auction").not_eq(lit(4i64)))
-            .select(vec![(col("auction"), "auction"), (col("ts"), "ts"), (col("price") * lit(2i64), "price")])
-            .watermarks(WatermarkConfig { max_out_of_orderness: 400, idle_timeout: None })
-            .window(WindowAggregateConfig {
-                time_column: "ts".into(),
-                keys: vec!["auction".into()],
-                windows: WindowSpec::tumbling(500).unwrap().into(),
-                aggregates: vec![
-                    Aggregate { function: count_udaf(), column: "price".into(), name: "bids".into() },
-                    Aggregate { function: sum_udaf(), column: "price".into(), name: "total".into() },
-                ],
-                allowed_lateness: 0,
-            })
-            .sink(move |b| r.lock().unwrap().push(b))
-            .dead_letters(move |x| d.lock().unwrap().push(x))
-            .run(stopped),
-    );
-    // Everything consumed once the group's offsets reach the end of every queue.
-    let started = Instant::now();
-    loop {
-        let committed: u64 = broker.meta().group_offsets("bid-stats").get("bids").map_or(0, |q| q.values().sum());
-        if committed == 401 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "consumed {committed} of 401");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.send_replace(true);
-    let report = run.await.unwrap().unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let d = Arc::clone(&dead);
+    let mut config = RunnerConfig::new(ClientConfig::new(&addr), "bid-stats");
+    config.until_caught_up = true;
+    config.checkpoint_dir = Some(dir.path().join("checkpoints"));
+    let input = TopicInput {
+        source: "bids".into(),
+        topic: "bids".into(),
+        event_time: "ts".into(),
+        decoder: JsonDecoder::new(schema, vec![]).unwrap(),
+        filter: FilterExpression::all(),
+        watermarks: WatermarkConfig { max_out_of_orderness: 400, idle_timeout: None },
+        start: StartFrom::Earliest,
+    };
+    let job = Pipeline::from_topic(config, input)
+        // Bids of auction 4 are test traffic; prices count double.
+        .filter(col("auction").not_eq(lit(4i64)))
+        .select(vec![col("auction"), col("ts"), (col("price") * lit(2i64)).alias("price")])
+        .key_by(&["auction"])
+        .window(Tumbling::of(Duration::from_millis(500)))
+        .aggregate(vec![agg::count("price").alias("bids"), agg::sum("price").alias("total")])
+        .sink(results.clone());
+    job.dead_letters(move |x| d.lock().unwrap().push(x));
+    let report = job.run(stopped).await.unwrap();
     assert_eq!(report.messages, 401);
     assert_eq!(report.dead, 1);
-    assert_eq!(report.late, 0, "within the out-of-orderness bound");
+    assert_eq!(report.checkpoints, 1, "one checkpoint on the way out");
     let dead = dead.lock().unwrap().clone();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].topic, "bids");
+    // The offsets reached the broker with the checkpoint.
+    let committed: u64 = broker.meta().group_offsets("bid-stats").get("bids").map_or(0, |q| q.values().sum());
+    assert_eq!(committed, 401);
 
     let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for b in results.lock().unwrap().iter() {
+    for b in results.batches().iter() {
         let auction = b.column(0).as_primitive::<Int64Type>();
         let start = b.column(1).as_primitive::<TimestampMillisecondType>();
-        let n = b.column(3).as_primitive::<Int64Type>();
-        let total = b.column(4).as_primitive::<Int64Type>();
+        let n = b.column(4).as_primitive::<Int64Type>();
+        let total = b.column(5).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             assert!(
                 got.insert((auction.value(i), start.value(i)), (n.value(i), total.value(i))).is_none(),

@@ -37,7 +37,7 @@ fn batch(rows: &[(String, i64, i64)]) -> RecordBatch {
 }
 
 fn operator(windows: impl Into<Windows>, allowed_lateness: i64) -> WindowAggregate {
-    let agg = |f, name: &str| Aggregate { function: f, column: "amount".into(), name: name.into() };
+    let agg = |f, name: &str| Aggregate::new(f, "amount").alias(name);
     WindowAggregate::new(
         schema(),
         WindowAggregateConfig {
@@ -65,7 +65,7 @@ fn collect(out: &mut Results, b: Option<RecordBatch>) {
     let starts = b.column(1).as_primitive::<TimestampMillisecondType>();
     let ends = b.column(2).as_primitive::<TimestampMillisecondType>();
     let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
-    let (n, total, lo, hi) = (col(3), col(4), col(5), col(6));
+    let (n, total, lo, hi) = (col(4), col(5), col(6), col(7));
     for r in 0..b.num_rows() {
         // A later firing of the same window replaces the earlier result.
         out.insert(
@@ -234,7 +234,7 @@ fn configuration_mistakes_are_named() {
     .unwrap();
     op.process(&b).unwrap();
     let out = op.finish().unwrap().unwrap();
-    assert_eq!(out.column(3).as_primitive::<Int64Type>().value(0), 1);
-    assert_eq!(out.column(4).as_primitive::<Int64Type>().value(0), 4);
-    assert!(!out.column(5).is_null(0));
+    assert_eq!(out.column(4).as_primitive::<Int64Type>().value(0), 1);
+    assert_eq!(out.column(5).as_primitive::<Int64Type>().value(0), 4);
+    assert!(!out.column(6).is_null(0));
 }

@@ -73,6 +73,11 @@ impl SessionWindows {
         false
     }
 
+    /// Puts back a session taken from [`SessionWindows::windows`] (a checkpoint).
+    pub fn restore(&mut self, window: Window) {
+        self.open.insert(window.start, window.end);
+    }
+
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()

@@ -1,0 +1,194 @@
+//! `rill bench nexmark`: the Nexmark queries on the streams runtime, fed
+//! straight from the generator, one query after another in one run.
+//!
+//! Per query it reports events per second of CPU time the job spent
+//! processing (events/s/core: the job runs on one thread, so this is what
+//! one core sustains; generating the events is measured apart and not
+//! counted), wall-clock throughput with generation included, the
+//! processing time of a chunk (p50/p99: how long a micro-batch waits), and
+//! the largest state held. Each is set beside Flink's per-core figure from
+//! the Nexmark project's baseline where one exists, and beside the target
+//! (1M events/s/core for stateless queries, 200k for windowed ones).
+
+use std::time::Duration;
+
+use rill_nexmark::{GeneratorConfig, Query};
+use serde::Serialize;
+
+use crate::report::{table, thousands};
+use crate::{Error, Result};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct NexmarkBenchOptions {
+    /// The queries, in order.
+    pub queries: Vec<Query>,
+    /// Events per query.
+    pub events: u64,
+    /// Events per chunk (micro-batch).
+    pub chunk: u64,
+    /// Event-time disorder of the input (ms).
+    pub disorder: i64,
+}
+
+/// Flink's events/s per core from the Nexmark project's baseline.
+pub fn flink_per_core(q: Query) -> Option<f64> {
+    match q {
+        Query::Q0 => Some(155_000.0),
+        Query::Q2 => Some(175_000.0),
+        Query::Q5 => Some(22_000.0),
+        Query::Q7 => Some(12_000.0),
+        Query::Q8 => Some(146_000.0),
+        _ => None,
+    }
+}
+
+/// One query's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct NexmarkCase {
+    /// The query.
+    pub query: &'static str,
+    /// Whether it keeps state.
+    pub stateful: bool,
+    /// Events fed in.
+    pub events: u64,
+    /// Result rows.
+    pub results: u64,
+    /// CPU seconds the job spent processing.
+    pub process_cpu_secs: f64,
+    /// Events per CPU second of processing.
+    pub events_per_sec_per_core: f64,
+    /// Events per wall-clock second, generation included.
+    pub events_per_sec_wall: f64,
+    /// Processing time of a chunk, median (ms).
+    pub chunk_p50_ms: f64,
+    /// Processing time of a chunk, 99th percentile (ms).
+    pub chunk_p99_ms: f64,
+    /// Largest state held (rows or keys).
+    pub peak_state: usize,
+    /// Flink's per-core figure, where the baseline has one.
+    pub flink_events_per_sec_per_core: Option<f64>,
+    /// Ours over Flink's.
+    pub ratio_vs_flink: Option<f64>,
+    /// The target per core.
+    pub target_per_core: f64,
+    /// Ours over the target.
+    pub ratio_vs_target: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct NexmarkBenchReport {
+    /// Benchmark name.
+    pub bench: &'static str,
+    /// Events per chunk.
+    pub chunk: u64,
+    /// Events per CPU second the generator itself sustains (not counted above).
+    pub generator_events_per_sec_per_core: f64,
+    /// The queries.
+    pub cases: Vec<NexmarkCase>,
+}
+
+impl NexmarkBenchReport {
+    /// The report as a table for people.
+    pub fn to_table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .cases
+            .iter()
+            .map(|c| {
+                vec![
+                    c.query.to_owned(),
+                    thousands(c.events as f64),
+                    thousands(c.results as f64),
+                    thousands(c.events_per_sec_per_core),
+                    thousands(c.events_per_sec_wall),
+                    format!("{:.2} / {:.2}", c.chunk_p50_ms, c.chunk_p99_ms),
+                    thousands(c.peak_state as f64),
+                    c.flink_events_per_sec_per_core.map_or("-".into(), thousands),
+                    c.ratio_vs_flink.map_or("-".into(), |r| format!("{r:.1}")),
+                    format!("{:.2} (of {})", c.ratio_vs_target, thousands(c.target_per_core)),
+                ]
+            })
+            .collect();
+        let mut out = table(
+            &[
+                "query",
+                "events",
+                "results",
+                "events/s/core",
+                "events/s wall",
+                "chunk p50/p99 ms",
+                "peak state",
+                "Flink /core",
+                "vs Flink",
+                "vs target",
+            ],
+            &rows,
+        );
+        out.push_str(&format!(
+            "generator alone: {} events/s/core (not counted); chunks of {} events\n",
+            thousands(self.generator_events_per_sec_per_core),
+            thousands(self.chunk as f64)
+        ));
+        out
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark, reporting steps through `progress`.
+pub fn run(opts: &NexmarkBenchOptions, progress: &mut dyn FnMut(&str)) -> Result<NexmarkBenchReport> {
+    if opts.events == 0 || opts.events > 100_000_000 || opts.chunk == 0 {
+        return Err(Error::Options {
+            option: "--events / --chunk",
+            reason: "events must be 1..=100,000,000 and chunks at least 1 event".into(),
+        });
+    }
+    let mut cases = Vec::new();
+    let (mut generated, mut generate_cpu) = (0u64, Duration::ZERO);
+    for q in &opts.queries {
+        progress(&format!("{} over {} events", q.name(), thousands(opts.events as f64)));
+        let config = GeneratorConfig {
+            events: opts.events,
+            chunk: opts.chunk,
+            disorder: opts.disorder,
+            // Event time runs at the standard 10k events/s.
+            ..GeneratorConfig::default()
+        };
+        let run = rill_nexmark::run(*q, config).map_err(|e| Error::Workload(e.to_string()))?;
+        generated += run.events;
+        generate_cpu += run.generate_cpu;
+        let cpu = run.process_cpu.as_secs_f64().max(1e-9);
+        let per_core = run.events as f64 / cpu;
+        let pick = |p: f64| {
+            let l = &run.chunk_latencies;
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().map_or(0.0, ms)
+        };
+        let flink = flink_per_core(*q);
+        let target = if q.is_stateful() { 200_000.0 } else { 1_000_000.0 };
+        cases.push(NexmarkCase {
+            query: q.name(),
+            stateful: q.is_stateful(),
+            events: run.events,
+            results: run.rows.iter().map(|b| b.num_rows() as u64).sum(),
+            process_cpu_secs: cpu,
+            events_per_sec_per_core: per_core,
+            events_per_sec_wall: run.events as f64 / run.elapsed.as_secs_f64().max(1e-9),
+            chunk_p50_ms: pick(0.5),
+            chunk_p99_ms: pick(0.99),
+            peak_state: run.peak_state,
+            flink_events_per_sec_per_core: flink,
+            ratio_vs_flink: flink.map(|f| per_core / f),
+            target_per_core: target,
+            ratio_vs_target: per_core / target,
+        });
+    }
+    Ok(NexmarkBenchReport {
+        bench: "nexmark",
+        chunk: opts.chunk,
+        generator_events_per_sec_per_core: generated as f64 / generate_cpu.as_secs_f64().max(1e-9),
+        cases,
+    })
+}

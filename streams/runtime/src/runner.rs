@@ -1,0 +1,298 @@
+//! Runs a [`Dataflow`] on broker topics with exactly-once checkpoints.
+//!
+//! Each source of the job reads one topic: every queue of it is pulled by
+//! offset, message bodies are decoded into the source's schema (bad ones
+//! go to the dead-letter output with their coordinates, or fail the job,
+//! per policy), and event time advances per queue from bounded
+//! out-of-orderness, with an idle timeout so a silent queue does not hold
+//! the job back.
+//!
+//! Every checkpoint interval, between two pulls: the dataflow's state and
+//! the next offset of every queue are snapshotted, sinks prepare, the
+//! checkpoint is stored durably, sinks commit, and the offsets are also
+//! committed to the broker for monitoring. A restart restores the latest
+//! checkpoint, tells sinks to recover to it and reads on from its offsets —
+//! so output is exactly-once even after a kill at any point.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rill_client::{ClientConfig, FilterExpression, QueueReader, QueueRef, StartFrom};
+use rill_time::{WatermarkConfig, Watermarks};
+
+use crate::checkpoint::CheckpointStore;
+use crate::dataflow::Dataflow;
+use crate::decode::{DeadLetter, JsonDecoder, SourceRecord};
+use crate::window_agg::event_times;
+use crate::{Error, Result};
+
+/// One topic feeding one source of the job.
+#[derive(Debug)]
+pub struct TopicInput {
+    /// The job's source it feeds.
+    pub source: String,
+    /// The topic.
+    pub topic: String,
+    /// The decoded rows' event-time column.
+    pub event_time: String,
+    /// How bodies become rows (its schema must be the source's).
+    pub decoder: JsonDecoder,
+    /// Filter pushed down to the broker.
+    pub filter: FilterExpression,
+    /// Event-time progress per queue.
+    pub watermarks: WatermarkConfig,
+    /// Where queues without a stored position start.
+    pub start: StartFrom,
+}
+
+/// What to do with a message that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadLetterPolicy {
+    /// Send it to the dead-letter output and go on (counted).
+    #[default]
+    Skip,
+    /// Stop the job with that message in the error.
+    Fail,
+}
+
+/// How the runner works.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The broker (or name server) to read from.
+    pub client: ClientConfig,
+    /// Consumer group offsets are committed under.
+    pub group: String,
+    /// Where checkpoints go (none: no checkpoints, at-most-what-was-read).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Messages per pull.
+    pub batch: u32,
+    /// Undecodable messages.
+    pub dead_letters: DeadLetterPolicy,
+    /// Treat the input as bounded: once every queue is read to its end,
+    /// end event time (every open window fires), checkpoint and stop.
+    pub until_caught_up: bool,
+}
+
+impl RunnerConfig {
+    /// Defaults: checkpoints every 5 s if a directory is given, 512 messages a pull.
+    pub fn new(client: ClientConfig, group: &str) -> Self {
+        Self {
+            client,
+            group: group.to_owned(),
+            checkpoint_dir: None,
+            checkpoint_interval: Duration::from_secs(5),
+            batch: 512,
+            dead_letters: DeadLetterPolicy::Skip,
+            until_caught_up: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages read.
+    pub messages: u64,
+    /// Messages that did not decode.
+    pub dead: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// The checkpoint the run started from.
+    pub restored_from: Option<u64>,
+}
+
+struct QueueState {
+    input: usize,
+    queue: QueueRef,
+    next: u64,
+    mark: usize,
+    empty_pulls: u32,
+}
+
+/// The runner (see the module docs).
+pub struct Runner {
+    config: RunnerConfig,
+    inputs: Vec<TopicInput>,
+    dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
+}
+
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("config", &self.config).field("inputs", &self.inputs).finish_non_exhaustive()
+    }
+}
+
+fn source_err(e: rill_client::Error) -> Error {
+    Error::Source(e.to_string())
+}
+
+impl Runner {
+    /// A runner reading `inputs`.
+    pub fn new(config: RunnerConfig, inputs: Vec<TopicInput>) -> Self {
+        Self { config, inputs, dead: None }
+    }
+
+    /// Where undecodable messages go (logged at WARN without one).
+    pub fn dead_letters(mut self, out: impl FnMut(DeadLetter) + Send + 'static) -> Self {
+        self.dead = Some(Box::new(out));
+        self
+    }
+
+    /// Runs `flow` until `stop` turns true (or, when configured, until
+    /// caught up); a last checkpoint is taken on the way out.
+    pub async fn run(mut self, mut flow: Dataflow, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<RunReport> {
+        for input in &self.inputs {
+            let expected = flow.source_schema(&input.source)?;
+            if expected.fields() != input.decoder.schema().fields() {
+                return Err(Error::Plan(format!(
+                    "topic '{}' decodes into other columns than source '{}' takes",
+                    input.topic, input.source
+                )));
+            }
+        }
+        let reader = QueueReader::connect(self.config.client.clone(), &self.config.group).map_err(source_err)?;
+        let store = self.config.checkpoint_dir.as_ref().map(CheckpointStore::open).transpose()?;
+        let restored = match &store {
+            Some(s) => s.latest()?,
+            None => None,
+        };
+        let mut report = RunReport { restored_from: restored.as_ref().map(|c| c.id), ..Default::default() };
+        if let Some(c) = &restored {
+            flow.restore(&c.snapshot)?;
+            tracing::info!(checkpoint = c.id, "restored the job from its latest checkpoint");
+        }
+        flow.recover_sinks(report.restored_from)?;
+        let started = Instant::now();
+        let now = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut marks = Vec::new();
+        let mut queues = Vec::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            let mut m = Watermarks::new(input.watermarks, 0, now())?;
+            for q in reader.queues(&input.topic).await.map_err(source_err)? {
+                let next = match restored.as_ref().and_then(|c| c.positions.get(&q.key())) {
+                    Some(n) => *n,
+                    None => reader.offset_of(&q, input.start).await.map_err(source_err)?,
+                };
+                let mark = m.add_input(now());
+                queues.push(QueueState { input: i, queue: q, next, mark, empty_pulls: 0 });
+            }
+            marks.push(m);
+        }
+        let times: Vec<usize> = self.inputs.iter().map(|i| flow.source_time(&i.source)).collect::<Result<_>>()?;
+        let mut next_id = report.restored_from.map_or(1, |id| id + 1);
+        let mut last_checkpoint = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let mut read_any = false;
+            let mut caught_up = true;
+            for q in &mut queues {
+                let input = &self.inputs[q.input];
+                let pulled = reader.pull(&q.queue, q.next, self.config.batch, &input.filter).await.map_err(source_err)?;
+                let end_reached = pulled.messages.is_empty() && pulled.next_offset == q.next;
+                caught_up &= end_reached;
+                if end_reached {
+                    q.empty_pulls += 1;
+                    continue;
+                }
+                q.empty_pulls = 0;
+                read_any = true;
+                report.messages += pulled.messages.len() as u64;
+                let records: Vec<SourceRecord> = pulled
+                    .messages
+                    .iter()
+                    .map(|m| SourceRecord {
+                        topic: m.topic.clone(),
+                        queue: u32::try_from(m.queue_id).unwrap_or(0),
+                        offset: u64::try_from(m.queue_offset).unwrap_or(0),
+                        tag: m.tag.clone(),
+                        store_time: m.store_timestamp,
+                        body: m.body.clone(),
+                    })
+                    .collect();
+                q.next = pulled.next_offset;
+                let decoded = input.decoder.decode(&records)?;
+                report.dead += decoded.dead.len() as u64;
+                for d in decoded.dead {
+                    if self.config.dead_letters == DeadLetterPolicy::Fail {
+                        return Err(Error::Source(format!(
+                            "message at {}/{}/{} does not fit the schema: {}",
+                            d.topic, d.queue, d.offset, d.reason
+                        )));
+                    }
+                    match self.dead.as_mut() {
+                        Some(out) => out(d),
+                        None => tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema"),
+                    }
+                }
+                for ts in event_times(decoded.batch.column(times[q.input]))?.into_iter().flatten() {
+                    marks[q.input].observe(q.mark, ts, now());
+                }
+                if decoded.batch.num_rows() > 0 {
+                    flow.push(&input.source, decoded.batch)?;
+                }
+            }
+            for (i, m) in marks.iter_mut().enumerate() {
+                if let Some(w) = m.advance(now()) {
+                    flow.watermark(&self.inputs[i].source, w)?;
+                }
+            }
+            if self.config.until_caught_up && caught_up {
+                // The input is bounded and read: event time ends, every open window fires.
+                flow.finish()?;
+                break;
+            }
+            if store.is_some() && last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+                self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+                report.checkpoints += 1;
+                next_id += 1;
+                last_checkpoint = Instant::now();
+            }
+            if !read_any {
+                let idle = queues.iter().map(|q| q.empty_pulls).min().unwrap_or(0);
+                tokio::select! {
+                    _ = tokio::time::sleep(QueueReader::idle_backoff(idle)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        if store.is_some() {
+            self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+            report.checkpoints += 1;
+        }
+        Ok(report)
+    }
+
+    async fn checkpoint(
+        &self,
+        flow: &mut Dataflow,
+        store: Option<&CheckpointStore>,
+        reader: &QueueReader,
+        queues: &[QueueState],
+        id: u64,
+    ) -> Result<()> {
+        let Some(store) = store else { return Ok(()) };
+        let t = Instant::now();
+        let snapshot = flow.snapshot()?;
+        let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.queue.key(), q.next)).collect();
+        flow.prepare_sinks(id)?;
+        store.save(id, &snapshot, &positions)?;
+        flow.commit_sinks(id)?;
+        let mut by_queue: HashMap<&QueueRef, u64> = HashMap::new();
+        for q in queues {
+            by_queue.insert(&q.queue, q.next);
+        }
+        for (q, next) in by_queue {
+            if let Err(e) = reader.commit(q, next).await {
+                tracing::warn!(queue = %q.key(), error = %e, "could not report the offset to the broker");
+            }
+        }
+        tracing::info!(checkpoint = id, state_batches = snapshot.states.len(), took_ms = t.elapsed().as_millis() as u64, "checkpoint complete");
+        Ok(())
+    }
+}

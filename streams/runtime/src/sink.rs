@@ -1,0 +1,92 @@
+//! The sink contract connectors implement, and two sinks every job can
+//! use: a closure and an in-memory collector.
+//!
+//! A sink receives result batches between checkpoints. At a checkpoint
+//! barrier it is asked to `prepare` (make what it wrote so far durable but
+//! not yet visible, or verify an idempotent write landed); once the whole
+//! checkpoint is stored it is told to `commit`. A sink that cannot take
+//! rows returns an error; the runtime retries with backoff and then fails
+//! the checkpoint — it never drops the rows.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::Result;
+
+/// Where results go (see the module docs).
+pub trait Sink: Send {
+    /// Takes a batch of results.
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Checkpoint `id` is being taken: everything written so far belongs to it.
+    fn prepare(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Checkpoint `id` is stored: what it covers may become visible.
+    fn commit(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
+    /// The job restarts from checkpoint `last` (`None`: from scratch):
+    /// finish what was prepared for it and earlier, discard anything later.
+    fn recover(&mut self, _last: Option<u64>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A closure as a sink (at-least-once: it sees rows as they come).
+pub struct FnSink<F>(pub F);
+
+impl<F> std::fmt::Debug for FnSink<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnSink")
+    }
+}
+
+impl<F> Sink for FnSink<F>
+where
+    F: FnMut(RecordBatch) + Send,
+{
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        (self.0)(batch);
+        Ok(())
+    }
+}
+
+/// Collects results in memory; clones share the rows (handy in tests and examples).
+#[derive(Debug, Clone, Default)]
+pub struct CollectSink {
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
+}
+
+impl CollectSink {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every batch collected so far.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Rows collected so far.
+    pub fn rows(&self) -> usize {
+        self.batches.lock().map(|b| b.iter().map(RecordBatch::num_rows).sum()).unwrap_or(0)
+    }
+
+    /// The collected rows as one batch of `schema`.
+    pub fn concat(&self, schema: &SchemaRef) -> Result<RecordBatch> {
+        Ok(concat_batches(schema, &self.batches())?)
+    }
+}
+
+impl Sink for CollectSink {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if let Ok(mut b) = self.batches.lock() {
+            b.push(batch);
+        }
+        Ok(())
+    }
+}

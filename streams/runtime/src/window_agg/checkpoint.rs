@@ -1,0 +1,110 @@
+//! The window aggregate's state as one Arrow batch, for checkpoints: per
+//! open (key, window) the key columns, the window bounds, whether it has
+//! unfired rows and whether it fired, and each accumulator's intermediate
+//! state (DataFusion's `state()` / `merge_batch`, the same form its partial
+//! aggregation uses), so a restored window continues exactly.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::scalar::ScalarValue;
+use rill_time::{SessionWindows, Window};
+
+use super::{WindowAggregate, Windows};
+use crate::{Error, Result};
+
+impl WindowAggregate {
+    fn state_schema(&self) -> Result<Arc<Schema>> {
+        let mut fields: Vec<Field> = self.key_indices.iter().map(|i| self.input.field(*i).clone()).collect();
+        fields.push(Field::new("__start", DataType::Int64, false));
+        fields.push(Field::new("__end", DataType::Int64, false));
+        fields.push(Field::new("__dirty", DataType::Boolean, false));
+        fields.push(Field::new("__fired", DataType::Boolean, false));
+        for (i, a) in self.aggregates.iter().enumerate() {
+            for f in a.state_fields()? {
+                fields.push(Field::new(format!("__s{i}_{}", f.name()), f.data_type().clone(), true));
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Every open window's state (see the module docs).
+    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let schema = self.state_schema()?;
+        let live: Vec<usize> = (0..self.slots.len()).filter(|s| self.slots[*s].is_some()).collect();
+        if live.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::with_capacity(live.len());
+        let (mut starts, mut ends, mut dirty, mut fired) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let width = schema.fields().len() - self.key_indices.len() - 4;
+        let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); width];
+        for slot in &live {
+            let Some(g) = self.slots[*slot].as_mut() else { continue };
+            keys.push(g.key.clone());
+            starts.push(g.window.start);
+            ends.push(g.window.end);
+            dirty.push(g.dirty);
+            fired.push(g.fired);
+            let mut column = 0;
+            for acc in &mut g.accumulators {
+                for v in acc.state()? {
+                    states[column].push(v);
+                    column += 1;
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = self.rows.convert_rows(keys.iter().map(|k| k.row()))?;
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        columns.push(Arc::new(BooleanArray::from(dirty)));
+        columns.push(Arc::new(BooleanArray::from(fired)));
+        for (i, values) in states.into_iter().enumerate() {
+            let field = schema.field(self.key_indices.len() + 4 + i);
+            let array = ScalarValue::iter_to_array(values)?;
+            columns.push(if array.data_type() == field.data_type() {
+                array
+            } else {
+                datafusion::arrow::compute::cast(&array, field.data_type())?
+            });
+        }
+        Ok(Some(RecordBatch::try_new(schema, columns)?))
+    }
+
+    /// Puts back the windows of a [`WindowAggregate::snapshot`] taken by an
+    /// operator of the same configuration (event time is restored by
+    /// advancing it afterwards).
+    pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        let schema = self.state_schema()?;
+        if state.schema().fields().len() != schema.fields().len() {
+            return Err(Error::Plan("checkpointed window state does not fit this window operator".into()));
+        }
+        let k = self.key_indices.len();
+        let keys = self.rows.convert_columns(&state.columns()[..k])?;
+        let starts = state.column(k).as_primitive::<Int64Type>();
+        let ends = state.column(k + 1).as_primitive::<Int64Type>();
+        let dirty = state.column(k + 2).as_boolean();
+        let fired = state.column(k + 3).as_boolean();
+        for row in 0..state.num_rows() {
+            let window = Window::new(starts.value(row), ends.value(row));
+            let key = keys.row(row).owned();
+            let slot = self.group(key.clone(), window)?;
+            if let Windows::Session { gap } = self.config.windows {
+                let sessions = self.sessions.entry(key).or_insert(SessionWindows::new(gap)?);
+                sessions.restore(window);
+            }
+            let Some(g) = self.slots[slot].as_mut() else { continue };
+            g.dirty = dirty.value(row);
+            g.fired = fired.value(row);
+            let mut column = k + 4;
+            for (acc, agg) in g.accumulators.iter_mut().zip(&self.aggregates) {
+                let n = agg.state_fields()?.len();
+                let values: Vec<ArrayRef> = (column..column + n).map(|c| state.column(c).slice(row, 1)).collect();
+                acc.merge_batch(&values)?;
+                column += n;
+            }
+        }
+        Ok(())
+    }
+}
