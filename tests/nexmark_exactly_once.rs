@@ -47,6 +47,14 @@ fn committed_rows(dir: &Path, query: Query) -> Vec<String> {
     canonical(&batches).unwrap()
 }
 
+/// Messages the latest checkpoint has read past (sum of its queue positions).
+fn read_in_checkpoint(dir: &Path) -> u64 {
+    let id = latest(dir).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("chk-{id:020}/meta.json"))).unwrap()).unwrap();
+    meta["positions"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
 #[test]
 fn killed_and_restarted_jobs_write_every_result_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,11 +68,13 @@ fn killed_and_restarted_jobs_write_every_result_exactly_once() {
         .unwrap();
     assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
 
+    let mut killed_mid_input = false;
     for query in [Query::Q5, Query::Q8] {
         let work = dir.path().join(query.name());
         let checkpoints = work.join("checkpoints");
         // Kill rounds: wait for a new checkpoint, then kill a pseudo-random moment later.
         let mut seed = 0x9E37_79B9_u64 ^ query.name().len() as u64;
+        let mut read_at_kill = Vec::new();
         for round in 0..4 {
             let before = latest(&checkpoints);
             let child = run_query(&addr, &work, query, &[]);
@@ -77,6 +87,7 @@ fn killed_and_restarted_jobs_write_every_result_exactly_once() {
             std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
             signal(&child, "-KILL");
             let out = child.wait_with_output().unwrap();
+            read_at_kill.push(read_in_checkpoint(&checkpoints));
             assert!(!out.status.success(), "{} round {round}: the job ended before it was killed", query.name());
         }
         let last = run_query(&addr, &work, query, &["--until-caught-up"]).wait_with_output().unwrap();
@@ -84,6 +95,9 @@ fn killed_and_restarted_jobs_write_every_result_exactly_once() {
         assert!(last.status.success(), "{}: {}", query.name(), String::from_utf8_lossy(&last.stderr));
         assert!(said.contains("resumed from checkpoint"), "{}: the last run did not resume: {said}", query.name());
 
+        let total = read_in_checkpoint(&checkpoints);
+        eprintln!("{}: messages covered by the latest checkpoint at each kill: {read_at_kill:?} of {total}", query.name());
+        killed_mid_input |= read_at_kill.iter().any(|r| *r < total);
         let expected = canonical(&oracle(query, config).unwrap()).unwrap();
         let got = committed_rows(&work, query);
         assert!(!expected.is_empty());
@@ -94,5 +108,6 @@ fn killed_and_restarted_jobs_write_every_result_exactly_once() {
         assert!(missing.is_empty(), "{}: rows lost, e.g. {missing:?}", query.name());
         assert_eq!(got, expected, "{}", query.name());
     }
+    assert!(killed_mid_input, "no kill landed before the input was read; the test did not exercise recovery mid-stream");
     stop(broker);
 }

@@ -35,7 +35,7 @@ pub use dsl::{Job, Stream};
 pub use operator::{Operator, Output};
 pub use file_sink::JsonFileSink;
 pub use pipeline::Pipeline;
-pub use runner::{DeadLetterPolicy, RunReport, Runner, RunnerConfig, TopicInput};
+pub use runner::{DeadLetterPolicy, JobStatus, RunReport, Runner, RunnerConfig, TopicInput};
 pub use rows::{FilterRows, Project};
 pub use sink::{CollectSink, FnSink, Sink};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};

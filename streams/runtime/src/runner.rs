@@ -22,10 +22,13 @@ use rill_client::{ClientConfig, FilterExpression, QueueReader, QueueRef, StartFr
 use rill_time::{WatermarkConfig, Watermarks};
 
 use crate::checkpoint::CheckpointStore;
-use crate::dataflow::Dataflow;
+use crate::dataflow::{Dataflow, NodeMetrics};
 use crate::decode::{DeadLetter, JsonDecoder, SourceRecord};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
+
+/// How often the run logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// One topic feeding one source of the job.
 #[derive(Debug)]
@@ -104,6 +107,24 @@ pub struct RunReport {
     pub restored_from: Option<u64>,
 }
 
+/// A running job's figures, published after every round of pulls.
+#[derive(Debug, Clone, Default)]
+pub struct JobStatus {
+    /// Messages read so far.
+    pub messages: u64,
+    /// Messages that did not decode so far.
+    pub dead: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// How long the last checkpoint took (ms).
+    pub last_checkpoint_ms: u64,
+    /// Wall clock minus the job's event time (ms): how far results lag
+    /// behind now for a live input; `None` before the first watermark.
+    pub watermark_lag_ms: Option<i64>,
+    /// Per operator: rows in and out, late rows, state size, event time.
+    pub operators: Vec<NodeMetrics>,
+}
+
 struct QueueState {
     input: usize,
     queue: QueueRef,
@@ -117,6 +138,7 @@ pub struct Runner {
     config: RunnerConfig,
     inputs: Vec<TopicInput>,
     dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
+    status: tokio::sync::watch::Sender<JobStatus>,
 }
 
 
@@ -133,7 +155,29 @@ fn source_err(e: rill_client::Error) -> Error {
 impl Runner {
     /// A runner reading `inputs`.
     pub fn new(config: RunnerConfig, inputs: Vec<TopicInput>) -> Self {
-        Self { config, inputs, dead: None }
+        Self { config, inputs, dead: None, status: tokio::sync::watch::Sender::new(JobStatus::default()) }
+    }
+
+    /// Live figures of the run (updated after every round of pulls).
+    pub fn status(&self) -> tokio::sync::watch::Receiver<JobStatus> {
+        self.status.subscribe()
+    }
+
+    fn publish(&self, flow: &Dataflow, report: &RunReport, last_checkpoint_ms: u64) {
+        let operators = flow.metrics();
+        let mark = operators.iter().filter(|m| m.name.starts_with("sink")).map(|m| m.watermark).min();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let lag = mark.filter(|m| *m > i64::MIN && *m < i64::MAX).map(|m| wall - m);
+        self.status.send_replace(JobStatus {
+            messages: report.messages,
+            dead: report.dead,
+            checkpoints: report.checkpoints,
+            last_checkpoint_ms,
+            watermark_lag_ms: lag,
+            operators,
+        });
     }
 
     /// Where undecodable messages go (logged at WARN without one).
@@ -185,6 +229,8 @@ impl Runner {
         let times: Vec<usize> = self.inputs.iter().map(|i| flow.source_time(&i.source)).collect::<Result<_>>()?;
         let mut next_id = report.restored_from.map_or(1, |id| id + 1);
         let mut last_checkpoint = Instant::now();
+        let mut last_checkpoint_ms = 0;
+        let mut last_progress = Instant::now();
         loop {
             if *stop.borrow() {
                 break;
@@ -248,10 +294,24 @@ impl Runner {
                 break;
             }
             if store.is_some() && last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-                self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+                last_checkpoint_ms = self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
                 report.checkpoints += 1;
                 next_id += 1;
                 last_checkpoint = Instant::now();
+            }
+            self.publish(&flow, &report, last_checkpoint_ms);
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let status = self.status.borrow().clone();
+                let state: usize = status.operators.iter().map(|m| m.state).sum();
+                tracing::info!(
+                    messages = status.messages,
+                    dead = status.dead,
+                    checkpoints = status.checkpoints,
+                    state,
+                    watermark_lag_ms = status.watermark_lag_ms,
+                    "job progress"
+                );
             }
             if !read_any {
                 let idle = queues.iter().map(|q| q.empty_pulls).min().unwrap_or(0);
@@ -262,9 +322,10 @@ impl Runner {
             }
         }
         if store.is_some() {
-            self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+            last_checkpoint_ms = self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
             report.checkpoints += 1;
         }
+        self.publish(&flow, &report, last_checkpoint_ms);
         Ok(report)
     }
 
@@ -275,8 +336,8 @@ impl Runner {
         reader: &QueueReader,
         queues: &[QueueState],
         id: u64,
-    ) -> Result<()> {
-        let Some(store) = store else { return Ok(()) };
+    ) -> Result<u64> {
+        let Some(store) = store else { return Ok(0) };
         let t = Instant::now();
         let snapshot = flow.snapshot()?;
         let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.queue.key(), q.next)).collect();
@@ -292,7 +353,8 @@ impl Runner {
                 tracing::warn!(queue = %q.key(), error = %e, "could not report the offset to the broker");
             }
         }
-        tracing::info!(checkpoint = id, state_batches = snapshot.states.len(), took_ms = t.elapsed().as_millis() as u64, "checkpoint complete");
-        Ok(())
+        let took = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(checkpoint = id, state_batches = snapshot.states.len(), took_ms = took, "checkpoint complete");
+        Ok(took)
     }
 }
