@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::LineDelimitedWriter;
 use rill_client::{ClientConfig, FilterExpression, Message, Producer, StartFrom};
 use rill_streams::dsl::Job;
-use rill_streams::{JsonDecoder, JsonFileSink, RunReport, RunnerConfig, TopicInput};
+use rill_streams::{Decoder, JsonFileSink, RunReport, RunnerConfig, TopicInput};
 use rill_time::WatermarkConfig;
 
 use crate::generator::{Generator, GeneratorConfig, auction_schema, bid_schema, person_schema};
@@ -79,7 +79,7 @@ pub fn inputs(query: Query, prefix: &str, disorder: i64) -> Result<Vec<TopicInpu
                 topic: format!("{prefix}{s}"),
                 source: s,
                 event_time: "date_time".into(),
-                decoder: JsonDecoder::new(schema, vec![])?,
+                decoder: Decoder::new(schema, vec![])?,
                 filter: FilterExpression::all(),
                 watermarks: WatermarkConfig { max_out_of_orderness: disorder, idle_timeout: None },
                 start: StartFrom::Earliest,

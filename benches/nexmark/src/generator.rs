@@ -43,6 +43,9 @@ const CITIES: [&str; 10] =
 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 
+/// The longest an auction runs (ms after it opens).
+pub const MAX_AUCTION_MS: i64 = 20_000;
+
 /// How to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GeneratorConfig {
@@ -272,7 +275,7 @@ impl Generator {
         a.initial.push(initial);
         a.reserve.push(initial + self.price());
         a.time.push(time);
-        a.expires.push(time + self.rng.random_range(1_000..=20_000));
+        a.expires.push(time + self.rng.random_range(1_000..=MAX_AUCTION_MS));
         a.seller.push(FIRST_ID + i64::try_from(seller).unwrap_or(0));
         a.category.push(FIRST_CATEGORY + self.rng.random_range(0..CATEGORIES));
         let len = self.rng.random_range(200..400);

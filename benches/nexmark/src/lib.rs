@@ -152,18 +152,46 @@ pub fn oracle(query: Query, config: GeneratorConfig) -> Result<Vec<RecordBatch>>
     ctx.register_table("person", Arc::new(MemTable::try_new(person_schema(), vec![person])?))?;
     ctx.register_table("auction", Arc::new(MemTable::try_new(auction_schema(), vec![auction])?))?;
     ctx.register_table("bid", Arc::new(MemTable::try_new(bid_schema(), vec![bid])?))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| {
-        datafusion::error::DataFusionError::External(Box::new(e))
-    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     Ok(runtime.block_on(async { ctx.sql(query.oracle_sql()).await?.collect().await })?)
+}
+
+/// A query's result rows as sorted lines: [`canonical`], after keeping
+/// only the latest row per key for queries whose results are upserts.
+pub fn final_rows(query: Query, batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let Some(key) = query.upsert_key() else { return canonical(batches) };
+    let mut latest = std::collections::HashMap::new();
+    for b in batches {
+        let lines = unsorted_lines(b)?;
+        for line in lines {
+            let cells: Vec<&str> = line.split('|').collect();
+            let k: Vec<String> = key.iter().map(|i| cells.get(*i).copied().unwrap_or("").to_owned()).collect();
+            latest.insert(k, line.clone());
+        }
+    }
+    let mut lines: Vec<String> = latest.into_values().collect();
+    lines.sort_unstable();
+    Ok(lines)
 }
 
 /// Rows as sorted lines of text (timestamps as epoch ms), for comparing
 /// results that may come in any order.
 pub fn canonical(batches: &[RecordBatch]) -> Result<Vec<String>> {
-    let options = FormatOptions::default().with_null("NULL");
     let mut lines = Vec::new();
     for b in batches {
+        lines.extend(unsorted_lines(b)?);
+    }
+    lines.sort_unstable();
+    Ok(lines)
+}
+
+/// One batch's rows as lines, in order.
+fn unsorted_lines(b: &RecordBatch) -> Result<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut lines = Vec::new();
+    {
         let columns = b
             .columns()
             .iter()
@@ -180,6 +208,5 @@ pub fn canonical(batches: &[RecordBatch]) -> Result<Vec<String>> {
         }
         debug_assert!(columns.iter().all(|c| c.len() == b.num_rows()));
     }
-    lines.sort_unstable();
     Ok(lines)
 }

@@ -8,6 +8,7 @@
 //! | q1 | bid prices in euros | projection with arithmetic |
 //! | q2 | bids on some auctions | filter |
 //! | q3 | sellers in OR/ID/CA with an auction in category 10 | regular join |
+//! | q4 | average closing price per category | interval join, per-auction max when it closes, running average (upserts) |
 //! | q5 | hottest auctions: most bids in 10 s windows every 2 s | hopping count, top-1 per window |
 //! | q7 | highest bid every 10 s | tumbling top-1 |
 //! | q8 | people who opened an auction in the 10 s they joined | tumbling aggregates, join on window |
@@ -16,7 +17,9 @@
 use std::time::Duration;
 
 use datafusion::prelude::{col, lit};
-use rill_streams::dsl::{Hopping, Job, Session, Stream, Tumbling};
+use rill_streams::dsl::{Global, Hopping, Job, Session, Stream, Tumbling};
+
+use crate::generator::MAX_AUCTION_MS;
 use rill_streams::{TopicInput, agg};
 
 use crate::generator::{auction_schema, bid_schema, person_schema};
@@ -32,6 +35,8 @@ pub enum Query {
     Q2,
     /// Local item suggestion (join).
     Q3,
+    /// Average price per category (closing prices, running average).
+    Q4,
     /// Hot items (hopping windows, top-1).
     Q5,
     /// Highest bid (tumbling top-1).
@@ -44,7 +49,8 @@ pub enum Query {
 
 impl Query {
     /// Every implemented query.
-    pub const ALL: [Query; 8] = [Query::Q0, Query::Q1, Query::Q2, Query::Q3, Query::Q5, Query::Q7, Query::Q8, Query::Q11];
+    pub const ALL: [Query; 9] =
+        [Query::Q0, Query::Q1, Query::Q2, Query::Q3, Query::Q4, Query::Q5, Query::Q7, Query::Q8, Query::Q11];
 
     /// The query by name (`q5`).
     pub fn parse(name: &str) -> Option<Query> {
@@ -58,10 +64,20 @@ impl Query {
             Query::Q1 => "q1",
             Query::Q2 => "q2",
             Query::Q3 => "q3",
+            Query::Q4 => "q4",
             Query::Q5 => "q5",
             Query::Q7 => "q7",
             Query::Q8 => "q8",
             Query::Q11 => "q11",
+        }
+    }
+
+    /// Columns of the key its results are upserts by (the latest row per
+    /// key is the result), for queries whose results are updated.
+    pub fn upsert_key(self) -> Option<&'static [usize]> {
+        match self {
+            Query::Q4 => Some(&[0]),
+            _ => None,
         }
     }
 
@@ -99,7 +115,9 @@ impl Query {
     fn build_with(self, source: &mut dyn FnMut(&str) -> Stream) -> Stream {
         let ten = Duration::from_secs(10);
         match self {
-            Query::Q0 => source("bid").select(vec![col("auction"), col("bidder"), col("price"), col("date_time"), col("extra")]),
+            Query::Q0 => {
+                source("bid").select(vec![col("auction"), col("bidder"), col("price"), col("date_time"), col("extra")])
+            }
             Query::Q1 => source("bid").select(vec![
                 col("auction"),
                 col("bidder"),
@@ -107,7 +125,9 @@ impl Query {
                 col("date_time"),
                 col("extra"),
             ]),
-            Query::Q2 => source("bid").filter((col("auction") % lit(123)).eq(lit(0))).select(vec![col("auction"), col("price")]),
+            Query::Q2 => {
+                source("bid").filter((col("auction") % lit(123)).eq(lit(0))).select(vec![col("auction"), col("price")])
+            }
             Query::Q3 => {
                 let sellers = source("person")
                     .filter(col("state").in_list(vec![lit("OR"), lit("ID"), lit("CA")], false))
@@ -118,16 +138,37 @@ impl Query {
                     .join(&sellers, &["seller"], &["person_id"])
                     .select(vec![col("name"), col("city"), col("state"), col("id")])
             }
+            Query::Q4 => {
+                let bids = source("bid").select(vec![col("auction"), col("price"), col("date_time")]);
+                source("auction")
+                    .select(vec![col("id"), col("category"), col("date_time").alias("opened"), col("expires")])
+                    .with_event_time("opened")
+                    // Bids from the auction's start to its end (at most MAX_AUCTION_MS later).
+                    .interval_join(&bids, &["id"], &["auction"], -MAX_AUCTION_MS..=0)
+                    .filter(col("date_time").lt_eq(col("expires")))
+                    .with_event_time("expires")
+                    .key_by(&["id", "category"])
+                    .window(Tumbling::of(Duration::from_millis(1)))
+                    .aggregate(vec![agg::max("price").alias("final")])
+                    .key_by(&["category"])
+                    .window(Global::window())
+                    .early_fire()
+                    .aggregate(vec![agg::avg("final").alias("avg_final")])
+                    .select(vec![col("category"), col("avg_final")])
+            }
             Query::Q5 => source("bid")
                 .key_by(&["auction"])
                 .window(Hopping::of(ten, Duration::from_secs(2)))
                 .aggregate(vec![agg::count("auction").alias("num")])
                 .top_n_per_window(1, "num", &[])
                 .select(vec![col("auction"), col("num"), col("window_start")]),
-            Query::Q7 => source("bid")
-                .window_all(Tumbling::of(ten))
-                .top_n(1, "price")
-                .select(vec![col("auction"), col("price"), col("bidder"), col("date_time"), col("window_start")]),
+            Query::Q7 => source("bid").window_all(Tumbling::of(ten)).top_n(1, "price").select(vec![
+                col("auction"),
+                col("price"),
+                col("bidder"),
+                col("date_time"),
+                col("window_start"),
+            ]),
             Query::Q8 => {
                 let new_people = source("person")
                     .key_by(&["id", "name"])
@@ -139,9 +180,11 @@ impl Query {
                     .aggregate(vec![agg::count("seller").alias("opened")])
                     .select(vec![col("seller"), col("window_time").alias("seller_time")])
                     .with_event_time("seller_time");
-                new_people
-                    .interval_join(&sellers, &["id"], &["seller"], 0..=0)
-                    .select(vec![col("id"), col("name"), col("window_start").alias("starttime")])
+                new_people.interval_join(&sellers, &["id"], &["seller"], 0..=0).select(vec![
+                    col("id"),
+                    col("name"),
+                    col("window_start").alias("starttime"),
+                ])
             }
             Query::Q11 => source("bid")
                 .key_by(&["bidder"])
@@ -166,6 +209,11 @@ impl Query {
             Query::Q3 => {
                 "SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id \
                  WHERE A.category = 10 AND P.state IN ('OR', 'ID', 'CA')"
+            }
+            Query::Q4 => {
+                "WITH q AS (SELECT MAX(B.price) AS final, A.category FROM auction A JOIN bid B ON A.id = B.auction \
+                            WHERE B.date_time BETWEEN A.date_time AND A.expires GROUP BY A.id, A.category) \
+                 SELECT category, AVG(final) AS avg_final FROM q GROUP BY category"
             }
             Query::Q5 => {
                 "WITH t AS (SELECT auction, CAST(date_time AS BIGINT) AS ms FROM bid), \

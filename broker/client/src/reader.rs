@@ -152,7 +152,8 @@ impl QueueReader {
 
     /// The group's committed offset of `q`, if it has one.
     pub async fn committed(&self, q: &QueueRef) -> Result<Option<u64>> {
-        let req = v2::GetOffsetRequest { group: Some(self.conn.resource(&self.group)), message_queue: Some(self.wire(q)) };
+        let req =
+            v2::GetOffsetRequest { group: Some(self.conn.resource(&self.group)), message_queue: Some(self.wire(q)) };
         let reply = self
             .rpc(q)?
             .get_offset(self.conn.request(req))
@@ -191,7 +192,8 @@ impl QueueReader {
                 (v2::QueryOffsetPolicy::Timestamp, Some(rill_proto::time::timestamp_from_millis(ms)))
             }
         };
-        let req = v2::QueryOffsetRequest { message_queue: Some(self.wire(q)), query_offset_policy: policy as i32, timestamp };
+        let req =
+            v2::QueryOffsetRequest { message_queue: Some(self.wire(q)), query_offset_policy: policy as i32, timestamp };
         let reply = self
             .rpc(q)?
             .query_offset(self.conn.request(req))

@@ -98,6 +98,10 @@ impl CheckpointStore {
         write_synced(&path, &text)?;
         sync_dir(&tmp)?;
         let done = self.path(id);
+        // Left by a crash before `LATEST` named it: not a checkpoint anyone uses.
+        if done.exists() {
+            fs::remove_dir_all(&done).map_err(|e| io(&done, e))?;
+        }
         fs::rename(&tmp, &done).map_err(|e| io(&done, e))?;
         let latest = self.dir.join("LATEST.tmp");
         write_synced(&latest, format!("{id}\n").as_bytes())?;
@@ -111,8 +115,8 @@ impl CheckpointStore {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(rest) = name.strip_prefix("chk-") else { continue };
-            let id = rest.trim_end_matches(".tmp").parse::<u64>().unwrap_or(u64::MAX);
-            if id + 1 < latest || (rest.ends_with(".tmp") && id < latest) {
+            let Ok(id) = rest.trim_end_matches(".tmp").parse::<u64>() else { continue };
+            if id.saturating_add(1) < latest || (rest.ends_with(".tmp") && id < latest) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -127,10 +131,9 @@ impl CheckpointStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&latest, e)),
         };
-        let id: u64 = text
-            .trim()
-            .parse()
-            .map_err(|_| Error::Checkpoint(format!("{}: '{}' is not a checkpoint number", latest.display(), text.trim())))?;
+        let id: u64 = text.trim().parse().map_err(|_| {
+            Error::Checkpoint(format!("{}: '{}' is not a checkpoint number", latest.display(), text.trim()))
+        })?;
         let dir = self.path(id);
         let meta_path = dir.join("meta.json");
         let raw = fs::read(&meta_path).map_err(|e| io(&meta_path, e))?;

@@ -123,9 +123,10 @@ impl Dataflow {
     }
 
     fn source(&self, name: &str) -> Result<usize> {
-        self.sources.get(name).copied().ok_or_else(|| {
-            Error::Plan(format!("the job has no source '{name}'; its sources are {:?}", self.sources()))
-        })
+        self.sources
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::Plan(format!("the job has no source '{name}'; its sources are {:?}", self.sources())))
     }
 
     /// Feeds a batch into source `source`.
@@ -167,7 +168,9 @@ impl Dataflow {
             self.metrics[node].late += late.num_rows() as u64;
             match self.late.as_mut() {
                 Some(sink) => sink.write(late)?,
-                None => tracing::warn!(operator = %self.metrics[node].name, rows = late.num_rows(), "rows behind the watermark"),
+                None => {
+                    tracing::warn!(operator = %self.metrics[node].name, rows = late.num_rows(), "rows behind the watermark")
+                }
             }
         }
         Ok(())
@@ -231,7 +234,11 @@ impl Dataflow {
                 states.push((i, state));
             }
         }
-        Ok(Snapshot { nodes: self.nodes.iter().map(|n| n.name.clone()).collect(), watermarks: self.marks.clone(), states })
+        Ok(Snapshot {
+            nodes: self.nodes.iter().map(|n| n.name.clone()).collect(),
+            watermarks: self.marks.clone(),
+            states,
+        })
     }
 
     /// Puts a fresh dataflow of the same job back where `snapshot` was taken.
@@ -249,49 +256,41 @@ impl Dataflow {
                 _ => return Err(Error::Plan(format!("the checkpoint holds state for step {i}, which keeps none"))),
             }
         }
+        // Event time as it was, firing nothing: what was due had fired
+        // before the snapshot, and what was not fires at the next advance.
         for (node, mark) in snapshot.watermarks.iter().enumerate() {
-            if *mark <= self.marks[node] {
-                continue;
-            }
             self.marks[node] = *mark;
             self.metrics[node].watermark = *mark;
-            let mut out = Output::default();
             if let Kind::Operator(op) = &mut self.nodes[node].kind {
-                op.advance(*mark, &mut out)?;
+                op.set_watermark(*mark);
             }
-            self.take_late(node, &mut out)?;
-            self.forward(node, out.rows)?;
         }
         Ok(())
+    }
+
+    /// Every sink, the late-row output included.
+    fn sinks(&mut self) -> impl Iterator<Item = &mut Box<dyn Sink>> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| match &mut n.kind {
+                Kind::Sink(s) => Some(s),
+                _ => None,
+            })
+            .chain(self.late.as_mut())
     }
 
     /// Asks every sink to prepare checkpoint `id`.
     pub fn prepare_sinks(&mut self, id: u64) -> Result<()> {
-        for n in &mut self.nodes {
-            if let Kind::Sink(s) = &mut n.kind {
-                s.prepare(id)?;
-            }
-        }
-        Ok(())
+        self.sinks().try_for_each(|s| s.prepare(id))
     }
 
     /// Tells every sink the job restarts from checkpoint `last`.
     pub fn recover_sinks(&mut self, last: Option<u64>) -> Result<()> {
-        for n in &mut self.nodes {
-            if let Kind::Sink(s) = &mut n.kind {
-                s.recover(last)?;
-            }
-        }
-        Ok(())
+        self.sinks().try_for_each(|s| s.recover(last))
     }
 
     /// Tells every sink checkpoint `id` is complete.
     pub fn commit_sinks(&mut self, id: u64) -> Result<()> {
-        for n in &mut self.nodes {
-            if let Kind::Sink(s) = &mut n.kind {
-                s.commit(id)?;
-            }
-        }
-        Ok(())
+        self.sinks().try_for_each(|s| s.commit(id))
     }
 }

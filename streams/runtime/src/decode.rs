@@ -1,4 +1,5 @@
-//! Message bodies → Arrow: decodes JSON bodies into a declared schema, adds
+//! Message bodies → Arrow: decodes bodies (JSON objects by default, one
+//! CSV record each, or the raw bytes) into a declared schema, adds
 //! the message metadata columns asked for, and sets aside every message
 //! that does not fit (bad JSON, a wrong type, a missing required field)
 //! with the reason and where it came from — a bad message never stops the
@@ -10,7 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    ArrayRef, BinaryArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -48,6 +49,9 @@ pub enum Metadata {
     Tag,
     /// `store_time` (Timestamp ms).
     StoreTime,
+    /// `proc_time` (Timestamp ms): when the row was decoded, for
+    /// processing-time windows.
+    ProcessingTime,
 }
 
 impl Metadata {
@@ -58,6 +62,9 @@ impl Metadata {
             Metadata::Offset => Field::new("queue_offset", DataType::UInt64, false),
             Metadata::Tag => Field::new("tag", DataType::Utf8, true),
             Metadata::StoreTime => Field::new("store_time", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+            Metadata::ProcessingTime => {
+                Field::new("proc_time", DataType::Timestamp(TimeUnit::Millisecond, None), false)
+            }
         }
     }
 
@@ -70,8 +77,19 @@ impl Metadata {
             Metadata::StoreTime => {
                 Arc::new(TimestampMillisecondArray::from_iter_values(records.iter().map(|r| r.store_time)))
             }
+            Metadata::ProcessingTime => {
+                let now = wall_clock_ms();
+                Arc::new(TimestampMillisecondArray::from_iter_values(records.iter().map(|_| now)))
+            }
         }
     }
+}
+
+/// Milliseconds since the epoch now.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A message that did not decode, and why.
@@ -96,15 +114,43 @@ pub struct Decoded {
     pub dead: Vec<DeadLetter>,
 }
 
-/// Decodes JSON message bodies into a declared schema.
+/// How message bodies are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One JSON object per body, fields by name.
+    #[default]
+    Json,
+    /// One CSV record per body, columns in schema order.
+    Csv {
+        /// The field separator (`b','`).
+        delimiter: u8,
+    },
+    /// The body itself, as one `body` column (Binary, or Utf8 when so declared).
+    Raw,
+}
+
+/// Decodes message bodies into a declared schema.
 #[derive(Debug, Clone)]
-pub struct JsonDecoder {
+pub struct Decoder {
     data: SchemaRef,
     metadata: Vec<Metadata>,
     output: SchemaRef,
+    format: Format,
 }
 
-impl JsonDecoder {
+impl Decoder {
+    /// Raw bodies as a `body` Binary column, then `metadata` columns.
+    pub fn raw(metadata: Vec<Metadata>) -> Result<Self> {
+        let data = Arc::new(Schema::new(vec![Field::new("body", DataType::Binary, false)]));
+        Ok(Self::new(data, metadata)?.with_format(Format::Raw))
+    }
+
+    /// Bodies in `format` instead of JSON.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
     /// Bodies are JSON objects with the fields of `data`; `metadata`
     /// columns follow the data columns.
     pub fn new(data: SchemaRef, metadata: Vec<Metadata>) -> Result<Self> {
@@ -119,7 +165,7 @@ impl JsonDecoder {
             }
             fields.push(f);
         }
-        Ok(Self { data, metadata, output: Arc::new(Schema::new(fields)) })
+        Ok(Self { data, metadata, output: Arc::new(Schema::new(fields)), format: Format::Json })
     }
 
     /// The schema of decoded batches.
@@ -153,9 +199,59 @@ impl JsonDecoder {
         Ok(Decoded { batch, dead })
     }
 
-    /// Decodes every record (each body must be exactly one JSON object) or
-    /// says why not.
+    /// Decodes every record or says why not.
     fn decode_all(&self, records: &[&SourceRecord]) -> Result<RecordBatch, String> {
+        let data = match self.format {
+            Format::Json => self.json(records)?,
+            Format::Csv { delimiter } => self.csv(records, delimiter)?,
+            Format::Raw => self.raw_rows(records)?,
+        };
+        let mut columns = data.columns().to_vec();
+        columns.extend(self.metadata.iter().map(|m| m.column(records)));
+        RecordBatch::try_new(Arc::clone(&self.output), columns).map_err(|e| e.to_string())
+    }
+
+    fn raw_rows(&self, records: &[&SourceRecord]) -> Result<RecordBatch, String> {
+        let column: ArrayRef = match self.data.field(0).data_type() {
+            DataType::Utf8 => {
+                let texts = records
+                    .iter()
+                    .map(|r| std::str::from_utf8(&r.body).map_err(|e| format!("the body is not UTF-8: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Arc::new(StringArray::from(texts))
+            }
+            _ => Arc::new(BinaryArray::from_iter_values(records.iter().map(|r| &r.body[..]))),
+        };
+        RecordBatch::try_new(Arc::clone(&self.data), vec![column]).map_err(|e| e.to_string())
+    }
+
+    /// Each body one CSV record: all bodies as lines of one document, and
+    /// exactly one row per body.
+    fn csv(&self, records: &[&SourceRecord], delimiter: u8) -> Result<RecordBatch, String> {
+        let mut text = Vec::new();
+        for r in records {
+            let body = r.body.strip_suffix(b"\n").unwrap_or(&r.body);
+            if body.contains(&b'\n') {
+                return Err("the body holds more than one CSV line".into());
+            }
+            text.extend_from_slice(body);
+            text.push(b'\n');
+        }
+        let reader = datafusion::arrow::csv::ReaderBuilder::new(Arc::clone(&self.data))
+            .with_delimiter(delimiter)
+            .with_batch_size(records.len().max(1))
+            .build(std::io::Cursor::new(text))
+            .map_err(|e| e.to_string())?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let batch = concat_batches(&self.data, &batches).map_err(|e| e.to_string())?;
+        if batch.num_rows() != records.len() {
+            return Err(format!("{} CSV records for {} bodies", batch.num_rows(), records.len()));
+        }
+        Ok(batch)
+    }
+
+    /// Each body exactly one JSON object.
+    fn json(&self, records: &[&SourceRecord]) -> Result<RecordBatch, String> {
         let mut decoder = ReaderBuilder::new(Arc::clone(&self.data))
             .with_batch_size(records.len().max(1))
             .build_decoder()
@@ -173,12 +269,9 @@ impl JsonDecoder {
                 });
             }
         }
-        let data = decoder
+        Ok(decoder
             .flush()
             .map_err(|e| e.to_string())?
-            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.data)));
-        let mut columns = data.columns().to_vec();
-        columns.extend(self.metadata.iter().map(|m| m.column(records)));
-        RecordBatch::try_new(Arc::clone(&self.output), columns).map_err(|e| e.to_string())
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.data))))
     }
 }

@@ -51,10 +51,10 @@ use rill_time::WindowSpec;
 use crate::dataflow::{Dataflow, Kind, Node};
 use crate::decode::DeadLetter;
 use crate::dedup::Dedup;
-use crate::runner::{RunReport, Runner, RunnerConfig, TopicInput};
 use crate::join::{IntervalJoin, JoinSide, WindowJoin};
 use crate::operator::{MapBatches, Operator, Union};
 use crate::rows::{FilterRows, Project};
+use crate::runner::{RunReport, Runner, RunnerConfig, TopicInput};
 use crate::sink::Sink;
 use crate::topn::{TopNWindows, WindowTopN};
 use crate::window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
@@ -105,6 +105,17 @@ impl Cumulate {
     /// Windows growing by `step` up to `max`.
     pub fn of(max: Duration, step: Duration) -> WindowDef {
         spec(WindowSpec::cumulate(millis(max), millis(step)))
+    }
+}
+
+/// One window over all of time (2^62 ms from the epoch): with
+/// [`WindowedStream::early_fire`], a running aggregate per key.
+#[derive(Debug, Clone, Copy)]
+pub struct Global;
+impl Global {
+    /// The window.
+    pub fn window() -> WindowDef {
+        spec(WindowSpec::tumbling(1 << 62))
     }
 }
 
@@ -448,7 +459,7 @@ pub struct KeyedStream {
 impl KeyedStream {
     /// Per-key windows.
     pub fn window(self, windows: WindowDef) -> WindowedStream {
-        WindowedStream { keyed: self, windows, allowed_lateness: 0 }
+        WindowedStream { keyed: self, windows, allowed_lateness: 0, early_fire: false }
     }
 }
 
@@ -458,9 +469,18 @@ pub struct WindowedStream {
     keyed: KeyedStream,
     windows: WindowDef,
     allowed_lateness: i64,
+    early_fire: bool,
 }
 
 impl WindowedStream {
+    /// Emit updated results whenever event time moves, not only when a
+    /// window completes (an upsert stream: the latest row per key and
+    /// window counts). With [`Global`] windows this is a running aggregate.
+    pub fn early_fire(mut self) -> Self {
+        self.early_fire = true;
+        self
+    }
+
     /// Late rows within `lateness` after a window fired update it (it fires again).
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
         self.allowed_lateness = millis(lateness);
@@ -479,6 +499,7 @@ impl WindowedStream {
                 windows,
                 aggregates,
                 allowed_lateness: self.allowed_lateness,
+                early_fire: self.early_fire,
             };
             Ok(Box::new(WindowAggregate::new(stream.schema(), config)?) as Box<dyn Operator>)
         })();

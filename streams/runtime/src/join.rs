@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt8Array, UInt32Array,
-    new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt8Array,
+    UInt32Array, new_null_array,
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, UInt8Type};
@@ -53,7 +53,8 @@ fn prepare(side: &JoinSide, other: &JoinSide, what: &str) -> Result<Prepared> {
     };
     let keys = side.keys.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
     let time = side.time.as_deref().map(index).transpose()?;
-    let rows = RowConverter::new(keys.iter().map(|i| SortField::new(side.schema.field(*i).data_type().clone())).collect())?;
+    let rows =
+        RowConverter::new(keys.iter().map(|i| SortField::new(side.schema.field(*i).data_type().clone())).collect())?;
     Ok(Prepared { keys, time, rows })
 }
 
@@ -76,6 +77,20 @@ fn joined_schema(left: &SchemaRef, right: &SchemaRef, windows: bool) -> Result<S
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// Rows whose key has a null: they meet nothing (`NULL = NULL` is not true).
+fn null_keys(p: &Prepared, batch: &RecordBatch) -> Vec<bool> {
+    let mut nulls = vec![false; batch.num_rows()];
+    for i in &p.keys {
+        let c = batch.column(*i);
+        if c.null_count() > 0 {
+            for (row, n) in nulls.iter_mut().enumerate() {
+                *n |= c.is_null(row);
+            }
+        }
+    }
+    nulls
+}
+
 fn key_rows(p: &Prepared, batch: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
     Ok(p.rows.convert_columns(&p.keys.iter().map(|i| Arc::clone(batch.column(*i))).collect::<Vec<_>>())?)
 }
@@ -96,7 +111,14 @@ fn state_schema(left: &SchemaRef, right: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn pack(schema: &SchemaRef, sides: &[SchemaRef; 2], side: usize, rows: &RecordBatch, a: Vec<i64>, b: Vec<i64>) -> Result<RecordBatch> {
+fn pack(
+    schema: &SchemaRef,
+    sides: &[SchemaRef; 2],
+    side: usize,
+    rows: &RecordBatch,
+    a: Vec<i64>,
+    b: Vec<i64>,
+) -> Result<RecordBatch> {
     let n = rows.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for s in 0..2 {
@@ -118,10 +140,12 @@ fn unpack(state: &RecordBatch, sides: &[SchemaRef; 2], side: usize) -> Result<(R
     if state.num_columns() != width + 3 {
         return Err(Error::Plan("checkpointed join state does not fit this join".into()));
     }
-    let mask: BooleanArray = state.column(width).as_primitive::<UInt8Type>().iter().map(|s| Some(s == Some(side as u8))).collect();
+    let mask: BooleanArray =
+        state.column(width).as_primitive::<UInt8Type>().iter().map(|s| Some(s == Some(side as u8))).collect();
     let mine = filter_record_batch(state, &mask)?;
     let first = if side == 0 { 0 } else { sides[0].fields().len() };
-    let columns: Vec<ArrayRef> = (first..first + sides[side].fields().len()).map(|c| Arc::clone(mine.column(c))).collect();
+    let columns: Vec<ArrayRef> =
+        (first..first + sides[side].fields().len()).map(|c| Arc::clone(mine.column(c))).collect();
     let rows = RecordBatch::try_new(Arc::clone(&sides[side]), columns)?;
     let a = mine.column(width + 1).as_primitive::<Int64Type>().values().to_vec();
     let b = mine.column(width + 2).as_primitive::<Int64Type>().values().to_vec();
@@ -162,7 +186,10 @@ pub struct IntervalJoin {
 
 impl std::fmt::Debug for IntervalJoin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntervalJoin").field("bounds", &self.bounds).field("rows", &self.state_size()).finish_non_exhaustive()
+        f.debug_struct("IntervalJoin")
+            .field("bounds", &self.bounds)
+            .field("rows", &self.state_size())
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,7 +201,9 @@ impl IntervalJoin {
         let r = prepare(right, left, "right")?;
         if let Some((lower, upper)) = bounds {
             if lower > upper {
-                return Err(Error::Plan(format!("interval join bounds are reversed: lower {lower} ms > upper {upper} ms")));
+                return Err(Error::Plan(format!(
+                    "interval join bounds are reversed: lower {lower} ms > upper {upper} ms"
+                )));
             }
             if l.time.is_none() || r.time.is_none() {
                 return Err(Error::Plan("an interval join needs an event-time column on both sides".into()));
@@ -205,6 +234,7 @@ impl Operator for IntervalJoin {
         let port = port.min(1);
         let other = 1 - port;
         let keys = key_rows(&self.sides[port], &batch)?;
+        let nulls = null_keys(&self.sides[port], &batch);
         let times = match self.sides[port].time {
             Some(t) => event_times(batch.column(t))?,
             None => vec![Some(0); batch.num_rows()],
@@ -215,6 +245,9 @@ impl Operator for IntervalJoin {
         let mut stored = Vec::new();
         for (row, ts) in times.iter().enumerate() {
             let Some(ts) = *ts else { continue };
+            if nulls[row] {
+                continue;
+            }
             let key = keys.row(row);
             if let Some(entries) = self.state[other].by_key.get(key.as_ref()) {
                 for (b, r, t) in entries {
@@ -350,7 +383,10 @@ pub struct WindowJoin {
 
 impl std::fmt::Debug for WindowJoin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowJoin").field("spec", &self.spec).field("windows", &self.pending.len()).finish_non_exhaustive()
+        f.debug_struct("WindowJoin")
+            .field("spec", &self.spec)
+            .field("windows", &self.pending.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -380,12 +416,13 @@ impl WindowJoin {
         let right = concat_batches(&self.schemas[1], &sides[1])?;
         let lk = key_rows(&self.sides[0], &left)?;
         let rk = key_rows(&self.sides[1], &right)?;
+        let (ln, rn) = (null_keys(&self.sides[0], &left), null_keys(&self.sides[1], &right));
         let mut build: HashMap<&[u8], Vec<u32>> = HashMap::new();
-        for r in 0..right.num_rows() {
+        for r in (0..right.num_rows()).filter(|r| !rn[*r]) {
             build.entry(rk.row(r).data()).or_default().push(r as u32);
         }
         let (mut li, mut ri) = (Vec::new(), Vec::new());
-        for l in 0..left.num_rows() {
+        for l in (0..left.num_rows()).filter(|l| !ln[*l]) {
             if let Some(matches) = build.get(lk.row(l).data()) {
                 for r in matches {
                     li.push(l as u32);
@@ -463,6 +500,10 @@ impl Operator for WindowJoin {
 
     fn state_size(&self) -> usize {
         self.pending.values().flat_map(|s| s.iter().flatten()).map(RecordBatch::num_rows).sum()
+    }
+
+    fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {

@@ -8,7 +8,7 @@
 //! projections, closures, unions, dedup, keyed event-time window
 //! aggregation, top-N per window, interval / regular / window joins, and
 //! [`sink::Sink`]s. JSON message bodies become rows of a declared schema
-//! with metadata columns and dead letters ([`decode::JsonDecoder`]); a
+//! with metadata columns and dead letters ([`decode::Decoder`]); a
 //! [`pipeline::Pipeline`] runs a window aggregation from a broker topic.
 //! State checkpoints with source offsets are still to come.
 
@@ -17,27 +17,27 @@ pub mod dataflow;
 pub mod decode;
 pub mod dedup;
 pub mod dsl;
+pub mod file_sink;
 pub mod join;
 pub mod operator;
-pub mod file_sink;
 pub mod pipeline;
-pub mod runner;
 pub mod rows;
+pub mod runner;
 pub mod sink;
 pub mod topn;
 pub mod window_agg;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dataflow::{Dataflow, NodeMetrics, Snapshot};
-pub use decode::{DeadLetter, Decoded, JsonDecoder, Metadata, SourceRecord};
+pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, SourceRecord};
 pub use dedup::Dedup;
 pub use dsl::{Job, Stream};
-pub use operator::{Operator, Output};
 pub use file_sink::JsonFileSink;
+pub use operator::{Operator, Output};
 pub use pipeline::Pipeline;
-pub use runner::{DeadLetterPolicy, JobStatus, RunReport, Runner, RunnerConfig, TopicInput};
 pub use rows::{FilterRows, Project};
-pub use sink::{CollectSink, FnSink, Sink};
+pub use runner::{DeadLetterPolicy, JobStatus, RunReport, Runner, RunnerConfig, TopicInput};
+pub use sink::{CollectSink, FnSink, RetryingSink, Sink};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};
 
 /// Errors of the streaming runtime.

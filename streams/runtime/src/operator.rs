@@ -47,12 +47,14 @@ pub trait Operator: Send {
     fn state_size(&self) -> usize {
         0
     }
+    /// Event time restored from a checkpoint: taken as reached, firing nothing.
+    fn set_watermark(&mut self, _watermark: i64) {}
     /// Its state as a batch for a checkpoint (`None`: nothing held).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         Ok(None)
     }
-    /// Puts back the state of a snapshot; the dataflow then advances it to
-    /// the checkpoint's watermark.
+    /// Puts back the state of a snapshot (the dataflow then sets its
+    /// watermark).
     fn restore(&mut self, _state: &RecordBatch) -> Result<()> {
         Err(Error::Plan("this operator keeps no state, yet a checkpoint holds some for it".into()))
     }
@@ -122,6 +124,9 @@ impl Operator for WindowAggregate {
     }
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         WindowAggregate::snapshot(self)
+    }
+    fn set_watermark(&mut self, watermark: i64) {
+        WindowAggregate::set_watermark(self, watermark);
     }
     fn restore(&mut self, state: &RecordBatch) -> Result<()> {
         WindowAggregate::restore(self, state)

@@ -10,7 +10,7 @@
 //! use rill_client::{ClientConfig, FilterExpression, StartFrom};
 //! use rill_streams::dsl::Tumbling;
 //! use rill_streams::runner::{RunnerConfig, TopicInput};
-//! use rill_streams::{JsonDecoder, JsonFileSink, Pipeline, agg};
+//! use rill_streams::{Decoder, JsonFileSink, Pipeline, agg};
 //! use rill_time::WatermarkConfig;
 //!
 //! let bids = Arc::new(Schema::new(vec![
@@ -24,7 +24,7 @@
 //!     source: "bids".into(),
 //!     topic: "bids".into(),
 //!     event_time: "ts".into(),
-//!     decoder: JsonDecoder::new(bids, vec![])?,
+//!     decoder: Decoder::new(bids, vec![])?,
 //!     filter: FilterExpression::Tag("web || app".into()),
 //!     watermarks: WatermarkConfig { max_out_of_orderness: 2_000, idle_timeout: Some(10_000) },
 //!     start: StartFrom::Earliest,

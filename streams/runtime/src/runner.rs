@@ -23,7 +23,7 @@ use rill_time::{WatermarkConfig, Watermarks};
 
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{Dataflow, NodeMetrics};
-use crate::decode::{DeadLetter, JsonDecoder, SourceRecord};
+use crate::decode::{DeadLetter, Decoder, SourceRecord};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
 
@@ -40,7 +40,7 @@ pub struct TopicInput {
     /// The decoded rows' event-time column.
     pub event_time: String,
     /// How bodies become rows (its schema must be the source's).
-    pub decoder: JsonDecoder,
+    pub decoder: Decoder,
     /// Filter pushed down to the broker.
     pub filter: FilterExpression,
     /// Event-time progress per queue.
@@ -74,6 +74,10 @@ pub struct RunnerConfig {
     pub batch: u32,
     /// Undecodable messages.
     pub dead_letters: DeadLetterPolicy,
+    /// Processing time: event time is the wall clock (sources read a
+    /// `proc_time` metadata column, see [`crate::Metadata::ProcessingTime`])
+    /// and advances with it, whatever the rows say.
+    pub processing_time: bool,
     /// Treat the input as bounded: once every queue is read to its end,
     /// end event time (every open window fires), checkpoint and stop.
     pub until_caught_up: bool,
@@ -89,6 +93,7 @@ impl RunnerConfig {
             checkpoint_interval: Duration::from_secs(5),
             batch: 512,
             dead_letters: DeadLetterPolicy::Skip,
+            processing_time: false,
             until_caught_up: false,
         }
     }
@@ -127,6 +132,8 @@ pub struct JobStatus {
 
 struct QueueState {
     input: usize,
+    /// Name of its position in checkpoints: `source@topic/broker/queue`.
+    position: String,
     queue: QueueRef,
     next: u64,
     mark: usize,
@@ -140,7 +147,6 @@ pub struct Runner {
     dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
     status: tokio::sync::watch::Sender<JobStatus>,
 }
-
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,9 +172,7 @@ impl Runner {
     fn publish(&self, flow: &Dataflow, report: &RunReport, last_checkpoint_ms: u64) {
         let operators = flow.metrics();
         let mark = operators.iter().filter(|m| m.name.starts_with("sink")).map(|m| m.watermark).min();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wall = crate::decode::wall_clock_ms();
         let lag = mark.filter(|m| *m > i64::MIN && *m < i64::MAX).map(|m| wall - m);
         self.status.send_replace(JobStatus {
             messages: report.messages,
@@ -205,11 +209,11 @@ impl Runner {
             None => None,
         };
         let mut report = RunReport { restored_from: restored.as_ref().map(|c| c.id), ..Default::default() };
+        flow.recover_sinks(report.restored_from)?;
         if let Some(c) = &restored {
             flow.restore(&c.snapshot)?;
             tracing::info!(checkpoint = c.id, "restored the job from its latest checkpoint");
         }
-        flow.recover_sinks(report.restored_from)?;
         let started = Instant::now();
         let now = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut marks = Vec::new();
@@ -217,12 +221,13 @@ impl Runner {
         for (i, input) in self.inputs.iter().enumerate() {
             let mut m = Watermarks::new(input.watermarks, 0, now())?;
             for q in reader.queues(&input.topic).await.map_err(source_err)? {
-                let next = match restored.as_ref().and_then(|c| c.positions.get(&q.key())) {
+                let position = format!("{}@{}", input.source, q.key());
+                let next = match restored.as_ref().and_then(|c| c.positions.get(&position)) {
                     Some(n) => *n,
                     None => reader.offset_of(&q, input.start).await.map_err(source_err)?,
                 };
                 let mark = m.add_input(now());
-                queues.push(QueueState { input: i, queue: q, next, mark, empty_pulls: 0 });
+                queues.push(QueueState { input: i, queue: q, next, mark, empty_pulls: 0, position });
             }
             marks.push(m);
         }
@@ -239,7 +244,8 @@ impl Runner {
             let mut caught_up = true;
             for q in &mut queues {
                 let input = &self.inputs[q.input];
-                let pulled = reader.pull(&q.queue, q.next, self.config.batch, &input.filter).await.map_err(source_err)?;
+                let pulled =
+                    reader.pull(&q.queue, q.next, self.config.batch, &input.filter).await.map_err(source_err)?;
                 let end_reached = pulled.messages.is_empty() && pulled.next_offset == q.next;
                 caught_up &= end_reached;
                 if end_reached {
@@ -273,7 +279,9 @@ impl Runner {
                     }
                     match self.dead.as_mut() {
                         Some(out) => out(d),
-                        None => tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema"),
+                        None => {
+                            tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema")
+                        }
                     }
                 }
                 for ts in event_times(decoded.batch.column(times[q.input]))?.into_iter().flatten() {
@@ -284,7 +292,13 @@ impl Runner {
                 }
             }
             for (i, m) in marks.iter_mut().enumerate() {
-                if let Some(w) = m.advance(now()) {
+                let mark = if self.config.processing_time {
+                    // Rows decoded from now on carry a later processing time.
+                    Some(crate::decode::wall_clock_ms() - 1)
+                } else {
+                    m.advance(now())
+                };
+                if let Some(w) = mark {
                     flow.watermark(&self.inputs[i].source, w)?;
                 }
             }
@@ -340,13 +354,15 @@ impl Runner {
         let Some(store) = store else { return Ok(0) };
         let t = Instant::now();
         let snapshot = flow.snapshot()?;
-        let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.queue.key(), q.next)).collect();
+        let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.position.clone(), q.next)).collect();
         flow.prepare_sinks(id)?;
         store.save(id, &snapshot, &positions)?;
         flow.commit_sinks(id)?;
+        // Two inputs on one topic: the broker is told the lower position.
         let mut by_queue: HashMap<&QueueRef, u64> = HashMap::new();
         for q in queues {
-            by_queue.insert(&q.queue, q.next);
+            let e = by_queue.entry(&q.queue).or_insert(q.next);
+            *e = (*e).min(q.next);
         }
         for (q, next) in by_queue {
             if let Err(e) = reader.commit(q, next).await {

@@ -35,6 +35,82 @@ pub trait Sink: Send {
     }
 }
 
+/// Wraps a sink that may refuse rows for a while (a database restarting):
+/// refused batches are kept, in order, and offered again with each later
+/// write; at a checkpoint they are retried with exponential backoff, and if
+/// the sink still refuses them the checkpoint fails (the job stops and
+/// restarts from the previous one) — rows are never dropped.
+#[derive(Debug)]
+pub struct RetryingSink<S> {
+    inner: S,
+    pending: std::collections::VecDeque<RecordBatch>,
+    attempts: u32,
+    backoff: std::time::Duration,
+}
+
+impl<S: Sink> RetryingSink<S> {
+    /// Retries `inner` up to `attempts` times at a checkpoint, starting `backoff` apart.
+    pub fn new(inner: S, attempts: u32, backoff: std::time::Duration) -> Self {
+        Self { inner, pending: std::collections::VecDeque::new(), attempts, backoff }
+    }
+
+    /// Batches refused so far and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while let Some(b) = self.pending.front() {
+            self.inner.write(b.clone())?;
+            self.pending.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl<S: Sink> Sink for RetryingSink<S> {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.pending.push_back(batch);
+        if let Err(e) = self.drain() {
+            tracing::warn!(error = %e, pending = self.pending.len(), "the sink refused rows; keeping them to retry");
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self, id: u64) -> Result<()> {
+        let mut wait = self.backoff;
+        let mut last = None;
+        for attempt in 0..=self.attempts {
+            match self.drain() {
+                Ok(()) => return self.inner.prepare(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, checkpoint = id, "the sink still refuses rows");
+                    last = Some(e);
+                }
+            }
+            if attempt < self.attempts {
+                std::thread::sleep(wait);
+                wait = wait.saturating_mul(2);
+            }
+        }
+        Err(crate::Error::Sink(format!(
+            "checkpoint {id} failed: {} batches not accepted after {} retries: {}",
+            self.pending.len(),
+            self.attempts,
+            last.map_or_else(String::new, |e| e.to_string())
+        )))
+    }
+
+    fn commit(&mut self, id: u64) -> Result<()> {
+        self.inner.commit(id)
+    }
+
+    fn recover(&mut self, last: Option<u64>) -> Result<()> {
+        self.pending.clear();
+        self.inner.recover(last)
+    }
+}
+
 /// A closure as a sink (at-least-once: it sees rows as they come).
 pub struct FnSink<F>(pub F);
 

@@ -76,8 +76,10 @@ impl WindowTopN {
         };
         let mut columns = keys.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
         columns.push(index(order_by)?);
-        let mut fields: Vec<SortField> =
-            keys.iter().map(|k| Ok(SortField::new(input.field(index(k)?).data_type().clone()))).collect::<Result<_>>()?;
+        let mut fields: Vec<SortField> = keys
+            .iter()
+            .map(|k| Ok(SortField::new(input.field(index(k)?).data_type().clone())))
+            .collect::<Result<_>>()?;
         fields.push(SortField::new_with_options(
             input.field(index(order_by)?).data_type().clone(),
             SortOptions { descending: true, nulls_first: false },
@@ -229,6 +231,10 @@ impl Operator for WindowTopN {
 
     fn state_size(&self) -> usize {
         self.pending.values().flatten().map(RecordBatch::num_rows).sum()
+    }
+
+    fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {

@@ -136,6 +136,10 @@ pub struct WindowAggregateConfig {
     pub aggregates: Vec<Aggregate>,
     /// How long after a window fired late rows still update it (ms).
     pub allowed_lateness: i64,
+    /// Also emit the current result of every window that got rows since
+    /// its last result, each time event time moves (an upsert stream keyed
+    /// by keys and window: the latest row per key and window is the result).
+    pub early_fire: bool,
 }
 
 struct Group {
@@ -205,14 +209,34 @@ impl WindowAggregate {
         if config.allowed_lateness < 0 {
             return Err(Error::Plan("allowed lateness must not be negative".into()));
         }
-        let rows = RowConverter::new(
-            key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
-        )?;
+        // Without key columns one Null column stands in for the key (a
+        // converter of no columns cannot tell how many rows it has).
+        let key_fields: Vec<SortField> = if key_indices.is_empty() {
+            vec![SortField::new(DataType::Null)]
+        } else {
+            key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect()
+        };
+        let rows = RowConverter::new(key_fields)?;
         let mut aggregates = Vec::new();
         for a in &config.aggregates {
             index(&a.column, "aggregate input")?;
             let mut args = vec![col(&a.column, &input)?];
             args.extend(a.params.iter().map(|p| lit(p.clone())));
+            // Arguments coerced as DataFusion's planner would (avg of Int64 reads Float64).
+            let given = args.iter().map(|e| e.return_field(&input)).collect::<datafusion::error::Result<Vec<_>>>()?;
+            let wanted =
+                datafusion::logical_expr::type_coercion::functions::fields_with_udf(&given, a.function.as_ref())?;
+            let args = args
+                .into_iter()
+                .zip(given.iter().zip(&wanted))
+                .map(|(e, (g, w))| {
+                    if g.data_type() == w.data_type() {
+                        Ok(e)
+                    } else {
+                        datafusion::physical_expr::expressions::cast(e, &input, w.data_type().clone())
+                    }
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
             let expr = AggregateExprBuilder::new(Arc::clone(&a.function), args)
                 .with_distinct(a.distinct)
                 .schema(Arc::clone(&input))
@@ -266,14 +290,18 @@ impl WindowAggregate {
             return Err(Error::Plan("a batch does not have the operator's input schema".into()));
         }
         let times = event_times(batch.column(self.time_index))?;
-        let keys = self
-            .rows
-            .convert_columns(&self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect::<Vec<_>>())?;
-        let args: Vec<ArrayRef> = self
-            .config
+        let key_columns: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+        let keys = self.rows.convert_columns(&self.key_columns(key_columns, batch.num_rows()))?;
+        // Each aggregate's arguments, evaluated (with the casts coercion added).
+        let args: Vec<Vec<ArrayRef>> = self
             .aggregates
             .iter()
-            .map(|a| Ok(Arc::clone(batch.column(self.input.index_of(&a.column)?))))
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<_>>()?;
         // Row indices per group, in arrival order; late rows apart.
         let mut per_group: HashMap<usize, Vec<u32>> = HashMap::new();
@@ -312,10 +340,13 @@ impl WindowAggregate {
         }
         for (slot, rows) in per_group {
             let indices = UInt32Array::from(rows);
-            let columns = args.iter().map(|a| Ok(take(a.as_ref(), &indices, None)?)).collect::<Result<Vec<_>>>()?;
+            let columns = args
+                .iter()
+                .map(|a| a.iter().map(|c| Ok(take(c.as_ref(), &indices, None)?)).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?;
             if let Some(g) = self.slots[slot].as_mut() {
-                for (acc, column) in g.accumulators.iter_mut().zip(&columns) {
-                    acc.update_batch(std::slice::from_ref(column))?;
+                for (acc, values) in g.accumulators.iter_mut().zip(&columns) {
+                    acc.update_batch(values)?;
                 }
                 g.dirty = true;
             }
@@ -403,6 +434,21 @@ impl WindowAggregate {
         Ok(slot)
     }
 
+    /// The key columns as the row converter takes them: a Null column of
+    /// `rows` rows when there are no keys.
+    fn key_columns(&self, columns: Vec<ArrayRef>, rows: usize) -> Vec<ArrayRef> {
+        if self.key_indices.is_empty() {
+            vec![datafusion::arrow::array::new_null_array(&DataType::Null, rows)]
+        } else {
+            columns
+        }
+    }
+
+    /// Restores event time from a checkpoint without firing anything.
+    pub fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
+    }
+
     /// Moves event time to `watermark`: returns the results of windows it
     /// completed (and of fired windows that late rows updated), and drops
     /// the state of windows past the allowed lateness.
@@ -425,6 +471,13 @@ impl WindowAggregate {
             if end - 1 < drop_before {
                 drop_slots.push((*end, *slot));
             }
+        }
+        if self.config.early_fire {
+            let fired: std::collections::HashSet<usize> = ready.iter().copied().collect();
+            ready.extend(
+                (0..self.slots.len())
+                    .filter(|s| !fired.contains(s) && self.slots[*s].as_ref().is_some_and(|g| g.dirty)),
+            );
         }
         let out = self.emit(&ready)?;
         for (end, slot) in drop_slots {
@@ -468,6 +521,7 @@ impl WindowAggregate {
             g.fired = true;
         }
         let mut columns: Vec<ArrayRef> = self.rows.convert_rows(keys.iter().map(|k| k.row()))?;
+        columns.truncate(self.key_indices.len());
         columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
         let times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
         columns.push(Arc::new(TimestampMillisecondArray::from(ends)));

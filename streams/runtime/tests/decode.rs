@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMillisecondType, UInt64Type};
-use rill_streams::{JsonDecoder, Metadata, SourceRecord};
+use rill_streams::{Decoder, Metadata, SourceRecord};
 
 fn record(offset: u64, body: &str) -> SourceRecord {
     SourceRecord {
@@ -19,13 +19,13 @@ fn record(offset: u64, body: &str) -> SourceRecord {
     }
 }
 
-fn decoder() -> JsonDecoder {
+fn decoder() -> Decoder {
     let data = Arc::new(Schema::new(vec![
         Field::new("auction", DataType::Int64, false),
         Field::new("bidder", DataType::Utf8, true),
         Field::new("price", DataType::Int64, false),
     ]));
-    JsonDecoder::new(data, vec![Metadata::Offset, Metadata::Tag, Metadata::StoreTime]).unwrap()
+    Decoder::new(data, vec![Metadata::Offset, Metadata::Tag, Metadata::StoreTime]).unwrap()
 }
 
 #[test]
@@ -79,6 +79,36 @@ fn bad_messages_are_set_aside_with_reason_and_coordinates() {
 #[test]
 fn a_metadata_column_may_not_shadow_a_data_column() {
     let data = Arc::new(Schema::new(vec![Field::new("tag", DataType::Utf8, true)]));
-    let err = JsonDecoder::new(data, vec![Metadata::Tag]).unwrap_err();
+    let err = Decoder::new(data, vec![Metadata::Tag]).unwrap_err();
     assert!(err.to_string().contains("'tag'"), "{err}");
+}
+
+#[test]
+fn csv_bodies_decode_one_record_each_and_bad_ones_are_set_aside() {
+    let d = decoder().with_format(rill_streams::Format::Csv { delimiter: b';' });
+    let out = d
+        .decode(&[record(1, "1;ann;5"), record(2, "2;;7\n"), record(3, "x;bob;1"), record(4, "3;a;1\n4;b;2")])
+        .unwrap();
+    assert_eq!(out.batch.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
+    assert!(out.batch.column(1).is_null(1), "an empty field of a nullable column is null");
+    let dead: Vec<u64> = out.dead.iter().map(|d| d.offset).collect();
+    assert_eq!(dead, vec![3, 4], "a wrong type and two lines in one body: {:?}", out.dead);
+    assert!(out.dead[1].reason.contains("more than one CSV line"), "{}", out.dead[1].reason);
+}
+
+#[test]
+fn raw_bodies_become_one_column_with_their_metadata() {
+    let d = rill_streams::Decoder::raw(vec![Metadata::Offset]).unwrap();
+    let out = d.decode(&[record(7, "anything"), record(8, "\u{1F600} bytes")]).unwrap();
+    assert!(out.dead.is_empty());
+    assert_eq!(out.batch.column(0).as_binary::<i32>().value(1), "\u{1F600} bytes".as_bytes());
+    assert_eq!(out.batch.column(1).as_primitive::<UInt64Type>().values(), &[7, 8]);
+
+    let text = Arc::new(Schema::new(vec![Field::new("body", DataType::Utf8, false)]));
+    let d = Decoder::new(text, vec![]).unwrap().with_format(rill_streams::Format::Raw);
+    let mut bad = record(9, "");
+    bad.body = bytes::Bytes::from_static(&[0xff, 0xfe]);
+    let out = d.decode(&[record(8, "fine"), bad]).unwrap();
+    assert_eq!(out.batch.num_rows(), 1);
+    assert!(out.dead[0].reason.contains("not UTF-8"), "{}", out.dead[0].reason);
 }

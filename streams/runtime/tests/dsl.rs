@@ -8,7 +8,7 @@ use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::prelude::{col, lit};
 use rill_streams::dsl::{Job, Tumbling};
-use rill_streams::{CollectSink, agg};
+use rill_streams::{CollectSink, Sink, agg};
 
 fn schema(value: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -38,7 +38,10 @@ fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
 #[test]
 fn a_mistake_is_reported_by_build_naming_the_step() {
     let job = Job::new();
-    job.source("in", schema("v"), "ts").filter(col("v").gt(lit(1))).filter(col("nope").eq(lit(1))).sink(CollectSink::new());
+    job.source("in", schema("v"), "ts")
+        .filter(col("v").gt(lit(1)))
+        .filter(col("nope").eq(lit(1)))
+        .sink(CollectSink::new());
     let err = job.build().unwrap_err().to_string();
     assert!(err.contains("filter") && err.contains("nope"), "{err}");
 
@@ -106,7 +109,10 @@ fn top_n_keeps_ties_and_fires_at_the_window_end() {
     let s = schema("price");
     let job = Job::new();
     let out = CollectSink::new();
-    job.source("bids", Arc::clone(&s), "ts").window_all(Tumbling::of(Duration::from_millis(10))).top_n(2, "price").sink(out.clone());
+    job.source("bids", Arc::clone(&s), "ts")
+        .window_all(Tumbling::of(Duration::from_millis(10)))
+        .top_n(2, "price")
+        .sink(out.clone());
     let mut flow = job.build().unwrap();
     flow.push("bids", batch(&s, &[("a", 5, 1), ("b", 9, 2), ("c", 7, 3), ("d", 9, 4), ("e", 1, 12)])).unwrap();
     flow.watermark("bids", 8).unwrap();
@@ -123,7 +129,10 @@ fn an_interval_join_pairs_rows_within_the_bounds_and_forgets_old_ones() {
     let (l, r) = (schema("lv"), schema("rv"));
     let job = Job::new();
     let out = CollectSink::new();
-    let right = job.source("r", Arc::clone(&r), "ts").select(vec![col("k").alias("rk"), col("rv"), col("ts").alias("rts")]).with_event_time("rts");
+    let right = job
+        .source("r", Arc::clone(&r), "ts")
+        .select(vec![col("k").alias("rk"), col("rv"), col("ts").alias("rts")])
+        .with_event_time("rts");
     job.source("l", Arc::clone(&l), "ts").interval_join(&right, &["k"], &["rk"], -5..=0).sink(out.clone());
     let mut flow = job.build().unwrap();
     flow.push("r", batch(&r, &[("x", 100, 10), ("y", 200, 10)])).unwrap();
@@ -149,10 +158,155 @@ fn a_map_that_breaks_its_declared_schema_fails_the_job() {
     let s = schema("v");
     let job = Job::new();
     let declared = Arc::clone(&s);
-    job.source("in", Arc::clone(&s), "ts")
-        .map_batches(declared, |b| Ok(b.project(&[0, 1])?))
-        .sink(CollectSink::new());
+    job.source("in", Arc::clone(&s), "ts").map_batches(declared, |b| Ok(b.project(&[0, 1])?)).sink(CollectSink::new());
     let mut flow = job.build().unwrap();
     let err = flow.push("in", batch(&s, &[("x", 1, 1)])).unwrap_err().to_string();
     assert!(err.contains("map function returned columns"), "{err}");
+}
+
+#[test]
+fn dedup_remembers_keys_across_a_restore() {
+    let s = schema("v");
+    let build = |out: &CollectSink| {
+        let job = Job::new();
+        job.source("in", Arc::clone(&s), "ts").dedup(&["k"], Duration::from_millis(100)).sink(out.clone());
+        job.build().unwrap()
+    };
+    let (first, second) = (CollectSink::new(), CollectSink::new());
+    let mut flow = build(&first);
+    flow.push("in", batch(&s, &[("a", 1, 10), ("b", 2, 20)])).unwrap();
+    flow.watermark("in", 30).unwrap();
+    let snapshot = flow.snapshot().unwrap();
+    assert_eq!(snapshot.states.len(), 1, "dedup keeps its keys as state");
+    let mut flow = build(&second);
+    flow.restore(&snapshot).unwrap();
+    // "a" again within 100 ms of its first row: a duplicate; "c" is new.
+    flow.push("in", batch(&s, &[("a", 3, 50), ("c", 4, 60)])).unwrap();
+    assert_eq!(ints(&second.concat(&s).unwrap(), "v"), vec![4]);
+    assert_eq!(first.rows(), 2);
+}
+
+#[test]
+fn a_checkpoint_of_another_job_is_refused() {
+    let s = schema("v");
+    let job = Job::new();
+    job.source("in", Arc::clone(&s), "ts").dedup(&["k"], Duration::from_millis(100)).sink(CollectSink::new());
+    let mut flow = job.build().unwrap();
+    flow.push("in", batch(&s, &[("a", 1, 10)])).unwrap();
+    let snapshot = flow.snapshot().unwrap();
+    let other = Job::new();
+    other.source("in", Arc::clone(&s), "ts").filter(col("v").gt(lit(0))).sink(CollectSink::new());
+    let err = other.build().unwrap().restore(&snapshot).unwrap_err().to_string();
+    assert!(err.contains("another job"), "{err}");
+}
+
+/// A sink that refuses the first `refuse` writes.
+struct Flaky {
+    refuse: usize,
+    out: CollectSink,
+}
+
+impl Sink for Flaky {
+    fn write(&mut self, batch: RecordBatch) -> rill_streams::Result<()> {
+        if self.refuse > 0 {
+            self.refuse -= 1;
+            return Err(rill_streams::Error::Sink("database unavailable".into()));
+        }
+        self.out.write(batch)
+    }
+}
+
+#[test]
+fn a_refusing_sink_is_retried_and_a_checkpoint_fails_rather_than_drop_rows() {
+    use rill_streams::RetryingSink;
+    let s = schema("v");
+    let out = CollectSink::new();
+    let mut sink = RetryingSink::new(Flaky { refuse: 3, out: out.clone() }, 5, Duration::from_millis(1));
+    sink.write(batch(&s, &[("a", 1, 1)])).unwrap();
+    sink.write(batch(&s, &[("b", 2, 2)])).unwrap();
+    assert_eq!((out.rows(), sink.pending()), (0, 2), "refused rows are kept, not dropped");
+    sink.prepare(1).unwrap();
+    assert_eq!(ints(&out.concat(&s).unwrap(), "v"), vec![1, 2], "delivered in order at the checkpoint");
+
+    let out = CollectSink::new();
+    let mut sink = RetryingSink::new(Flaky { refuse: 100, out: out.clone() }, 2, Duration::from_millis(1));
+    sink.write(batch(&s, &[("a", 1, 1)])).unwrap();
+    let err = sink.prepare(7).unwrap_err().to_string();
+    assert!(err.contains("checkpoint 7 failed") && err.contains("database unavailable"), "{err}");
+    assert_eq!(sink.pending(), 1);
+}
+
+#[test]
+fn windows_without_keys_aggregate_all_rows() {
+    let s = schema("v");
+    let job = Job::new();
+    let out = CollectSink::new();
+    job.source("in", Arc::clone(&s), "ts")
+        .window_all(Tumbling::of(Duration::from_millis(10)))
+        .aggregate(vec![agg::sum("v").alias("total"), agg::count_distinct("k")])
+        .sink(out.clone());
+    let mut flow = job.build().unwrap();
+    flow.push("in", batch(&s, &[("a", 1, 1), ("b", 2, 2), ("a", 4, 12)])).unwrap();
+    flow.finish().unwrap();
+    let b = out.concat(&out.batches()[0].schema()).unwrap();
+    assert_eq!(ints(&b, "total"), vec![3, 4]);
+    assert_eq!(ints(&b, "count_distinct_k"), vec![2, 1]);
+}
+
+#[test]
+fn a_snapshot_leaves_accumulators_that_hand_over_their_values_intact() {
+    use datafusion::functions_aggregate::median::median_udaf;
+    let s = schema("v");
+    let job = Job::new();
+    let out = CollectSink::new();
+    job.source("in", Arc::clone(&s), "ts")
+        .key_by(&["k"])
+        .window(Tumbling::of(Duration::from_millis(100)))
+        .aggregate(vec![rill_streams::Aggregate::new(median_udaf(), "v").alias("median")])
+        .sink(out.clone());
+    let mut flow = job.build().unwrap();
+    flow.push("in", batch(&s, &[("a", 1, 1), ("a", 2, 2), ("a", 9, 3)])).unwrap();
+    flow.snapshot().unwrap();
+    flow.push("in", batch(&s, &[("a", 10, 4), ("a", 11, 5)])).unwrap();
+    flow.finish().unwrap();
+    let b = &out.batches()[0];
+    let median =
+        datafusion::arrow::compute::cast(b.column(b.schema().index_of("median").unwrap()), &DataType::Float64).unwrap();
+    assert_eq!(
+        median.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0),
+        9.0,
+        "median of 1, 2, 9, 10, 11"
+    );
+}
+
+#[test]
+fn join_keys_that_are_null_meet_nothing() {
+    let (l, r) = (schema("lv"), schema("rv"));
+    let nullable = |s: &SchemaRef| {
+        Arc::new(Schema::new(
+            s.fields().iter().map(|f| f.as_ref().clone().with_nullable(f.name() == "k")).collect::<Vec<_>>(),
+        ))
+    };
+    let (l, r) = (nullable(&l), nullable(&r));
+    let rows = |s: &SchemaRef, keys: Vec<Option<&str>>, v: i64| {
+        let n = keys.len();
+        RecordBatch::try_new(
+            Arc::clone(s),
+            vec![
+                Arc::new(StringArray::from(keys)),
+                Arc::new(Int64Array::from(vec![v; n])),
+                Arc::new(Int64Array::from(vec![1; n])),
+            ],
+        )
+        .unwrap()
+    };
+    let job = Job::new();
+    let out = CollectSink::new();
+    let right =
+        job.source("r", Arc::clone(&r), "ts").select(vec![col("k").alias("rk"), col("rv"), col("ts").alias("rts")]);
+    job.source("l", Arc::clone(&l), "ts").join(&right, &["k"], &["rk"]).sink(out.clone());
+    let mut flow = job.build().unwrap();
+    flow.push("r", rows(&r, vec![None, Some("x")], 7)).unwrap();
+    flow.push("l", rows(&l, vec![None, Some("x"), None], 1)).unwrap();
+    assert_eq!(out.rows(), 1, "only x meets x");
 }

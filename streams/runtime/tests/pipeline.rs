@@ -15,7 +15,7 @@ use rill_broker::{Broker, BrokerConfig};
 use rill_client::{ClientConfig, FilterExpression, Message, Producer, StartFrom};
 use rill_store::{MetaStore, Store, StoreConfig};
 use rill_streams::dsl::Tumbling;
-use rill_streams::{CollectSink, DeadLetter, JsonDecoder, Pipeline, RunnerConfig, TopicInput, agg};
+use rill_streams::{CollectSink, DeadLetter, Decoder, Pipeline, RunnerConfig, TopicInput, agg};
 use rill_time::WatermarkConfig;
 
 async fn broker(dir: &std::path::Path) -> (Arc<Broker>, String, tokio::sync::oneshot::Sender<()>) {
@@ -68,7 +68,7 @@ async fn bids_become_window_counts_equal_to_a_direct_computation() {
         source: "bids".into(),
         topic: "bids".into(),
         event_time: "ts".into(),
-        decoder: JsonDecoder::new(schema, vec![]).unwrap(),
+        decoder: Decoder::new(schema, vec![]).unwrap(),
         filter: FilterExpression::all(),
         watermarks: WatermarkConfig { max_out_of_orderness: 400, idle_timeout: None },
         start: StartFrom::Earliest,
@@ -113,4 +113,50 @@ async fn bids_become_window_counts_equal_to_a_direct_computation() {
         e.1 += price * 2;
     }
     assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_count_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr, _stop) = broker(dir.path()).await;
+    let producer = Producer::connect(ClientConfig::new(&addr)).await.unwrap();
+    for i in 0..120 {
+        // Event times in the bodies are nonsense; processing time ignores them.
+        let body = format!(r#"{{"auction": {}, "ts": {}}}"#, i % 3, (i * 7_919) % 1_000);
+        producer.send(Message::new("clicks", body)).await.unwrap();
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let mut config = RunnerConfig::new(ClientConfig::new(&addr), "clicks-per-second");
+    config.until_caught_up = true;
+    config.processing_time = true;
+    let input = TopicInput {
+        source: "clicks".into(),
+        topic: "clicks".into(),
+        event_time: "proc_time".into(),
+        decoder: Decoder::new(schema, vec![rill_streams::Metadata::ProcessingTime]).unwrap(),
+        filter: FilterExpression::all(),
+        watermarks: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        start: StartFrom::Earliest,
+    };
+    let results = CollectSink::new();
+    let (_s, stopped) = tokio::sync::watch::channel(false);
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    Pipeline::from_topic(config, input)
+        .key_by(&["auction"])
+        .window(Tumbling::of(Duration::from_secs(1)))
+        .aggregate(vec![agg::count("auction").alias("clicks")])
+        .sink(results.clone())
+        .run(stopped)
+        .await
+        .unwrap();
+    let mut total = 0;
+    for b in results.batches() {
+        total += b.column(4).as_primitive::<Int64Type>().values().iter().sum::<i64>();
+        let start = b.column(1).as_primitive::<TimestampMillisecondType>();
+        assert!(start.values().iter().all(|s| *s >= before - 1_000), "windows are in wall-clock time");
+    }
+    assert_eq!(total, 120, "every message counted once");
 }

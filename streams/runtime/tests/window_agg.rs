@@ -51,6 +51,7 @@ fn operator(windows: impl Into<Windows>, allowed_lateness: i64) -> WindowAggrega
                 agg(max_udaf(), "largest"),
             ],
             allowed_lateness,
+            early_fire: false,
         },
     )
     .unwrap()
@@ -213,6 +214,7 @@ fn configuration_mistakes_are_named() {
                 windows: WindowSpec::tumbling(10).unwrap().into(),
                 aggregates: vec![],
                 allowed_lateness: 0,
+                early_fire: false,
             },
         )
         .unwrap_err()

@@ -40,6 +40,7 @@ impl WindowAggregate {
         let (mut starts, mut ends, mut dirty, mut fired) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let width = schema.fields().len() - self.key_indices.len() - 4;
         let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); width];
+        let aggregates = &self.aggregates;
         for slot in &live {
             let Some(g) = self.slots[*slot].as_mut() else { continue };
             keys.push(g.key.clone());
@@ -48,14 +49,22 @@ impl WindowAggregate {
             dirty.push(g.dirty);
             fired.push(g.fired);
             let mut column = 0;
-            for acc in &mut g.accumulators {
-                for v in acc.state()? {
+            for (acc, agg) in g.accumulators.iter_mut().zip(aggregates) {
+                // `state()` may hand over the accumulator's contents (a
+                // median's values): continue with a fresh one that merged them.
+                let state = acc.state()?;
+                let arrays = state.iter().map(ScalarValue::to_array).collect::<datafusion::error::Result<Vec<_>>>()?;
+                let mut fresh = agg.create_accumulator()?;
+                fresh.merge_batch(&arrays)?;
+                *acc = fresh;
+                for v in state {
                     states[column].push(v);
                     column += 1;
                 }
             }
         }
         let mut columns: Vec<ArrayRef> = self.rows.convert_rows(keys.iter().map(|k| k.row()))?;
+        columns.truncate(self.key_indices.len());
         columns.push(Arc::new(Int64Array::from(starts)));
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(dirty)));
@@ -81,7 +90,7 @@ impl WindowAggregate {
             return Err(Error::Plan("checkpointed window state does not fit this window operator".into()));
         }
         let k = self.key_indices.len();
-        let keys = self.rows.convert_columns(&state.columns()[..k])?;
+        let keys = self.rows.convert_columns(&self.key_columns(state.columns()[..k].to_vec(), state.num_rows()))?;
         let starts = state.column(k).as_primitive::<Int64Type>();
         let ends = state.column(k + 1).as_primitive::<Int64Type>();
         let dirty = state.column(k + 2).as_boolean();
