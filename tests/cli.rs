@@ -164,3 +164,29 @@ fn bench_e2e_reports_latency_for_every_message_sent() {
     assert!(rill["sent"].as_u64().unwrap() >= 500);
     assert!(rill["p99_us"].as_f64().unwrap() >= rill["p50_us"].as_f64().unwrap());
 }
+
+#[test]
+fn bench_nexmark_reports_every_query_beside_flink_and_the_target() {
+    let out = rill().args(["bench", "nexmark", "--json", "--events", "20000", "--chunk", "2000"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["query"].as_str().unwrap()).collect();
+    assert_eq!(names, ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11"]);
+    for c in cases {
+        assert_eq!(c["events"], 20_000, "{c}");
+        assert!(c["events_per_sec_per_core"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["ratio_vs_target"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    let q5 = cases.iter().find(|c| c["query"] == "q5").unwrap();
+    assert!(q5["ratio_vs_flink"].as_f64().unwrap() > 0.0 && q5["results"].as_u64().unwrap() > 0, "{q5}");
+    assert!(report["generator_events_per_sec_per_core"].as_f64().unwrap() > 0.0);
+
+    let bad = rill().args(["bench", "nexmark", "--query", "q6"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--query q6: no such query"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

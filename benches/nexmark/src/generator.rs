@@ -187,9 +187,10 @@ impl std::fmt::Debug for Generator {
 }
 
 fn last_person(event: u64) -> u64 {
+    // The epoch's persons come first, so every event of an epoch sees all of
+    // them (with one person per epoch, the epoch number is the person).
     let epoch = event / TOTAL_PROPORTION;
-    let offset = (event % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
-    epoch * PERSON_PROPORTION + offset
+    epoch * PERSON_PROPORTION + PERSON_PROPORTION - 1
 }
 
 fn last_auction(event: u64) -> u64 {

@@ -1,6 +1,7 @@
 //! Every Nexmark query's streaming result equals its batch SQL twin run by
 //! DataFusion over the same generated rows — in order, and with input out
 //! of order within the watermark's bound.
+#![allow(clippy::unwrap_used)]
 
 use rill_nexmark::{GeneratorConfig, Query, canonical, final_rows, oracle, run};
 

@@ -121,11 +121,11 @@ fn pack(
 ) -> Result<RecordBatch> {
     let n = rows.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    for s in 0..2 {
+    for (s, schema) in sides.iter().enumerate() {
         if s == side {
             columns.extend(rows.columns().iter().cloned());
         } else {
-            columns.extend(sides[s].fields().iter().map(|f| new_null_array(f.data_type(), n)));
+            columns.extend(schema.fields().iter().map(|f| new_null_array(f.data_type(), n)));
         }
     }
     columns.push(Arc::new(UInt8Array::from(vec![side as u8; n])));

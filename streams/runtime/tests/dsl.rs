@@ -1,5 +1,6 @@
 //! The DSL as a user meets it: jobs built from streams, run by pushing
 //! batches and watermarks into a dataflow.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
