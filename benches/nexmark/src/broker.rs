@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::LineDelimitedWriter;
 use rill_client::{ClientConfig, FilterExpression, Message, Producer, StartFrom};
 use rill_streams::dsl::Job;
@@ -21,14 +19,7 @@ use crate::{Query, Result};
 
 /// One JSON document per row (event times as epoch ms).
 pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|c| match c.data_type() {
-            DataType::Timestamp(..) => Ok(cast(c.as_ref(), &DataType::Int64)?),
-            _ => Ok(Arc::clone(c)),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let columns = crate::epoch_ms_columns(batch)?;
     let fields: Vec<_> = batch
         .schema()
         .fields()

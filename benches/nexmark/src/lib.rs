@@ -190,23 +190,21 @@ pub fn canonical(batches: &[RecordBatch]) -> Result<Vec<String>> {
 /// One batch's rows as lines, in order.
 fn unsorted_lines(b: &RecordBatch) -> Result<Vec<String>> {
     let options = FormatOptions::default().with_null("NULL");
-    let mut lines = Vec::new();
-    {
-        let columns = b
-            .columns()
-            .iter()
-            .map(|c| match c.data_type() {
-                DataType::Timestamp(..) => Ok(cast(c.as_ref(), &DataType::Int64)?),
-                _ => Ok(Arc::clone(c)),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let formatters =
-            columns.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
-        for row in 0..b.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
-            lines.push(cells.join("|"));
-        }
-        debug_assert!(columns.iter().all(|c| c.len() == b.num_rows()));
-    }
-    Ok(lines)
+    let columns = epoch_ms_columns(b)?;
+    let formatters =
+        columns.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
+    Ok((0..b.num_rows())
+        .map(|row| formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join("|"))
+        .collect())
+}
+
+/// A batch's columns with timestamps turned into epoch milliseconds (Int64).
+pub(crate) fn epoch_ms_columns(b: &RecordBatch) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+    b.columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => Ok(cast(c.as_ref(), &DataType::Int64)?),
+            _ => Ok(Arc::clone(c)),
+        })
+        .collect()
 }

@@ -21,7 +21,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use rill_time::WindowSpec;
 
 use crate::operator::{Operator, Output};
-use crate::window_agg::event_times;
+use crate::window_agg::{assign_rows, event_times};
 use crate::{Error, Result};
 
 /// One side of a join as the operator needs it.
@@ -456,23 +456,7 @@ impl Operator for WindowJoin {
     fn process(&mut self, port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let port = port.min(1);
         let Some(time) = self.sides[port].time else { return Ok(()) };
-        let mut per_window: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
-        let mut late = vec![false; batch.num_rows()];
-        for (row, ts) in event_times(batch.column(time))?.into_iter().enumerate() {
-            let Some(ts) = ts else {
-                late[row] = true;
-                continue;
-            };
-            let windows = self.spec.assign(ts);
-            let mut placed = windows.is_empty();
-            for w in windows {
-                if w.max_timestamp() > self.watermark {
-                    per_window.entry((w.end, w.start)).or_default().push(row as u32);
-                    placed = true;
-                }
-            }
-            late[row] = !placed;
-        }
+        let (per_window, late) = assign_rows(self.spec, &event_times(batch.column(time))?, self.watermark);
         if late.iter().any(|l| *l) {
             out.late.push(filter_record_batch(&batch, &late.into())?);
         }

@@ -20,7 +20,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use rill_time::WindowSpec;
 
 use crate::operator::{Operator, Output};
-use crate::window_agg::event_times;
+use crate::window_agg::{assign_rows, event_times};
 use crate::{Error, Result};
 
 /// Where a row's window comes from.
@@ -171,21 +171,7 @@ impl Operator for WindowTopN {
         let mut per_window: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
         match self.windows {
             TopNWindows::Assign { spec, time } => {
-                for (row, ts) in event_times(batch.column(time))?.into_iter().enumerate() {
-                    let Some(ts) = ts else {
-                        late[row] = true;
-                        continue;
-                    };
-                    let windows = spec.assign(ts);
-                    let mut placed = windows.is_empty();
-                    for w in windows {
-                        if w.max_timestamp() > self.watermark {
-                            per_window.entry((w.end, w.start)).or_default().push(row as u32);
-                            placed = true;
-                        }
-                    }
-                    late[row] = !placed;
-                }
+                (per_window, late) = assign_rows(spec, &event_times(batch.column(time))?, self.watermark);
             }
             TopNWindows::Columns { start, end } => {
                 let starts = event_times(batch.column(start))?;

@@ -539,6 +539,35 @@ impl WindowAggregate {
     }
 }
 
+/// Row indices per window, keyed (end, start).
+pub(crate) type RowsByWindow = std::collections::BTreeMap<(i64, i64), Vec<u32>>;
+
+/// Rows by the windows of `spec` they fall in, keyed (end, start), for
+/// operators whose windows fire once: a window whose last millisecond is at
+/// or behind `watermark` has fired, so a row only for such windows (or
+/// without a time) is late. A row in a gap between hopping windows is in
+/// no window and not late.
+pub(crate) fn assign_rows(spec: WindowSpec, times: &[Option<i64>], watermark: i64) -> (RowsByWindow, Vec<bool>) {
+    let mut per_window = RowsByWindow::new();
+    let mut late = vec![false; times.len()];
+    for (row, ts) in times.iter().enumerate() {
+        let Some(ts) = *ts else {
+            late[row] = true;
+            continue;
+        };
+        let windows = spec.assign(ts);
+        let mut placed = windows.is_empty();
+        for w in windows {
+            if w.max_timestamp() > watermark {
+                per_window.entry((w.end, w.start)).or_default().push(row as u32);
+                placed = true;
+            }
+        }
+        late[row] = !placed;
+    }
+    (per_window, late)
+}
+
 /// Event times of a time column (null for a null cell).
 pub(crate) fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
     if let Some(a) = column.as_any().downcast_ref::<Int64Array>() {
