@@ -9,6 +9,7 @@ use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
 use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
 use rill_bench::nexmark::{NexmarkBenchOptions, NexmarkBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
+use rill_bench::state::{StateBenchOptions, StateBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
 
@@ -27,6 +28,31 @@ pub enum BenchCommand {
     Filter(FilterArgs),
     /// Nexmark queries on the streams runtime: events/s per core beside Flink's baseline.
     Nexmark(NexmarkArgs),
+    /// Keyed state of millions of keys within a memory budget (spilling) against all in memory.
+    State(StateArgs),
+}
+
+/// Options of `rill bench state`.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// Distinct keys (at most 100,000,000).
+    #[arg(long, default_value_t = 10_000_000)]
+    keys: u64,
+    /// Memory budget of the spilling case, in MiB.
+    #[arg(long, default_value_t = 64)]
+    budget_mb: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Upper bound on each case's feeding time, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    max_seconds: f64,
+    /// Scratch directory for the spill file (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench nexmark`.
@@ -249,6 +275,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             let opts = NexmarkBenchOptions { queries, events: a.events, chunk: a.chunk, disorder: a.disorder };
             let report = rill_bench::nexmark::run(&opts, &mut progress("nexmark"))?;
             emit(&report, a.json, NexmarkBenchReport::to_table)
+        }
+        BenchCommand::State(a) => {
+            let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+            let opts = StateBenchOptions {
+                keys: a.keys,
+                budget: a.budget_mb.saturating_mul(1 << 20),
+                batch: a.batch,
+                max_seconds: a.max_seconds,
+                dir: base.join(format!("rill-bench-state-{}", std::process::id())),
+            };
+            let report = rill_bench::state::run(&opts, &mut progress("state"));
+            let _ = std::fs::remove_dir_all(&opts.dir);
+            emit(&report?, a.json, StateBenchReport::to_table)
         }
         BenchCommand::Store(a) => {
             let defaults = StoreBenchOptions::default();

@@ -13,6 +13,7 @@ mod bench;
 mod config;
 mod metrics;
 mod nexmark;
+mod run;
 mod server;
 mod tls;
 
@@ -52,6 +53,8 @@ enum Command {
     /// The Nexmark workload through a broker: produce events, run a query with checkpoints.
     #[command(subcommand)]
     Nexmark(nexmark::NexmarkCommand),
+    /// Run a SQL job file (CREATE TABLE … WITH, INSERT INTO … SELECT, window TVFs).
+    Run(run::RunArgs),
 }
 
 /// When appends are acknowledged.
@@ -167,5 +170,6 @@ fn run() -> Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Admin(args) => admin::run(args),
         Command::Nexmark(cmd) => nexmark::run(cmd),
+        Command::Run(args) => run::run(args),
     }
 }

@@ -16,6 +16,7 @@ pub mod local;
 pub mod nexmark;
 pub mod produce;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod timer;
 

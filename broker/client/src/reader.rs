@@ -68,6 +68,8 @@ pub enum StartFrom {
     Latest,
     /// The first message stored at or after this time (ms since the epoch).
     Timestamp(i64),
+    /// The consumer group's committed offset, or the oldest message when it has none.
+    GroupOffsets,
 }
 
 /// What one pull returned.
@@ -186,6 +188,10 @@ impl QueueReader {
     /// The offset `from` points at in `q`.
     pub async fn offset_of(&self, q: &QueueRef, from: StartFrom) -> Result<u64> {
         let (policy, timestamp) = match from {
+            StartFrom::GroupOffsets => match self.committed(q).await? {
+                Some(offset) => return Ok(offset),
+                None => (v2::QueryOffsetPolicy::Beginning, None),
+            },
             StartFrom::Earliest => (v2::QueryOffsetPolicy::Beginning, None),
             StartFrom::Latest => (v2::QueryOffsetPolicy::End, None),
             StartFrom::Timestamp(ms) => {

@@ -46,6 +46,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::Expr;
+use rill_state::StateConfig;
 use rill_time::WindowSpec;
 
 use crate::dataflow::{Dataflow, Kind, Node};
@@ -129,6 +130,16 @@ impl Session {
     }
 }
 
+/// Per-key windows of a number of rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Count;
+impl Count {
+    /// Windows of `rows` rows each (see [`Windows::Count`]).
+    pub fn of(rows: u64) -> WindowDef {
+        WindowDef(Ok(Windows::Count { size: rows }))
+    }
+}
+
 struct Builder {
     nodes: Vec<Node>,
     error: Option<Error>,
@@ -136,6 +147,7 @@ struct Builder {
     runner: Option<RunnerConfig>,
     inputs: Vec<TopicInput>,
     dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
+    state: StateConfig,
 }
 
 /// A job being built (see the module docs).
@@ -167,6 +179,7 @@ impl Job {
                 runner: None,
                 inputs: Vec::new(),
                 dead: None,
+                state: StateConfig::default(),
             })),
         }
     }
@@ -203,6 +216,23 @@ impl Job {
         self.with(|b| b.runner = Some(config));
     }
 
+    /// Changes the runner settings given with [`Job::run_with`].
+    pub(crate) fn runner_settings(&self, f: impl FnOnce(&mut RunnerConfig)) -> Result<()> {
+        self.with(|b| match b.runner.as_mut() {
+            Some(c) => {
+                f(c);
+                Ok(())
+            }
+            None => Err(Error::Plan("the job has no runner settings (Job::run_with)".into())),
+        })
+    }
+
+    /// The first mistake made building the job so far, if any (what
+    /// [`Job::build`] would report).
+    pub fn mistake(&self) -> Option<String> {
+        self.with(|b| b.error.as_ref().map(ToString::to_string))
+    }
+
     /// Where messages that do not decode go (logged at WARN without one).
     pub fn dead_letters(&self, out: impl FnMut(DeadLetter) + Send + 'static) {
         self.with(|b| b.dead = Some(Box::new(out)));
@@ -218,6 +248,13 @@ impl Job {
             runner = runner.dead_letters(dead);
         }
         runner.run(flow, stop).await
+    }
+
+    /// Memory budget and spill directory for the keyed state of each step
+    /// added after this call (dedup keys); the default is 256 MiB per step
+    /// under the system's temporary directory.
+    pub fn state(&self, config: StateConfig) {
+        self.with(|b| b.state = config);
     }
 
     /// Where rows behind the watermark go (logged at WARN without one).
@@ -352,19 +389,38 @@ impl Stream {
         let built = self
             .time("dedup")
             .and_then(|t| Dedup::new(&self.schema, keys, &t, millis(within)))
-            .map(|d| Box::new(d) as Box<dyn Operator>);
+            .map(|d| Box::new(d.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
         self.op("dedup", built)
     }
 
-    /// The rows of this stream and of `others` (same columns) as one stream.
+    /// The rows of this stream and of `others` (same column names and
+    /// types; a column is nullable when it is in any of them) as one stream.
     pub fn union(self, others: Vec<Stream>) -> Stream {
-        let mismatch = others.iter().find(|o| o.schema.fields() != self.schema.fields());
-        if mismatch.is_some() {
+        let same = |o: &Stream| {
+            o.schema.fields().len() == self.schema.fields().len()
+                && o.schema
+                    .fields()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+        };
+        if !others.iter().all(same) {
             return self.fail("union: every stream must have the same columns".into());
         }
+        let fields: Vec<datafusion::arrow::datatypes::Field> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let nullable = f.is_nullable() || others.iter().any(|o| o.schema.field(i).is_nullable());
+                f.as_ref().clone().with_nullable(nullable)
+            })
+            .collect();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
         let mut inputs = vec![self.node];
         inputs.extend(others.iter().map(|o| o.node));
-        let built: Result<Box<dyn Operator>> = Ok(Box::new(Union::new(Arc::clone(&self.schema))));
+        let built: Result<Box<dyn Operator>> = Ok(Box::new(Union::new(schema)));
         let time = self.time.clone();
         self.then("union", built, inputs, time)
     }
@@ -415,6 +471,16 @@ impl Stream {
         self.join_with(other, "join", built)
     }
 
+    /// A regular join whose rows are forgotten `ttl` of event time after
+    /// their own time (its state TTL): a row meets the other side's rows
+    /// that are still remembered when it arrives, and state stays bounded.
+    pub fn join_with_ttl(self, other: &Stream, left_keys: &[&str], right_keys: &[&str], ttl: Duration) -> Stream {
+        let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), None)
+            .and_then(|j| j.with_ttl(millis(ttl)))
+            .map(|j| Box::new(j) as Box<dyn Operator>);
+        self.join_with(other, "join", built)
+    }
+
     /// Pairs of rows with equal keys whose event times are within `bounds`
     /// ms of each other: `right + start <= left <= right + end`
     /// (`-2_000..=1_000`: the left row up to 2 s before to 1 s after).
@@ -436,7 +502,7 @@ impl Stream {
         let built = match windows.0 {
             Ok(Windows::Time(spec)) => WindowJoin::new(&self.side(left_keys), &other.side(right_keys), spec)
                 .map(|j| Box::new(j) as Box<dyn Operator>),
-            Ok(Windows::Session { .. }) => Err(Error::Plan("a window join takes time windows, not sessions".into())),
+            Ok(_) => Err(Error::Plan("a window join takes time windows, not sessions or counts".into())),
             Err(e) => Err(Error::Plan(e)),
         };
         self.join_with(other, "window_join", built)
@@ -515,7 +581,7 @@ impl WindowedStream {
         let built = (|| {
             let spec = match self.windows.0.map_err(Error::Plan)? {
                 Windows::Time(spec) => spec,
-                Windows::Session { .. } => return Err(Error::Plan("top-N takes time windows, not sessions".into())),
+                _ => return Err(Error::Plan("top-N takes time windows, not sessions or counts".into())),
             };
             let t = stream.time("top-N")?;
             let time = stream.schema.index_of(&t)?;

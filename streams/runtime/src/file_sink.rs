@@ -63,10 +63,10 @@ impl JsonFileSink {
         let mut found = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_prefix(".pending-").and_then(|r| r.strip_suffix(".jsonl")) {
-                if let Ok(id) = id.parse::<u64>() {
-                    found.push((id, entry.path()));
-                }
+            if let Some(id) = name.strip_prefix(".pending-").and_then(|r| r.strip_suffix(".jsonl"))
+                && let Ok(id) = id.parse::<u64>()
+            {
+                found.push((id, entry.path()));
             }
         }
         found.sort();

@@ -181,6 +181,8 @@ pub struct IntervalJoin {
     state: [SideState; 2],
     /// A left row at `l` meets right rows at `r` with `r + lower <= l <= r + upper`.
     bounds: Option<(i64, i64)>,
+    /// A regular join's rows are forgotten this long (event time) after their own time.
+    ttl: Option<i64>,
     output: SchemaRef,
 }
 
@@ -215,7 +217,24 @@ impl IntervalJoin {
             sides: [l, r],
             state: [SideState::default(), SideState::default()],
             bounds,
+            ttl: None,
         })
+    }
+
+    /// A regular join that forgets each row `ttl` ms of event time after its
+    /// own time (its state TTL): rows meet only while both are remembered.
+    pub fn with_ttl(mut self, ttl: i64) -> Result<Self> {
+        if ttl <= 0 {
+            return Err(Error::Plan(format!("a join's state TTL must be positive, got {ttl} ms")));
+        }
+        if self.bounds.is_some() {
+            return Err(Error::Plan("an interval join's bounds already limit its state; it takes no TTL".into()));
+        }
+        if self.sides.iter().any(|s| s.time.is_none()) {
+            return Err(Error::Plan("a join with a state TTL needs an event-time column on both sides".into()));
+        }
+        self.ttl = Some(ttl);
+        Ok(self)
     }
 
     fn meets(&self, port: usize, own: i64, other: i64) -> bool {
@@ -288,10 +307,15 @@ impl Operator for IntervalJoin {
     }
 
     fn advance(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
-        let Some((lower, upper)) = self.bounds else { return Ok(()) };
         // Future rows are after the watermark. A left row at l can meet right
         // rows up to l - lower; a right row at r left rows up to r + upper.
-        for (side, reach) in [(0usize, lower.saturating_neg()), (1, upper)] {
+        // Under a TTL a row is kept until the watermark is `ttl` past it.
+        let reaches = match (self.bounds, self.ttl) {
+            (Some((lower, upper)), _) => [lower.saturating_neg(), upper],
+            (None, Some(ttl)) => [ttl, ttl],
+            (None, None) => return Ok(()),
+        };
+        for (side, reach) in reaches.into_iter().enumerate() {
             let state = &mut self.state[side];
             let mut freed = vec![0usize; state.batches.len()];
             state.by_key.retain(|_, entries| {

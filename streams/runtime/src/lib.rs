@@ -19,6 +19,7 @@ pub mod dedup;
 pub mod dsl;
 pub mod file_sink;
 pub mod join;
+pub mod metrics;
 pub mod operator;
 pub mod pipeline;
 pub mod rows;
@@ -35,8 +36,9 @@ pub use dsl::{Job, Stream};
 pub use file_sink::JsonFileSink;
 pub use operator::{Operator, Output};
 pub use pipeline::Pipeline;
+pub use rill_state::StateConfig;
 pub use rows::{FilterRows, Project};
-pub use runner::{DeadLetterPolicy, JobStatus, RunReport, Runner, RunnerConfig, TopicInput};
+pub use runner::{DeadLetterPolicy, JobStatus, Member, RunReport, Runner, RunnerConfig, TopicInput};
 pub use sink::{CollectSink, FnSink, RetryingSink, Sink};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};
 
@@ -65,6 +67,9 @@ pub enum Error {
     /// Window or watermark settings were refused.
     #[error(transparent)]
     Time(#[from] rill_time::Error),
+    /// Keyed state could not be kept (its spill file failed).
+    #[error(transparent)]
+    State(#[from] rill_state::Error),
 }
 
 /// Result type of this crate.

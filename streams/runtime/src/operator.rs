@@ -89,8 +89,7 @@ impl Operator for Dedup {
         Ok(())
     }
     fn advance(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
-        Dedup::advance(self, watermark);
-        Ok(())
+        Dedup::advance(self, watermark)
     }
     fn state_size(&self) -> usize {
         self.keys()
@@ -108,8 +107,12 @@ impl Operator for WindowAggregate {
         self.output_schema()
     }
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        if let Some(late) = WindowAggregate::process(self, &batch)?.late {
+        let processed = WindowAggregate::process(self, &batch)?;
+        if let Some(late) = processed.late {
             out.late.push(late);
+        }
+        if let Some(fired) = processed.fired {
+            out.emit(fired);
         }
         Ok(())
     }
@@ -195,7 +198,8 @@ impl Operator for Union {
         SchemaRef::clone(&self.schema)
     }
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        out.emit(batch);
+        // Inputs may differ in which columns may be null; the output says any may.
+        out.emit(RecordBatch::try_new(SchemaRef::clone(&self.schema), batch.columns().to_vec())?);
         Ok(())
     }
 }

@@ -43,7 +43,8 @@
 //! ```
 
 use crate::dsl::{Job, Stream};
-use crate::runner::{RunnerConfig, TopicInput};
+use crate::runner::{RunReport, RunnerConfig, TopicInput};
+use crate::{Error, Result};
 
 /// Starts a job on broker topics (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -56,5 +57,48 @@ impl Pipeline {
         let job = Job::new();
         job.run_with(config);
         job.topic(input)
+    }
+}
+
+impl Pipeline {
+    /// Runs `parallelism` instances of a job in this process, each built by
+    /// `build(i)` and reading its own share of the queues (instance `i` of
+    /// `n` is member `index × n + i` of `count × n`, see
+    /// [`crate::Member`]), each on a task of its own. Instance `i` keeps its
+    /// checkpoints in `instance-i` under the configured directory and serves
+    /// its metrics on the configured port plus `i`. As with members, keyed
+    /// results are whole when each key's messages go to one queue.
+    pub async fn run_parallel(
+        parallelism: u32,
+        build: impl Fn(u32) -> Job,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Vec<RunReport>> {
+        if parallelism == 0 {
+            return Err(Error::Plan("parallelism must be at least 1".into()));
+        }
+        let mut tasks = Vec::new();
+        for i in 0..parallelism {
+            let job = build(i);
+            let mut refused = None;
+            job.runner_settings(|c| {
+                match c.member.split(i, parallelism) {
+                    Ok(m) => c.member = m,
+                    Err(e) => refused = Some(e),
+                }
+                c.checkpoint_dir = c.checkpoint_dir.take().map(|d| d.join(format!("instance-{i}")));
+                if let Some(a) = c.metrics_addr.as_mut() {
+                    a.set_port(a.port().saturating_add(u16::try_from(i).unwrap_or(u16::MAX)));
+                }
+            })?;
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            tasks.push(tokio::spawn(job.run(stop.clone())));
+        }
+        let mut reports = Vec::new();
+        for t in tasks {
+            reports.push(t.await.map_err(|e| Error::Source(format!("a job instance failed: {e}")))??);
+        }
+        Ok(reports)
     }
 }

@@ -1,11 +1,12 @@
 //! Runs a [`Dataflow`] on broker topics with exactly-once checkpoints.
 //!
-//! Each source of the job reads one topic: every queue of it is pulled by
-//! offset, message bodies are decoded into the source's schema (bad ones
+//! Each source of the job reads one topic: every queue of it (or this
+//! process's share, see [`Member`]) is pulled by offset in a task of its
+//! own, message bodies are decoded into the source's schema there (bad ones
 //! go to the dead-letter output with their coordinates, or fail the job,
 //! per policy), and event time advances per queue from bounded
 //! out-of-orderness, with an idle timeout so a silent queue does not hold
-//! the job back.
+//! the job back. The dataflow itself runs in the job's one loop.
 //!
 //! Every checkpoint interval, between two pulls: the dataflow's state and
 //! the next offset of every queue are snapshotted, sinks prepare, the
@@ -18,17 +19,29 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use rill_client::{ClientConfig, FilterExpression, QueueReader, QueueRef, StartFrom};
 use rill_time::{WatermarkConfig, Watermarks};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{Dataflow, NodeMetrics};
-use crate::decode::{DeadLetter, Decoder, SourceRecord};
+use crate::decode::{DeadLetter, Decoded, Decoder};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
 
+mod fetch;
+
+use fetch::{Fetch, Fetched, Payload};
+
 /// How often the run logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long the loop waits for rows before moving event time and checkpoints on.
+const TICK: Duration = Duration::from_millis(50);
+/// Most hand-overs taken from the queues' tasks between two watermark steps.
+const DRAIN: usize = 64;
 
 /// One topic feeding one source of the job.
 #[derive(Debug)]
@@ -81,6 +94,56 @@ pub struct RunnerConfig {
     /// Treat the input as bounded: once every queue is read to its end,
     /// end event time (every open window fires), checkpoint and stop.
     pub until_caught_up: bool,
+    /// This process's share of the queues when several processes run the job.
+    pub member: Member,
+    /// Where to serve the job's metrics (`GET /metrics`, Prometheus text).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Which queues a process reads when `count` processes run one job in one
+/// consumer group: of each topic's queues, ordered by broker and queue id,
+/// every `count`-th from `index`. Each member keeps its own checkpoints
+/// (its own directory) and state; keyed results are whole when producers
+/// send each key to one queue (a RocketMQ message group or sharding key),
+/// as keyed streams across processes need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    index: u32,
+    count: u32,
+}
+
+impl Default for Member {
+    /// The only member: every queue.
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl Member {
+    /// Member `index` (from 0) of `count`.
+    pub fn new(index: u32, count: u32) -> Result<Self> {
+        if count == 0 || index >= count {
+            return Err(Error::Plan(format!("member {index} of {count}: the index must be below a non-zero count")));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Instance `i` of `n` inside this member: member `index × n + i` of `count × n`.
+    pub fn split(&self, i: u32, n: u32) -> Result<Self> {
+        let count = self.count.checked_mul(n).ok_or_else(|| Error::Plan(format!("{n} instances of member {self}")))?;
+        Self::new(self.index * n + i, count)
+    }
+
+    /// Whether the `nth` queue (of a topic's queues in order) is this member's.
+    pub fn owns(&self, nth: usize) -> bool {
+        nth % self.count as usize == self.index as usize
+    }
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 impl RunnerConfig {
@@ -95,6 +158,8 @@ impl RunnerConfig {
             dead_letters: DeadLetterPolicy::Skip,
             processing_time: false,
             until_caught_up: false,
+            member: Member::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -137,14 +202,40 @@ struct QueueState {
     queue: QueueRef,
     next: u64,
     mark: usize,
-    empty_pulls: u32,
+    /// Its task found nothing after `next`.
+    at_end: bool,
+}
+
+/// Where a job's undecodable messages go.
+type DeadLetterOut = Box<dyn FnMut(DeadLetter) + Send>;
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone.
+    async fn stop(mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The runner (see the module docs).
 pub struct Runner {
     config: RunnerConfig,
     inputs: Vec<TopicInput>,
-    dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
+    /// In a mutex so the runner is `Sync` (its futures cross threads).
+    dead: Option<std::sync::Mutex<DeadLetterOut>>,
     status: tokio::sync::watch::Sender<JobStatus>,
 }
 
@@ -186,7 +277,7 @@ impl Runner {
 
     /// Where undecodable messages go (logged at WARN without one).
     pub fn dead_letters(mut self, out: impl FnMut(DeadLetter) + Send + 'static) -> Self {
-        self.dead = Some(Box::new(out));
+        self.dead = Some(std::sync::Mutex::new(Box::new(out)));
         self
     }
 
@@ -203,6 +294,12 @@ impl Runner {
             }
         }
         let reader = QueueReader::connect(self.config.client.clone(), &self.config.group).map_err(source_err)?;
+        let metrics = match self.config.metrics_addr {
+            Some(addr) => Some(crate::metrics::serve(self.config.group.clone(), addr, self.status()).await?),
+            None => None,
+        };
+        // Stops serving when the run ends, however it ends.
+        let metrics = metrics.map(|t| AbortOnDrop(Some(t)));
         let store = self.config.checkpoint_dir.as_ref().map(CheckpointStore::open).transpose()?;
         let restored = match &store {
             Some(s) => s.latest()?,
@@ -220,75 +317,90 @@ impl Runner {
         let mut queues = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let mut m = Watermarks::new(input.watermarks, 0, now())?;
-            for q in reader.queues(&input.topic).await.map_err(source_err)? {
+            let mut all = reader.queues(&input.topic).await.map_err(source_err)?;
+            all.sort();
+            for (nth, q) in all.into_iter().enumerate() {
+                if !self.config.member.owns(nth) {
+                    continue;
+                }
                 let position = format!("{}@{}", input.source, q.key());
                 let next = match restored.as_ref().and_then(|c| c.positions.get(&position)) {
                     Some(n) => *n,
                     None => reader.offset_of(&q, input.start).await.map_err(source_err)?,
                 };
                 let mark = m.add_input(now());
-                queues.push(QueueState { input: i, queue: q, next, mark, empty_pulls: 0, position });
+                queues.push(QueueState { input: i, queue: q, next, mark, at_end: false, position });
             }
             marks.push(m);
         }
+        tracing::info!(queues = queues.len(), member = %self.config.member, "reading queues, one task each");
         let times: Vec<usize> = self.inputs.iter().map(|i| flow.source_time(&i.source)).collect::<Result<_>>()?;
+        let decoders: Vec<Arc<Decoder>> = self.inputs.iter().map(|i| Arc::new(i.decoder.clone())).collect();
+        let (tx, mut rx) = mpsc::channel(queues.len().max(1) * 2);
+        let mut tasks = JoinSet::new();
+        for (i, q) in queues.iter().enumerate() {
+            let input = &self.inputs[q.input];
+            let fetch = Fetch {
+                queue: i,
+                at: q.queue.clone(),
+                from: q.next,
+                batch: self.config.batch,
+                filter: input.filter.clone(),
+                // Processing time is stamped as rows enter the dataflow, so the loop decodes.
+                decoder: (!self.config.processing_time).then(|| Arc::clone(&decoders[q.input])),
+            };
+            fetch::spawn(&mut tasks, reader.clone(), fetch, tx.clone());
+        }
+        drop(tx);
         let mut next_id = report.restored_from.map_or(1, |id| id + 1);
         let mut last_checkpoint = Instant::now();
         let mut last_checkpoint_ms = 0;
         let mut last_progress = Instant::now();
-        loop {
-            if *stop.borrow() {
-                break;
+        let no_queues = queues.is_empty();
+        let mut stop_open = true;
+        while !*stop.borrow() {
+            let first = tokio::select! {
+                f = rx.recv(), if !no_queues => match f {
+                    Some(f) => Some(f),
+                    // A task only ends after handing over its error.
+                    None => return Err(Error::Source("every queue reader stopped".into())),
+                },
+                Some(Err(e)) = tasks.join_next(), if !no_queues => {
+                    return Err(Error::Source(format!("a queue reader failed: {e}")));
+                }
+                changed = stop.changed(), if stop_open => {
+                    // Without a sender nobody can stop the job: it runs on (or until caught up).
+                    stop_open = changed.is_ok();
+                    None
+                }
+                // Event time and checkpoints move on while the queues are quiet.
+                _ = tokio::time::sleep(TICK) => None,
+            };
+            let mut items: Vec<Fetched> = first.into_iter().collect();
+            while items.len() < DRAIN {
+                match rx.try_recv() {
+                    Ok(f) => items.push(f),
+                    Err(_) => break,
+                }
             }
-            let mut read_any = false;
-            let mut caught_up = true;
-            for q in &mut queues {
-                let input = &self.inputs[q.input];
-                let pulled =
-                    reader.pull(&q.queue, q.next, self.config.batch, &input.filter).await.map_err(source_err)?;
-                let end_reached = pulled.messages.is_empty() && pulled.next_offset == q.next;
-                caught_up &= end_reached;
-                if end_reached {
-                    q.empty_pulls += 1;
-                    continue;
-                }
-                q.empty_pulls = 0;
-                read_any = true;
-                report.messages += pulled.messages.len() as u64;
-                let records: Vec<SourceRecord> = pulled
-                    .messages
-                    .iter()
-                    .map(|m| SourceRecord {
-                        topic: m.topic.clone(),
-                        queue: u32::try_from(m.queue_id).unwrap_or(0),
-                        offset: u64::try_from(m.queue_offset).unwrap_or(0),
-                        tag: m.tag.clone(),
-                        store_time: m.store_timestamp,
-                        body: m.body.clone(),
-                    })
-                    .collect();
-                q.next = pulled.next_offset;
-                let decoded = input.decoder.decode(&records)?;
-                report.dead += decoded.dead.len() as u64;
-                for d in decoded.dead {
-                    if self.config.dead_letters == DeadLetterPolicy::Fail {
-                        return Err(Error::Source(format!(
-                            "message at {}/{}/{} does not fit the schema: {}",
-                            d.topic, d.queue, d.offset, d.reason
-                        )));
+            for item in items {
+                match item {
+                    Fetched::Rows { queue, next, messages, payload } => {
+                        let q = &mut queues[queue];
+                        q.next = next;
+                        q.at_end = false;
+                        report.messages += messages;
+                        let decoded = match payload {
+                            Payload::Decoded(d) => d,
+                            Payload::Records(r) => decoders[q.input].decode(&r)?,
+                        };
+                        self.take(&mut flow, &mut report, &mut marks, times[q.input], q, decoded, now())?;
                     }
-                    match self.dead.as_mut() {
-                        Some(out) => out(d),
-                        None => {
-                            tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema")
-                        }
+                    Fetched::End { queue, at } => {
+                        let q = &mut queues[queue];
+                        q.at_end = q.next == at;
                     }
-                }
-                for ts in event_times(decoded.batch.column(times[q.input]))?.into_iter().flatten() {
-                    marks[q.input].observe(q.mark, ts, now());
-                }
-                if decoded.batch.num_rows() > 0 {
-                    flow.push(&input.source, decoded.batch)?;
+                    Fetched::Failed(e) => return Err(e),
                 }
             }
             for (i, m) in marks.iter_mut().enumerate() {
@@ -302,7 +414,7 @@ impl Runner {
                     flow.watermark(&self.inputs[i].source, w)?;
                 }
             }
-            if self.config.until_caught_up && caught_up {
+            if self.config.until_caught_up && queues.iter().all(|q| q.at_end) {
                 // The input is bounded and read: event time ends, every open window fires.
                 flow.finish()?;
                 break;
@@ -316,31 +428,69 @@ impl Runner {
             self.publish(&flow, &report, last_checkpoint_ms);
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
-                let status = self.status.borrow().clone();
-                let state: usize = status.operators.iter().map(|m| m.state).sum();
-                tracing::info!(
-                    messages = status.messages,
-                    dead = status.dead,
-                    checkpoints = status.checkpoints,
-                    state,
-                    watermark_lag_ms = status.watermark_lag_ms,
-                    "job progress"
-                );
-            }
-            if !read_any {
-                let idle = queues.iter().map(|q| q.empty_pulls).min().unwrap_or(0);
-                tokio::select! {
-                    _ = tokio::time::sleep(QueueReader::idle_backoff(idle)) => {}
-                    _ = stop.changed() => {}
-                }
+                self.log_progress();
             }
         }
+        tasks.abort_all();
         if store.is_some() {
             last_checkpoint_ms = self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
             report.checkpoints += 1;
         }
         self.publish(&flow, &report, last_checkpoint_ms);
+        if let Some(m) = metrics {
+            m.stop().await;
+        }
         Ok(report)
+    }
+
+    /// Pushes one queue's decoded rows into the flow: dead letters out (or
+    /// the job fails, per policy), event time observed.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        flow: &mut Dataflow,
+        report: &mut RunReport,
+        marks: &mut [Watermarks],
+        time_column: usize,
+        q: &QueueState,
+        decoded: Decoded,
+        now: i64,
+    ) -> Result<()> {
+        report.dead += decoded.dead.len() as u64;
+        for d in decoded.dead {
+            if self.config.dead_letters == DeadLetterPolicy::Fail {
+                return Err(Error::Source(format!(
+                    "message at {}/{}/{} does not fit the schema: {}",
+                    d.topic, d.queue, d.offset, d.reason
+                )));
+            }
+            match self.dead.as_mut().map(|m| m.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+                Some(out) => out(d),
+                None => {
+                    tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema")
+                }
+            }
+        }
+        for ts in event_times(decoded.batch.column(time_column))?.into_iter().flatten() {
+            marks[q.input].observe(q.mark, ts, now);
+        }
+        if decoded.batch.num_rows() > 0 {
+            flow.push(&self.inputs[q.input].source, decoded.batch)?;
+        }
+        Ok(())
+    }
+
+    fn log_progress(&self) {
+        let status = self.status.borrow().clone();
+        let state: usize = status.operators.iter().map(|m| m.state).sum();
+        tracing::info!(
+            messages = status.messages,
+            dead = status.dead,
+            checkpoints = status.checkpoints,
+            state,
+            watermark_lag_ms = status.watermark_lag_ms,
+            "job progress"
+        );
     }
 
     async fn checkpoint(

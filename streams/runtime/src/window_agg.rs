@@ -31,6 +31,7 @@ use rill_time::{SessionWindows, Window, WindowSpec};
 use crate::{Error, Result};
 
 mod checkpoint;
+mod count;
 
 /// One aggregate to compute: a DataFusion aggregate function over a column.
 #[derive(Debug, Clone)]
@@ -115,6 +116,14 @@ pub enum Windows {
         /// Inactivity gap in ms.
         gap: i64,
     },
+    /// Per-key windows of `size` rows in arrival order, each fired as its
+    /// last row arrives (`window_start`/`window_end` span its rows' event
+    /// times). Like Flink's count windows, a window still short of `size`
+    /// rows at the end of the input does not fire.
+    Count {
+        /// Rows per window.
+        size: u64,
+    },
 }
 
 impl From<WindowSpec> for Windows {
@@ -149,6 +158,8 @@ struct Group {
     /// Rows arrived since the window last fired (or it never fired).
     dirty: bool,
     fired: bool,
+    /// Rows in it (kept for count windows).
+    rows: u64,
 }
 
 /// The operator (see the module docs).
@@ -167,6 +178,8 @@ pub struct WindowAggregate {
     by_end: BTreeSet<(i64, usize)>,
     /// Session windows: each key's open sessions.
     sessions: HashMap<OwnedRow, SessionWindows>,
+    /// Count windows: each key's open window.
+    counting: HashMap<OwnedRow, usize>,
     watermark: i64,
 }
 
@@ -184,6 +197,8 @@ impl std::fmt::Debug for WindowAggregate {
 pub struct Processed {
     /// Rows too late for any window still kept (for a side output), if any.
     pub late: Option<RecordBatch>,
+    /// Results of count windows the batch completed, if any.
+    pub fired: Option<RecordBatch>,
 }
 
 impl WindowAggregate {
@@ -203,8 +218,17 @@ impl WindowAggregate {
             }
         }
         let key_indices = config.keys.iter().map(|k| index(k, "key")).collect::<Result<Vec<_>>>()?;
-        if let Windows::Session { gap } = config.windows {
-            SessionWindows::new(gap)?;
+        match config.windows {
+            Windows::Session { gap } => {
+                SessionWindows::new(gap)?;
+            }
+            Windows::Count { size } => {
+                rill_time::CountWindows::new(size)?;
+                if config.early_fire {
+                    return Err(Error::Plan("early firing takes time or session windows, not count windows".into()));
+                }
+            }
+            Windows::Time(_) => {}
         }
         if config.allowed_lateness < 0 {
             return Err(Error::Plan("allowed lateness must not be negative".into()));
@@ -263,6 +287,7 @@ impl WindowAggregate {
             free: Vec::new(),
             by_end: BTreeSet::new(),
             sessions: HashMap::new(),
+            counting: HashMap::new(),
             watermark: i64::MIN,
         })
     }
@@ -281,7 +306,7 @@ impl WindowAggregate {
 
     /// Windows (per key) holding state now.
     pub fn open_groups(&self) -> usize {
-        self.groups.len()
+        self.groups.len() + self.counting.len()
     }
 
     /// Adds a batch: every row to each of its windows, unless it is late.
@@ -306,6 +331,7 @@ impl WindowAggregate {
         // Row indices per group, in arrival order; late rows apart.
         let mut per_group: HashMap<usize, Vec<u32>> = HashMap::new();
         let mut late = Vec::new();
+        let mut complete = Vec::new();
         let keep_after = self.watermark.saturating_sub(self.config.allowed_lateness);
         for (row, ts) in times.iter().enumerate() {
             let Some(ts) = *ts else {
@@ -317,6 +343,14 @@ impl WindowAggregate {
                 Windows::Session { gap } => {
                     if !self.add_to_session(keys.row(row).owned(), ts, gap, keep_after, &mut per_group, row as u32)? {
                         late.push(row as u32);
+                    }
+                    continue;
+                }
+                Windows::Count { size } => {
+                    let slot = self.add_to_count(keys.row(row), ts, size)?;
+                    per_group.entry(slot).or_default().push(row as u32);
+                    if self.slots[slot].as_ref().is_some_and(|g| g.rows == size) {
+                        complete.push(slot);
                     }
                     continue;
                 }
@@ -351,6 +385,8 @@ impl WindowAggregate {
                 g.dirty = true;
             }
         }
+        let fired = self.emit(&complete)?;
+        self.release(&complete);
         let late = if late.is_empty() {
             None
         } else {
@@ -363,7 +399,7 @@ impl WindowAggregate {
             };
             Some(filter_record_batch(batch, &mask.into())?)
         };
-        Ok(Processed { late })
+        Ok(Processed { late, fired })
     }
 
     /// Puts a row into its key's session, merging sessions it joins (their
@@ -416,10 +452,18 @@ impl WindowAggregate {
         if let Some(slot) = self.groups.get(&(key.clone(), window)) {
             return Ok(*slot);
         }
+        let slot = self.new_slot(key.clone(), window)?;
+        self.groups.insert((key, window), slot);
+        self.by_end.insert((window.end, slot));
+        Ok(slot)
+    }
+
+    /// A slot holding fresh accumulators for `key` and `window`.
+    fn new_slot(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
         let accumulators =
             self.aggregates.iter().map(|a| a.create_accumulator()).collect::<datafusion::error::Result<Vec<_>>>()?;
-        let g = Group { key: key.clone(), window, accumulators, dirty: false, fired: false };
-        let slot = match self.free.pop() {
+        let g = Group { key, window, accumulators, dirty: false, fired: false, rows: 0 };
+        Ok(match self.free.pop() {
             Some(s) => {
                 self.slots[s] = Some(g);
                 s
@@ -428,10 +472,7 @@ impl WindowAggregate {
                 self.slots.push(Some(g));
                 self.slots.len() - 1
             }
-        };
-        self.groups.insert((key, window), slot);
-        self.by_end.insert((window.end, slot));
-        Ok(slot)
+        })
     }
 
     /// The key columns as the row converter takes them: a Null column of

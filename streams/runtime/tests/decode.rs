@@ -13,7 +13,7 @@ fn record(offset: u64, body: &str) -> SourceRecord {
         topic: "bids".into(),
         queue: 3,
         offset,
-        tag: (offset % 2 == 0).then(|| "even".to_owned()),
+        tag: offset.is_multiple_of(2).then(|| "even".to_owned()),
         store_time: 1_700_000_000_000 + offset as i64,
         body: bytes::Bytes::copy_from_slice(body.as_bytes()),
     }

@@ -43,7 +43,7 @@ proptest! {
                 kept.push((ids.value(i).to_owned(), ts.value(i)));
             }
             // Event time has reached the chunk's last row.
-            d.advance(chunk.last().unwrap().1 - 1);
+            d.advance(chunk.last().unwrap().1 - 1).unwrap();
         }
         // Definition: a row is kept when its key's last kept row is `within` or more before it.
         let mut last: HashMap<String, i64> = HashMap::new();
@@ -64,11 +64,45 @@ fn state_is_forgotten_behind_the_watermark_and_settings_are_checked() {
     let mut d = Dedup::new(&schema(), &["id"], "ts", 100).unwrap();
     let first = d.apply(&batch(&[("a".into(), 10), ("a".into(), 50), ("b".into(), 60)])).unwrap();
     assert_eq!(first.num_rows(), 2);
-    d.advance(109);
+    d.advance(109).unwrap();
     assert_eq!(d.keys(), 2);
-    d.advance(110);
+    // Expired keys are reclaimed each time event time moves an eighth of the bound.
+    d.advance(121).unwrap();
     assert_eq!(d.keys(), 1, "a's bound ended at 110");
     assert!(Dedup::new(&schema(), &["id"], "ts", 0).is_err());
     assert!(Dedup::new(&schema(), &[], "ts", 10).is_err());
     assert!(Dedup::new(&schema(), &["nope"], "ts", 10).unwrap_err().to_string().contains("'nope'"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn with_keys_spilled_to_disk_it_keeps_the_same_rows(
+        within in 1i64..400,
+        mut rows in proptest::collection::vec((0u16..400, 0i64..2_000), 1..800),
+    ) {
+        rows.sort_by_key(|r| r.1);
+        let rows: Vec<(String, i64)> = rows.into_iter().map(|(k, t)| (format!("key-{k:05}"), t)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let config = rill_state::StateConfig::new(rill_state::MIN_BUDGET, dir.path()).unwrap();
+        let mut small = Dedup::new(&schema(), &["id"], "ts", within).unwrap().with_state(config);
+        let mut roomy = Dedup::new(&schema(), &["id"], "ts", within).unwrap();
+        for chunk in rows.chunks(16) {
+            let a = small.apply(&batch(chunk)).unwrap();
+            let b = roomy.apply(&batch(chunk)).unwrap();
+            prop_assert_eq!(a, b);
+            small.advance(chunk.last().unwrap().1 - 1).unwrap();
+            roomy.advance(chunk.last().unwrap().1 - 1).unwrap();
+            prop_assert!(small.state().memory_bytes() <= rill_state::MIN_BUDGET);
+        }
+        // A checkpoint of spilled state restores into a fresh operator.
+        let (snap_small, snap_roomy) = (small.snapshot().unwrap(), roomy.snapshot().unwrap());
+        prop_assert_eq!(snap_small.as_ref().map(|b| b.num_rows()), snap_roomy.as_ref().map(|b| b.num_rows()));
+        if let Some(snap) = snap_small {
+            let mut restored = Dedup::new(&schema(), &["id"], "ts", within).unwrap();
+            restored.restore(&snap).unwrap();
+            let probe: Vec<(String, i64)> = rows.iter().map(|(k, t)| (k.clone(), t + within / 2)).collect();
+            prop_assert_eq!(restored.apply(&batch(&probe)).unwrap(), roomy.apply(&batch(&probe)).unwrap());
+        }
+    }
 }

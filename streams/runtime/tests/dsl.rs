@@ -311,3 +311,36 @@ fn join_keys_that_are_null_meet_nothing() {
     flow.push("l", rows(&l, vec![None, Some("x"), None], 1)).unwrap();
     assert_eq!(out.rows(), 1, "only x meets x");
 }
+
+#[test]
+fn a_regular_join_with_a_ttl_forgets_rows_once_event_time_passes_it() {
+    let (l, r) = (schema("lv"), schema("rv"));
+    let job = Job::new();
+    let out = CollectSink::new();
+    let right = job
+        .source("r", Arc::clone(&r), "ts")
+        .select(vec![col("k").alias("rk"), col("rv"), col("ts").alias("rts")])
+        .with_event_time("rts");
+    job.source("l", Arc::clone(&l), "ts")
+        .join_with_ttl(&right, &["k"], &["rk"], Duration::from_millis(50))
+        .sink(out.clone());
+    let mut flow = job.build().unwrap();
+    flow.push("r", batch(&r, &[("x", 100, 10), ("y", 200, 40)])).unwrap();
+    // No time condition: a left row far after the right one still meets it while it is remembered.
+    flow.push("l", batch(&l, &[("x", 1, 45)])).unwrap();
+    flow.watermark("l", 60).unwrap();
+    flow.watermark("r", 60).unwrap();
+    // x's right row (10 + 50 <= 60) is forgotten; y's (40 + 50 > 60) is not.
+    flow.push("l", batch(&l, &[("x", 2, 70), ("y", 3, 70)])).unwrap();
+    let joined = out.concat(&flow_schema(&out)).unwrap();
+    let mut pairs: Vec<(i64, i64)> = ints(&joined, "lv").into_iter().zip(ints(&joined, "rv")).collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, vec![(1, 100), (3, 200)]);
+
+    let bad = Job::new();
+    let left = bad.source("l", Arc::clone(&l), "ts");
+    let other = bad.source("r", Arc::clone(&r), "ts").select(vec![col("k").alias("rk"), col("rv")]);
+    left.join_with_ttl(&other, &["k"], &["rk"], Duration::from_secs(1)).sink(CollectSink::new());
+    let err = bad.build().unwrap_err().to_string();
+    assert!(err.contains("needs an event-time column on both sides"), "{err}");
+}

@@ -160,3 +160,107 @@ async fn processing_time_windows_count_what_arrived() {
     }
     assert_eq!(total, 120, "every message counted once");
 }
+
+/// `GET /metrics` over plain HTTP/1.0.
+async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_split_the_queues_and_a_job_serves_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr, _stop) = broker(dir.path()).await;
+    let producer = Producer::connect(ClientConfig::new(&addr)).await.unwrap();
+    for i in 0..400i64 {
+        let body = format!(r#"{{"id": {i}, "ts": {}}}"#, 1_700_000_000_000i64 + i);
+        producer.send(Message::new("events", body)).await.unwrap();
+    }
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("ts", DataType::Int64, false)]));
+    let input = || TopicInput {
+        source: "events".into(),
+        topic: "events".into(),
+        event_time: "ts".into(),
+        decoder: Decoder::new(Arc::clone(&schema), vec![]).unwrap(),
+        filter: FilterExpression::all(),
+        watermarks: WatermarkConfig { max_out_of_orderness: 0, idle_timeout: None },
+        start: StartFrom::Earliest,
+    };
+    let ids = |sink: &CollectSink| -> Vec<i64> {
+        let mut v: Vec<i64> =
+            sink.batches().iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+        v.sort_unstable();
+        v
+    };
+    // Two members of one group, each reading its half of the queues.
+    let mut halves = Vec::new();
+    for index in 0..2 {
+        let mut config = RunnerConfig::new(ClientConfig::new(&addr), "split");
+        config.until_caught_up = true;
+        config.member = rill_streams::Member::new(index, 2).unwrap();
+        let sink = CollectSink::new();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let report = Pipeline::from_topic(config, input()).sink(sink.clone()).run(stopped).await.unwrap();
+        assert!(report.messages > 0 && report.messages < 400, "member {index} read {}", report.messages);
+        halves.push(ids(&sink));
+    }
+    let mut all: Vec<i64> = halves.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<_>>(), "each message read by exactly one member");
+    assert!(rill_streams::Member::new(2, 2).is_err());
+
+    // Two instances inside one process split the queues the same way.
+    let sinks = [CollectSink::new(), CollectSink::new()];
+    let checkpoints = dir.path().join("parallel");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let reports = Pipeline::run_parallel(
+        2,
+        |i| {
+            let mut config = RunnerConfig::new(ClientConfig::new(&addr), "parallel");
+            config.until_caught_up = true;
+            config.checkpoint_dir = Some(checkpoints.clone());
+            Pipeline::from_topic(config, input()).sink(sinks[i as usize].clone())
+        },
+        stopped,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.messages > 0 && r.checkpoints == 1), "{reports:?}");
+    let mut all: Vec<i64> = [ids(&sinks[0]), ids(&sinks[1])].concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<_>>(), "each message read by exactly one instance");
+    assert!(checkpoints.join("instance-0").is_dir() && checkpoints.join("instance-1").is_dir());
+
+    // A job left running serves its figures at /metrics.
+    let metrics = free_port();
+    let mut config = RunnerConfig::new(ClientConfig::new(&addr), "watched");
+    config.metrics_addr = Some(metrics);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let job = tokio::spawn(
+        Pipeline::from_topic(config, input()).filter(col("id").lt(lit(100i64))).sink(CollectSink::new()).run(stopped),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = scrape(metrics).await.unwrap_or_default();
+        if text.contains("rill_job_messages_total{job=\"watched\"} 400") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("rill_job_messages_total{job=\"watched\"} 400"), "{text}");
+    assert!(text.contains("rill_job_operator_rows_in_total{job=\"watched\",operator=\"filter"), "{text}");
+    assert!(text.contains("rill_job_operator_rows_out_total{job=\"watched\",operator=\"filter"), "{text}");
+    stop.send(true).unwrap();
+    job.await.unwrap().unwrap();
+    assert!(scrape(metrics).await.is_none(), "the endpoint closes with the job");
+}

@@ -240,3 +240,71 @@ fn configuration_mistakes_are_named() {
     assert_eq!(out.column(5).as_primitive::<Int64Type>().value(0), 4);
     assert!(!out.column(6).is_null(0));
 }
+
+/// Every fired row of count windows, in firing order: (user, start, end, count, sum, min, max).
+fn fired_rows(b: &RecordBatch) -> Vec<(String, i64, i64, i64, i64, i64, i64)> {
+    let users = b.column(0).as_string::<i32>();
+    let starts = b.column(1).as_primitive::<TimestampMillisecondType>();
+    let ends = b.column(2).as_primitive::<TimestampMillisecondType>();
+    let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+    let (n, total, lo, hi) = (col(4), col(5), col(6), col(7));
+    (0..b.num_rows())
+        .map(|r| {
+            let user = users.value(r).to_owned();
+            (user, starts.value(r), ends.value(r), n.value(r), total.value(r), lo.value(r), hi.value(r))
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn count_windows_fire_every_n_rows_per_key_across_a_checkpoint(
+        size in 1u64..6,
+        rows in proptest::collection::vec((0u8..4, 0i64..1_000, -50i64..50), 1..150),
+        cut in 1usize..20,
+        checkpoint_after in 0usize..10,
+    ) {
+        let rows: Vec<(String, i64, i64)> = rows.into_iter().map(|(u, t, a)| (format!("u{u}"), t, a)).collect();
+        let mut op = operator(Windows::Count { size }, 0);
+        let mut fired = Vec::new();
+        for (i, chunk) in rows.chunks(cut).enumerate() {
+            let out = op.process(&batch(chunk)).unwrap();
+            prop_assert!(out.late.is_none());
+            if let Some(b) = out.fired {
+                fired.extend(fired_rows(&b));
+            }
+            // Watermarks neither fire nor drop count windows.
+            prop_assert!(op.advance(chunk.iter().map(|r| r.1).max().unwrap()).unwrap().is_none());
+            if i == checkpoint_after {
+                let state = op.snapshot().unwrap();
+                op = operator(Windows::Count { size }, 0);
+                if let Some(state) = state {
+                    op.restore(&state).unwrap();
+                }
+            }
+        }
+        prop_assert!(op.finish().unwrap().is_none(), "a window short of its rows does not fire");
+        // The definition: each user's rows in arrival order, `size` at a time.
+        let mut per_user: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        let mut want = Vec::new();
+        for (u, t, a) in &rows {
+            let open = per_user.entry(u.clone()).or_default();
+            open.push((*t, *a));
+            if open.len() as u64 == size {
+                let ts = open.iter().map(|r| r.0);
+                let amounts = open.iter().map(|r| r.1);
+                want.push((
+                    u.clone(),
+                    ts.clone().min().unwrap(),
+                    ts.max().unwrap() + 1,
+                    size as i64,
+                    amounts.clone().sum(),
+                    amounts.clone().min().unwrap(),
+                    amounts.max().unwrap(),
+                ));
+                open.clear();
+            }
+        }
+        prop_assert_eq!(fired, want);
+    }
+}

@@ -118,7 +118,7 @@ impl CountWindows {
     /// Counts a row; returns the number of the window it completed, if it did.
     pub fn add(&mut self) -> Option<u64> {
         self.seen += 1;
-        (self.seen % self.size == 0).then(|| self.seen / self.size - 1)
+        self.seen.is_multiple_of(self.size).then(|| self.seen / self.size - 1)
     }
 
     /// The number of the window the next row goes to.

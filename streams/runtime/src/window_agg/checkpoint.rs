@@ -21,6 +21,7 @@ impl WindowAggregate {
         fields.push(Field::new("__end", DataType::Int64, false));
         fields.push(Field::new("__dirty", DataType::Boolean, false));
         fields.push(Field::new("__fired", DataType::Boolean, false));
+        fields.push(Field::new("__rows", DataType::Int64, false));
         for (i, a) in self.aggregates.iter().enumerate() {
             for f in a.state_fields()? {
                 fields.push(Field::new(format!("__s{i}_{}", f.name()), f.data_type().clone(), true));
@@ -38,7 +39,8 @@ impl WindowAggregate {
         }
         let mut keys = Vec::with_capacity(live.len());
         let (mut starts, mut ends, mut dirty, mut fired) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let width = schema.fields().len() - self.key_indices.len() - 4;
+        let mut rows = Vec::new();
+        let width = schema.fields().len() - self.key_indices.len() - 5;
         let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); width];
         let aggregates = &self.aggregates;
         for slot in &live {
@@ -48,6 +50,7 @@ impl WindowAggregate {
             ends.push(g.window.end);
             dirty.push(g.dirty);
             fired.push(g.fired);
+            rows.push(g.rows as i64);
             let mut column = 0;
             for (acc, agg) in g.accumulators.iter_mut().zip(aggregates) {
                 // `state()` may hand over the accumulator's contents (a
@@ -69,8 +72,9 @@ impl WindowAggregate {
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(dirty)));
         columns.push(Arc::new(BooleanArray::from(fired)));
+        columns.push(Arc::new(Int64Array::from(rows)));
         for (i, values) in states.into_iter().enumerate() {
-            let field = schema.field(self.key_indices.len() + 4 + i);
+            let field = schema.field(self.key_indices.len() + 5 + i);
             let array = ScalarValue::iter_to_array(values)?;
             columns.push(if array.data_type() == field.data_type() {
                 array
@@ -86,7 +90,12 @@ impl WindowAggregate {
     /// advancing it afterwards).
     pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
         let schema = self.state_schema()?;
-        if state.schema().fields().len() != schema.fields().len() {
+        // Checkpoints from before count windows have no `__rows` column.
+        let with_rows = state.schema().fields().len() == schema.fields().len()
+            && state.schema().column_with_name("__rows").is_some();
+        let without_rows = state.schema().fields().len() + 1 == schema.fields().len()
+            && !matches!(self.config.windows, Windows::Count { .. });
+        if !with_rows && !without_rows {
             return Err(Error::Plan("checkpointed window state does not fit this window operator".into()));
         }
         let k = self.key_indices.len();
@@ -95,10 +104,15 @@ impl WindowAggregate {
         let ends = state.column(k + 1).as_primitive::<Int64Type>();
         let dirty = state.column(k + 2).as_boolean();
         let fired = state.column(k + 3).as_boolean();
+        let rows = |row: usize| if with_rows { state.column(k + 4).as_primitive::<Int64Type>().value(row) } else { 0 };
+        let first_state = if with_rows { k + 5 } else { k + 4 };
         for row in 0..state.num_rows() {
             let window = Window::new(starts.value(row), ends.value(row));
             let key = keys.row(row).owned();
-            let slot = self.group(key.clone(), window)?;
+            let slot = match self.config.windows {
+                Windows::Count { .. } => self.restore_count(key.clone(), window, rows(row) as u64)?,
+                _ => self.group(key.clone(), window)?,
+            };
             if let Windows::Session { gap } = self.config.windows {
                 let sessions = self.sessions.entry(key).or_insert(SessionWindows::new(gap)?);
                 sessions.restore(window);
@@ -106,7 +120,7 @@ impl WindowAggregate {
             let Some(g) = self.slots[slot].as_mut() else { continue };
             g.dirty = dirty.value(row);
             g.fired = fired.value(row);
-            let mut column = k + 4;
+            let mut column = first_state;
             for (acc, agg) in g.accumulators.iter_mut().zip(&self.aggregates) {
                 let n = agg.state_fields()?.len();
                 let values: Vec<ArrayRef> = (column..column + n).map(|c| state.column(c).slice(row, 1)).collect();

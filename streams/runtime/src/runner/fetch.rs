@@ -1,0 +1,109 @@
+//! One task per queue: it pulls messages from its position on, decodes
+//! them into the source's rows and hands them to the job's loop through a
+//! bounded channel, so a slow job holds the pulls back. The tasks never
+//! move a checkpointed position themselves: the loop does, as it pushes
+//! rows into the dataflow, so a checkpoint's positions are exactly what the
+//! dataflow has seen.
+
+use std::sync::Arc;
+
+use rill_client::{FilterExpression, QueueReader, QueueRef};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::decode::{Decoded, Decoder, SourceRecord};
+use crate::{Error, Result};
+
+/// Messages as handed over: decoded by the task, or left for the loop to
+/// decode when rows must carry the time they enter the dataflow
+/// (processing time).
+pub(super) enum Payload {
+    /// Rows and the messages that did not decode.
+    Decoded(Decoded),
+    /// The messages as read.
+    Records(Vec<SourceRecord>),
+}
+
+/// What a queue's task hands over.
+pub(super) enum Fetched {
+    /// The messages before `next` (possibly none: all filtered out).
+    Rows {
+        /// Index of the queue in the loop's list.
+        queue: usize,
+        /// The queue's position after these messages.
+        next: u64,
+        /// Messages read.
+        messages: u64,
+        /// Their contents.
+        payload: Payload,
+    },
+    /// Nothing after `at` for now (sent once each time the queue runs dry).
+    End {
+        /// Index of the queue.
+        queue: usize,
+        /// Its position.
+        at: u64,
+    },
+    /// The task stopped on an error.
+    Failed(Error),
+}
+
+/// What one queue's task reads.
+pub(super) struct Fetch {
+    pub queue: usize,
+    pub at: QueueRef,
+    pub from: u64,
+    pub batch: u32,
+    pub filter: FilterExpression,
+    /// Decodes in the task; `None` leaves decoding to the loop.
+    pub decoder: Option<Arc<Decoder>>,
+}
+
+/// Starts the task of one queue in `tasks`.
+pub(super) fn spawn(tasks: &mut JoinSet<()>, reader: QueueReader, fetch: Fetch, out: mpsc::Sender<Fetched>) {
+    tasks.spawn(async move {
+        if let Err(e) = run(&reader, &fetch, &out).await {
+            let _ = out.send(Fetched::Failed(e)).await;
+        }
+    });
+}
+
+async fn run(reader: &QueueReader, f: &Fetch, out: &mpsc::Sender<Fetched>) -> Result<()> {
+    let mut next = f.from;
+    let mut empty_pulls = 0;
+    loop {
+        let pulled = reader.pull(&f.at, next, f.batch, &f.filter).await.map_err(|e| Error::Source(e.to_string()))?;
+        if pulled.messages.is_empty() && pulled.next_offset == next {
+            if empty_pulls == 0 && out.send(Fetched::End { queue: f.queue, at: next }).await.is_err() {
+                return Ok(());
+            }
+            empty_pulls += 1;
+            tokio::time::sleep(QueueReader::idle_backoff(empty_pulls)).await;
+            continue;
+        }
+        empty_pulls = 0;
+        let records: Vec<SourceRecord> = pulled
+            .messages
+            .iter()
+            .map(|m| SourceRecord {
+                topic: m.topic.clone(),
+                queue: u32::try_from(m.queue_id).unwrap_or(0),
+                offset: u64::try_from(m.queue_offset).unwrap_or(0),
+                tag: m.tag.clone(),
+                store_time: m.store_timestamp,
+                body: m.body.clone(),
+            })
+            .collect();
+        let messages = records.len() as u64;
+        let payload = match &f.decoder {
+            Some(d) => Payload::Decoded(d.decode(&records)?),
+            None => Payload::Records(records),
+        };
+        next = pulled.next_offset;
+        let rows = Fetched::Rows { queue: f.queue, next, messages, payload };
+        if out.send(rows).await.is_err() {
+            // The job stopped.
+            return Ok(());
+        }
+    }
+}

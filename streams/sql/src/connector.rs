@@ -1,0 +1,317 @@
+//! The connectors a table can name in `WITH ('connector' = …)`: the
+//! options each takes (checked before anything runs, with the valid ones
+//! named on a mistake) and what each builds. `rocketmq` reads a topic of
+//! Rill's broker or any RocketMQ 5 endpoint; `print`, `blackhole` and
+//! `filesystem` take results. Crates with more connectors add sinks with
+//! [`Connectors::register_sink`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::json::LineDelimitedWriter;
+use rill_streams::{JsonFileSink, Sink};
+
+use crate::Result;
+use crate::ddl::TableDef;
+use crate::script::Position;
+
+/// What a connector can be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    /// Rows come from it.
+    Source,
+    /// Rows go to it.
+    Sink,
+}
+
+/// One option a connector takes.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Its name.
+    pub key: &'static str,
+    /// Whether a table must give it.
+    pub required: bool,
+    /// The values it accepts (any when empty).
+    pub values: &'static [&'static str],
+}
+
+const fn opt(key: &'static str, required: bool, values: &'static [&'static str]) -> OptionSpec {
+    OptionSpec { key, required, values }
+}
+
+/// Options of the `rocketmq` source.
+pub(crate) const ROCKETMQ: &[OptionSpec] = &[
+    opt("connector", true, &[]),
+    opt("endpoints", true, &[]),
+    opt("topic", true, &[]),
+    opt("consumer-group", true, &[]),
+    opt("tag", false, &[]),
+    opt("sql", false, &[]),
+    opt("format", false, &["json", "csv", "raw"]),
+    opt("csv.field-delimiter", false, &[]),
+    opt("scan.startup.mode", false, &["earliest", "latest", "timestamp", "group-offsets"]),
+    opt("scan.startup.timestamp-millis", false, &[]),
+    opt("scan.bounded", false, &["true", "false"]),
+];
+
+/// A sink connector.
+pub trait SinkConnector: Send + Sync {
+    /// The options it takes (`connector` included).
+    fn options(&self) -> &'static [OptionSpec];
+    /// A sink for rows of `table`, given its checked options.
+    fn build(&self, table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String>;
+}
+
+/// A table's options after checking, `${VAR}`s filled in.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// The value of `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// The connectors SQL can name.
+#[derive(Clone)]
+pub struct Connectors {
+    sinks: BTreeMap<String, Arc<dyn SinkConnector>>,
+}
+
+impl std::fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connectors").field("sinks", &self.sinks.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Default for Connectors {
+    fn default() -> Self {
+        let mut c = Self { sinks: BTreeMap::new() };
+        c.register_sink("print", Arc::new(Print));
+        c.register_sink("blackhole", Arc::new(Blackhole));
+        c.register_sink("filesystem", Arc::new(Filesystem));
+        c
+    }
+}
+
+impl Connectors {
+    /// Adds (or replaces) the sink connector `name`.
+    pub fn register_sink(&mut self, name: &str, connector: Arc<dyn SinkConnector>) {
+        self.sinks.insert(name.to_owned(), connector);
+    }
+
+    /// The names SQL can give, for messages.
+    fn names(&self, kind: ConnectorKind) -> Vec<String> {
+        match kind {
+            ConnectorKind::Source => vec!["rocketmq".to_owned()],
+            ConnectorKind::Sink => self.sinks.keys().cloned().collect(),
+        }
+    }
+
+    /// The connector `table` names, checked for `kind`.
+    fn connector<'a>(&self, table: &'a TableDef, kind: ConnectorKind) -> Result<(&'a str, &'a Position)> {
+        let (name, at) = table.option("connector").ok_or_else(|| crate::Error::At {
+            at: table.at.clone(),
+            message: format!("table '{}' has no 'connector' option in its WITH (…)", table.name),
+        })?;
+        let known = self.names(kind);
+        if !known.iter().any(|k| k == name) {
+            let role = if kind == ConnectorKind::Source { "read from" } else { "written to" };
+            return Err(crate::Error::At {
+                at: at.clone(),
+                message: format!(
+                    "table '{}' is {role}, and connector '{name}' cannot be; connectors that can: {}",
+                    table.name,
+                    known.join(", ")
+                ),
+            });
+        }
+        Ok((name, at))
+    }
+
+    /// The checked options of `table` as a `rocketmq` source.
+    pub(crate) fn source_options(&self, table: &TableDef, vars: &dyn Fn(&str) -> Option<String>) -> Result<Options> {
+        self.connector(table, ConnectorKind::Source)?;
+        check(table, ROCKETMQ, "rocketmq", vars)
+    }
+
+    /// A sink for `table`.
+    pub(crate) fn sink(&self, table: &TableDef, vars: &dyn Fn(&str) -> Option<String>) -> Result<Box<dyn Sink>> {
+        let (name, at) = self.connector(table, ConnectorKind::Sink)?;
+        let connector = self.sinks.get(name).ok_or_else(|| crate::Error::At {
+            at: at.clone(),
+            message: format!("connector '{name}' is not registered"),
+        })?;
+        let options = check(table, connector.options(), name, vars)?;
+        connector.build(table, &options).map_err(|message| crate::Error::At { at: table.at.clone(), message })
+    }
+}
+
+/// Checks `table`'s options against `specs` and fills in `${VAR}`s.
+fn check(
+    table: &TableDef,
+    specs: &[OptionSpec],
+    connector: &str,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Options> {
+    let mut values = BTreeMap::new();
+    for (key, value, at) in &table.options {
+        let Some(spec) = specs.iter().find(|s| s.key == key) else {
+            let valid: Vec<&str> = specs.iter().map(|s| s.key).collect();
+            let hint = closest(key, &valid).map(|c| format!("did you mean '{c}'? ")).unwrap_or_default();
+            return Err(crate::Error::At {
+                at: at.clone(),
+                message: format!(
+                    "unknown option '{key}' for connector '{connector}'; {hint}valid options: {}",
+                    valid.join(", ")
+                ),
+            });
+        };
+        let value = substitute(value, vars).map_err(|message| crate::Error::At { at: at.clone(), message })?;
+        if !spec.values.is_empty() && !spec.values.contains(&value.as_str()) {
+            return Err(crate::Error::At {
+                at: at.clone(),
+                message: format!("option '{key}' is '{value}'; it takes one of: {}", spec.values.join(", ")),
+            });
+        }
+        values.insert(key.clone(), value);
+    }
+    for spec in specs.iter().filter(|s| s.required) {
+        if !values.contains_key(spec.key) {
+            return Err(crate::Error::At {
+                at: table.at.clone(),
+                message: format!("table '{}' needs option '{}' for connector '{connector}'", table.name, spec.key),
+            });
+        }
+    }
+    Ok(Options { values })
+}
+
+/// `${NAME}` replaced by the variable's value; an unset one is an error.
+fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or_else(|| format!("'{value}' opens a ${{…}} it does not close"))?;
+        let name = &rest[start + 2..start + end];
+        out.push_str(&vars(name).ok_or_else(|| format!("variable {name} in '{value}' is not set"))?);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The candidate nearest to `word` by edit distance, if near at all.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    if let Some(c) = candidates.iter().find(|c| c.starts_with(word) || word.starts_with(**c)) {
+        return Some(c);
+    }
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// `print`: each row as a JSON line on standard output.
+struct Print;
+
+impl SinkConnector for Print {
+    fn options(&self) -> &'static [OptionSpec] {
+        const O: &[OptionSpec] = &[opt("connector", true, &[]), opt("print-identifier", false, &[])];
+        O
+    }
+    fn build(&self, _table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
+        Ok(Box::new(PrintSink { prefix: options.get("print-identifier").map(|p| format!("{p}> ")) }))
+    }
+}
+
+struct PrintSink {
+    prefix: Option<String>,
+}
+
+impl Sink for PrintSink {
+    fn write(&mut self, batch: RecordBatch) -> rill_streams::Result<()> {
+        let mut buf = LineDelimitedWriter::new(Vec::new());
+        buf.write(&batch)?;
+        buf.finish()?;
+        let text = buf.into_inner();
+        let mut out = std::io::stdout().lock();
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let written = match &self.prefix {
+                Some(p) => out.write_all(p.as_bytes()).and_then(|()| out.write_all(line)),
+                None => out.write_all(line),
+            };
+            written.and_then(|()| out.write_all(b"\n")).map_err(|e| rill_streams::Error::Sink(e.to_string()))?;
+        }
+        out.flush().map_err(|e| rill_streams::Error::Sink(e.to_string()))
+    }
+}
+
+/// `blackhole`: takes rows and keeps none (for trying a job's speed).
+struct Blackhole;
+
+impl SinkConnector for Blackhole {
+    fn options(&self) -> &'static [OptionSpec] {
+        const O: &[OptionSpec] = &[opt("connector", true, &[])];
+        O
+    }
+    fn build(&self, _table: &TableDef, _options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
+        Ok(Box::new(rill_streams::FnSink(|_| {})))
+    }
+}
+
+/// `filesystem`: JSON lines in a directory, published at checkpoints (exactly once).
+struct Filesystem;
+
+impl SinkConnector for Filesystem {
+    fn options(&self) -> &'static [OptionSpec] {
+        const O: &[OptionSpec] =
+            &[opt("connector", true, &[]), opt("path", true, &[]), opt("format", false, &["json"])];
+        O
+    }
+    fn build(&self, _table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
+        let path = options.get("path").unwrap_or_default();
+        JsonFileSink::new(path).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| format!("path '{path}': {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_fill_in_and_unset_ones_are_named() {
+        let vars = |n: &str| (n == "HOST").then(|| "127.0.0.1".to_owned());
+        assert_eq!(substitute("${HOST}:8081", &vars).unwrap(), "127.0.0.1:8081");
+        assert!(substitute("${PORT}", &vars).unwrap_err().contains("PORT"));
+        assert!(substitute("${HOST", &vars).is_err());
+    }
+
+    #[test]
+    fn the_closest_name_is_suggested() {
+        assert_eq!(closest("consumer_group", &["topic", "consumer-group"]), Some("consumer-group"));
+        assert_eq!(closest("zzz", &["topic", "endpoints"]), None);
+    }
+}

@@ -1,0 +1,770 @@
+//! From statements to a dataflow. DataFusion plans every query against
+//! the declared tables (so names, types, functions and casts are its), then
+//! each node of its logical plan becomes a step of the streaming DSL:
+//! scans become topic sources, filters and projections stay DataFusion
+//! expressions, and an aggregate over a window TVF becomes a keyed window
+//! aggregate with DataFusion's accumulators. Tag predicates right above a
+//! source are also pushed into its broker subscription.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column as DfColumn, DFSchema, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Aggregate as DfAggregate, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::tokenizer::Location;
+use rill_client::{ClientConfig, FilterExpression, StartFrom};
+use rill_streams::dsl::WindowDef;
+use rill_streams::{Aggregate, Decoder, Format, Job, Metadata, RunnerConfig, Stream, TopicInput};
+use rill_time::WatermarkConfig;
+
+use crate::ddl::{ColumnKind, TableDef};
+use crate::job::SqlJob;
+use crate::query::{Query, WindowTvf, format_ms};
+use crate::{Error, Result};
+
+/// A planned job and its plan as text.
+pub(crate) struct Planned {
+    pub job: Job,
+    pub explain: String,
+}
+
+/// A converted plan node: its stream, and the window TVF it still carries
+/// (rows of a windowed table before their aggregate).
+struct Conv {
+    stream: Stream,
+    window: Option<WindowTvf>,
+}
+
+struct Planner<'a> {
+    sql: &'a SqlJob,
+    ctx: SessionContext,
+    job: Job,
+    /// Source streams by table, made at their first scan.
+    sources: HashMap<String, Stream>,
+    /// Views' plans by name.
+    views: HashMap<String, LogicalPlan>,
+    /// Window TVFs by placeholder.
+    windows: HashMap<String, WindowTvf>,
+    /// Tag sets to push down per source table (`None`: a scan without one).
+    tags: HashMap<String, Vec<Option<BTreeSet<String>>>>,
+    runner: Option<RunnerConfig>,
+    /// Rows for each target table, in the order INSERTs name them.
+    targets: std::collections::BTreeMap<String, Vec<Stream>>,
+    /// Where the statement being planned starts (for errors without a better place).
+    at: Location,
+    lines: Vec<String>,
+}
+
+/// Plans `sql` (see the module docs).
+pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.collect_spans = true;
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let mut p = Planner {
+        sql,
+        ctx: SessionContext::new_with_config(config),
+        job: Job::new(),
+        sources: HashMap::new(),
+        views: HashMap::new(),
+        windows: HashMap::new(),
+        tags: HashMap::new(),
+        runner: None,
+        targets: std::collections::BTreeMap::new(),
+        at: Location { line: 1, column: 1 },
+        lines: Vec::new(),
+    };
+    for t in &sql.tables {
+        let schema = p.table_schema(t)?;
+        p.register(&t.name, schema)?;
+    }
+    for v in &sql.views {
+        let plan = p.logical(&v.query).await?;
+        p.register(&v.name, Arc::new(plan.schema().as_arrow().clone()))?;
+        p.views.insert(v.name.clone(), plan);
+    }
+    let mut inserts = Vec::new();
+    for ins in &sql.inserts {
+        inserts.push((ins, p.logical(&ins.query).await?));
+    }
+    for plan in p.views.values().cloned().collect::<Vec<_>>().iter().chain(inserts.iter().map(|(_, p)| p)) {
+        p.collect_tags(plan, false);
+    }
+    for (ins, plan) in &inserts {
+        p.at = ins.query.at;
+        p.lines.push(format!("INSERT INTO {} ({})", ins.target, sql.src.at(ins.query.at)));
+        let conv = p.convert(plan)?;
+        if conv.window.is_some() {
+            return Err(p.error("rows of a window TVF need GROUP BY window_start, window_end (window aggregation)"));
+        }
+        p.sink(&ins.target, &ins.target_at, conv.stream)?;
+    }
+    p.sinks()?;
+    let runner = p.runner.take().ok_or_else(|| p.error("the job reads no table with connector 'rocketmq'"))?;
+    let mut explain = String::from("== Streaming plan ==\n");
+    explain.push_str(&p.lines.join("\n"));
+    explain.push('\n');
+    p.job.run_with(runner);
+    Ok(Planned { job: p.job, explain })
+}
+
+/// `e` with its columns unqualified (the streams name columns without tables).
+fn strip(e: &Expr) -> Expr {
+    e.clone()
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) => Transformed::yes(Expr::Column(DfColumn::new_unqualified(c.name))),
+                other => Transformed::no(other),
+            })
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| e.clone())
+}
+
+fn col(name: &str) -> Expr {
+    Expr::Column(DfColumn::new_unqualified(name))
+}
+
+impl Planner<'_> {
+    fn error(&self, message: impl Into<String>) -> Error {
+        self.sql.src.error(self.at, message)
+    }
+
+    /// A DataFusion error, at the place its diagnostic names.
+    fn df_error(&self, e: DataFusionError) -> Error {
+        let Some(d) = e.diagnostic() else {
+            return self.error(e.strip_backtrace());
+        };
+        let mut message = d.message.clone();
+        for h in &d.helps {
+            message.push_str(&format!("; {}", h.message));
+        }
+        for n in &d.notes {
+            message.push_str(&format!("; {}", n.message));
+        }
+        let at = d.span.map_or(self.at, |s| Location { line: s.start.line, column: s.start.column });
+        self.sql.src.error(at, message)
+    }
+
+    /// Fails at the current statement if the DSL refused the last step.
+    fn checked(&self, stream: Stream) -> Result<Stream> {
+        match self.job.mistake() {
+            Some(m) => Err(self.error(m)),
+            None => Ok(stream),
+        }
+    }
+
+    fn register(&self, name: &str, schema: SchemaRef) -> Result<()> {
+        let table = MemTable::try_new(schema, vec![vec![]]).map_err(|e| self.df_error(e))?;
+        self.ctx.register_table(name, Arc::new(table)).map_err(|e| self.df_error(e))?;
+        Ok(())
+    }
+
+    /// A table's columns as DataFusion and the streams see them.
+    fn table_schema(&self, t: &TableDef) -> Result<SchemaRef> {
+        let mut fields = Vec::new();
+        for c in &t.columns {
+            fields.push(match &c.kind {
+                ColumnKind::Physical { data_type, nullable } => Field::new(&c.name, data_type.clone(), *nullable),
+                ColumnKind::Metadata { data_type, .. } => Field::new(&c.name, data_type.clone(), true),
+                ColumnKind::ProcTime => Field::new(&c.name, DataType::Timestamp(TimeUnit::Millisecond, None), false),
+                ColumnKind::Computed { expr } => {
+                    let plain = Schema::new(fields.clone());
+                    let df = DFSchema::try_from(plain).map_err(|e| self.df_error(e))?;
+                    let at = Location { line: c.at.line, column: c.at.column };
+                    let e = self.ctx.state().create_logical_expr(expr, &df).map_err(|e| {
+                        self.sql.src.error(at, format!("computed column '{}': {}", c.name, e.strip_backtrace()))
+                    })?;
+                    let data_type = e.to_field(&df).map_err(|e| self.df_error(e))?.1.data_type().clone();
+                    Field::new(&c.name, data_type, true)
+                }
+            });
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// DataFusion's (analyzed) plan of a query, its window placeholders registered first.
+    async fn logical(&mut self, q: &Query) -> Result<LogicalPlan> {
+        self.at = q.at;
+        for w in &q.windows {
+            let source = self.ctx.table_provider(w.table.as_str()).await.map_err(|_| Error::At {
+                at: w.at.clone(),
+                message: format!("the window's table '{}' is not declared", w.table),
+            })?;
+            let mut fields: Vec<Field> = source.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            if !fields.iter().any(|f| *f.name() == w.time) {
+                return Err(Error::At {
+                    at: w.at.clone(),
+                    message: format!("DESCRIPTOR({}): table '{}' has no such column", w.time, w.table),
+                });
+            }
+            if let Some(def) = self.sql.tables.iter().find(|t| t.name == w.table) {
+                let watermarked = def.watermark.as_ref().is_some_and(|(c, _)| *c == w.time);
+                let proc_time = def.column(&w.time).is_some_and(|c| c.kind == ColumnKind::ProcTime);
+                if !(watermarked || proc_time) {
+                    return Err(Error::At {
+                        at: w.at.clone(),
+                        message: format!(
+                            "DESCRIPTOR({}): '{}' is not a time attribute of '{}'; declare WATERMARK FOR {} AS {} - \
+                             INTERVAL '5' SECOND in the table (or window on a PROCTIME() column)",
+                            w.time, w.time, w.table, w.time, w.time
+                        ),
+                    });
+                }
+            }
+            let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+            for name in ["window_start", "window_end", "window_time"] {
+                fields.push(Field::new(name, ts.clone(), false));
+            }
+            self.register(&w.placeholder, Arc::new(Schema::new(fields)))?;
+            self.windows.insert(w.placeholder.clone(), w.clone());
+        }
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(&q.text).await.map_err(|e| self.df_error(e))?;
+        state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(|e| self.df_error(e))
+    }
+
+    /// The table behind a window placeholder, or the name itself.
+    fn scanned(&self, name: &str) -> String {
+        self.windows.get(name).map_or_else(|| name.to_owned(), |w| w.table.clone())
+    }
+
+    /// Notes, per source table, the tag set a filter right above each scan allows.
+    fn collect_tags(&mut self, plan: &LogicalPlan, under_filter: bool) {
+        if let LogicalPlan::Filter(f) = plan
+            && let Some(name) = scan_below(&f.input)
+        {
+            let table = self.scanned(&name);
+            let set = self.tag_set(&table, &f.predicate);
+            self.tags.entry(table).or_default().push(set);
+            return;
+        }
+        if let LogicalPlan::TableScan(s) = plan {
+            if !under_filter {
+                let table = self.scanned(s.table_name.table());
+                self.tags.entry(table).or_default().push(None);
+            }
+            return;
+        }
+        for input in plan.inputs() {
+            self.collect_tags(input, false);
+        }
+    }
+
+    /// The tags a predicate allows on `table`'s tag column, if it limits them.
+    fn tag_set(&self, table: &str, predicate: &Expr) -> Option<BTreeSet<String>> {
+        let def = self.sql.tables.iter().find(|t| t.name == table)?;
+        let tag = def.columns.iter().find(|c| matches!(&c.kind, ColumnKind::Metadata { key, .. } if key == "tag"))?;
+        let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == tag.name);
+        let text = |e: &Expr| match e {
+            Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Some(s.clone()),
+            _ => None,
+        };
+        let mut allowed: Option<BTreeSet<String>> = None;
+        for conjunct in split_conjunction(predicate) {
+            let set: Option<BTreeSet<String>> = match conjunct {
+                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) if is_tag(left) => {
+                    text(right).map(|s| BTreeSet::from([s]))
+                }
+                Expr::InList(l) if !l.negated && is_tag(&l.expr) => l.list.iter().map(text).collect(),
+                _ => None,
+            };
+            if let Some(set) = set {
+                allowed = Some(match allowed {
+                    Some(a) => a.intersection(&set).cloned().collect(),
+                    None => set,
+                });
+            }
+        }
+        allowed
+    }
+
+    fn convert(&mut self, plan: &LogicalPlan) -> Result<Conv> {
+        match plan {
+            LogicalPlan::TableScan(s) => {
+                if !s.filters.is_empty() {
+                    return Err(self.error("filters inside a scan are not supported"));
+                }
+                let name = s.table_name.table().to_owned();
+                let mut conv = match self.windows.get(&name).cloned() {
+                    Some(w) => {
+                        let mut c = self.relation(&w.table)?;
+                        c.window = Some(w);
+                        c
+                    }
+                    None => self.relation(&name)?,
+                };
+                if let Some(projection) = &s.projection {
+                    let schema = s.source.schema();
+                    let keep: Vec<Expr> = projection.iter().map(|i| col(schema.field(*i).name())).collect();
+                    conv.stream = self.checked(conv.stream.select(keep))?;
+                }
+                Ok(conv)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.convert(&a.input),
+            LogicalPlan::Filter(f) => {
+                let c = self.convert(&f.input)?;
+                self.lines.push(format!("  filter: {}", strip(&f.predicate)));
+                let stream = self.checked(c.stream.filter(strip(&f.predicate)))?;
+                Ok(Conv { stream, window: c.window })
+            }
+            LogicalPlan::Projection(p) => {
+                let c = self.convert(&p.input)?;
+                if c.window.is_some() {
+                    return Err(self.error(
+                        "a window TVF's rows can only be aggregated (GROUP BY window_start, window_end, …) for now",
+                    ));
+                }
+                let exprs: Vec<Expr> = p
+                    .expr
+                    .iter()
+                    .zip(p.schema.fields())
+                    .map(|(e, f)| strip(&e.clone().unalias()).alias(f.name()))
+                    .collect();
+                let shown: Vec<String> = exprs.iter().map(ToString::to_string).collect();
+                self.lines.push(format!("  select: {}", shown.join(", ")));
+                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None })
+            }
+            LogicalPlan::Aggregate(a) => self.window_aggregate(a),
+            LogicalPlan::Union(u) => {
+                let mut streams = Vec::new();
+                for input in &u.inputs {
+                    let c = self.convert(input)?;
+                    if c.window.is_some() {
+                        return Err(self.error("a UNION of window TVF rows is not supported; aggregate first"));
+                    }
+                    streams.push(c.stream);
+                }
+                let first = streams.remove(0);
+                self.lines.push("  union".into());
+                Ok(Conv { stream: self.checked(first.union(streams))?, window: None })
+            }
+            other => Err(self.error(format!(
+                "{} is not supported in streaming SQL yet",
+                other.display().to_string().split(':').next().unwrap_or("this operation")
+            ))),
+        }
+    }
+
+    /// A table's or view's rows.
+    fn relation(&mut self, name: &str) -> Result<Conv> {
+        if let Some(plan) = self.views.get(name).cloned() {
+            self.lines.push(format!("  view {name}:"));
+            return self.convert(&plan);
+        }
+        if let Some(s) = self.sources.get(name) {
+            return Ok(Conv { stream: s.clone(), window: None });
+        }
+        let def =
+            self.sql.tables.iter().find(|t| t.name == name).ok_or_else(|| self.error(format!("no table '{name}'")))?;
+        let stream = self.source(def)?;
+        self.sources.insert(name.to_owned(), stream.clone());
+        Ok(Conv { stream, window: None })
+    }
+
+    /// The stream of a `rocketmq` table: its topic decoded, metadata
+    /// renamed, computed columns added, event time set.
+    fn source(&mut self, def: &TableDef) -> Result<Stream> {
+        let vars = |k: &str| self.sql.vars.get(k).cloned();
+        let options = self.sql.connectors.source_options(def, &vars)?;
+        let opt = |k: &str| options.get(k).map(str::to_owned);
+        let at_table = |m: String| Error::At { at: def.at.clone(), message: m };
+        let mut data = Vec::new();
+        let mut metadata: Vec<(Metadata, String, DataType)> = Vec::new();
+        for c in &def.columns {
+            match &c.kind {
+                ColumnKind::Physical { data_type, nullable } => {
+                    data.push(Field::new(&c.name, data_type.clone(), *nullable))
+                }
+                ColumnKind::Metadata { data_type, key } => {
+                    let m = match key.as_str() {
+                        "topic" => Metadata::Topic,
+                        "tag" => Metadata::Tag,
+                        "queue-id" => Metadata::Queue,
+                        "queue-offset" | "offset" => Metadata::Offset,
+                        "store-time" | "timestamp" => Metadata::StoreTime,
+                        other => {
+                            return Err(Error::At {
+                                at: c.at.clone(),
+                                message: format!(
+                                    "unknown metadata '{other}'; the rocketmq connector has: topic, tag, queue-id, queue-offset, store-time"
+                                ),
+                            });
+                        }
+                    };
+                    metadata.push((m, c.name.clone(), data_type.clone()));
+                }
+                ColumnKind::ProcTime => metadata.push((
+                    Metadata::ProcessingTime,
+                    c.name.clone(),
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                )),
+                ColumnKind::Computed { .. } => {}
+            }
+        }
+        let proc_time = metadata.iter().find(|m| m.0 == Metadata::ProcessingTime).map(|m| m.1.clone());
+        // The decoder's column for each metadata.
+        let decoded_name = |m: Metadata| match m {
+            Metadata::Topic => "topic",
+            Metadata::Tag => "tag",
+            Metadata::Queue => "queue_id",
+            Metadata::Offset => "queue_offset",
+            Metadata::StoreTime => "store_time",
+            _ => "proc_time",
+        };
+        let (time, delay, implicit) = match (&def.watermark, &proc_time) {
+            (Some((column, delay)), _) => {
+                let decoded = metadata.iter().find(|m| &m.1 == column).map_or(column.as_str(), |m| decoded_name(m.0));
+                (decoded.to_owned(), *delay, false)
+            }
+            (None, Some(_)) => ("proc_time".to_owned(), 0, false),
+            (None, None) if metadata.iter().any(|m| m.0 == Metadata::StoreTime) => ("store_time".to_owned(), 0, false),
+            // No time attribute: the store time moves the job on, unseen by the query.
+            (None, None) => ("store_time".to_owned(), 0, true),
+        };
+        let mut kinds: Vec<Metadata> = metadata.iter().map(|m| m.0).collect();
+        if implicit {
+            kinds.push(Metadata::StoreTime);
+        }
+        let format = match opt("format").as_deref() {
+            Some("csv") => {
+                let d = opt("csv.field-delimiter").unwrap_or_else(|| ",".into());
+                let [delimiter] = d.as_bytes() else {
+                    return Err(at_table(format!("'csv.field-delimiter' must be one character, got '{d}'")));
+                };
+                Format::Csv { delimiter: *delimiter }
+            }
+            Some("raw") => Format::Raw,
+            _ => Format::Json,
+        };
+        let decoder = Decoder::new(Arc::new(Schema::new(data.clone())), kinds)
+            .map(|d| d.with_format(format))
+            .map_err(|e| at_table(e.to_string()))?;
+        let start = match opt("scan.startup.mode").as_deref() {
+            Some("latest") => StartFrom::Latest,
+            Some("timestamp") => {
+                let ms = opt("scan.startup.timestamp-millis").and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| {
+                    at_table(
+                        "'scan.startup.mode' = 'timestamp' needs 'scan.startup.timestamp-millis' (ms since the epoch)"
+                            .into(),
+                    )
+                })?;
+                StartFrom::Timestamp(ms)
+            }
+            Some("group-offsets") => StartFrom::GroupOffsets,
+            _ => StartFrom::Earliest,
+        };
+        let tags = self.pushed_tags(def, opt("tag"));
+        let filter = match (opt("sql"), &tags) {
+            (Some(sql), _) => FilterExpression::Sql(sql),
+            (None, Some(t)) => FilterExpression::Tag(t.clone()),
+            (None, None) => FilterExpression::all(),
+        };
+        let idle = self.sql.duration("table.exec.source.idle-timeout")?.map(|d| d.as_millis() as i64);
+        let topic = opt("topic").unwrap_or_default();
+        let input = TopicInput {
+            source: def.name.clone(),
+            topic: topic.clone(),
+            event_time: time,
+            decoder,
+            filter: filter.clone(),
+            watermarks: WatermarkConfig { max_out_of_orderness: delay, idle_timeout: idle },
+            start,
+        };
+        self.runner_for(def, &options, proc_time.is_some() && def.watermark.is_none())?;
+        let mut stream = self.job.topic(input);
+        // Declared layout: metadata under its declared names and types, computed columns last in place.
+        let mut first: Vec<Expr> = data.iter().map(|f| col(f.name())).collect();
+        for (m, name, data_type) in &metadata {
+            first.push(datafusion::logical_expr::cast(col(decoded_name(*m)), data_type.clone()).alias(name));
+        }
+        stream = self.checked(stream.select(first))?;
+        if let Some((column, _)) = &def.watermark {
+            stream = self.checked(stream.with_event_time(column))?;
+        } else if let Some(p) = &proc_time {
+            stream = self.checked(stream.with_event_time(p))?;
+        }
+        if def.columns.iter().any(|c| matches!(c.kind, ColumnKind::Computed { .. })) {
+            let schema = self.table_schema(def)?;
+            let df = DFSchema::try_from(stream.schema().as_ref().clone()).map_err(|e| self.df_error(e))?;
+            let mut all = Vec::new();
+            for (c, f) in def.columns.iter().zip(schema.fields()) {
+                all.push(match &c.kind {
+                    ColumnKind::Computed { expr } => {
+                        let e = self.ctx.state().create_logical_expr(expr, &df).map_err(|e| self.df_error(e))?;
+                        datafusion::logical_expr::cast(strip(&e), f.data_type().clone()).alias(&c.name)
+                    }
+                    _ => col(&c.name),
+                });
+            }
+            stream = self.checked(stream.select(all))?;
+        }
+        let pushed = match &filter {
+            FilterExpression::Tag(t) if t != "*" => format!(", pushed down: tag '{t}'"),
+            FilterExpression::Sql(s) => format!(", broker filter: SQL92 '{s}'"),
+            _ => String::new(),
+        };
+        let time = match (&def.watermark, &proc_time) {
+            (Some((c, d)), _) => format!("event time {c} (watermark {c} - {})", format_ms(*d).replace("0 ms", "0")),
+            (None, Some(p)) => format!("processing time {p}"),
+            (None, None) => "no time attribute".into(),
+        };
+        self.lines.push(format!("  source {}: rocketmq topic '{topic}', {time}{pushed}", def.name));
+        Ok(stream)
+    }
+
+    /// The tag expression for `def`'s subscription: what every scan's
+    /// filter allows, within the `tag` option.
+    fn pushed_tags(&self, def: &TableDef, option: Option<String>) -> Option<String> {
+        let option: Option<BTreeSet<String>> =
+            option.filter(|t| t.trim() != "*").map(|t| t.split("||").map(|s| s.trim().to_owned()).collect());
+        let scans = self.tags.get(&def.name)?;
+        let pushed: Option<BTreeSet<String>> = scans
+            .iter()
+            .try_fold(BTreeSet::new(), |mut acc, s| {
+                acc.extend(s.clone()?);
+                Some(acc)
+            })
+            .filter(|s| !s.is_empty());
+        let set = match (option, pushed) {
+            (Some(o), Some(p)) => o.intersection(&p).cloned().collect(),
+            (Some(o), None) => o,
+            (None, Some(p)) => p,
+            (None, None) => return None,
+        };
+        Some(set.into_iter().collect::<Vec<_>>().join(" || "))
+    }
+
+    /// The runner settings, from the first source; later ones must agree.
+    fn runner_for(&mut self, def: &TableDef, options: &crate::connector::Options, processing: bool) -> Result<()> {
+        let endpoints = options.get("endpoints").unwrap_or_default().to_owned();
+        let group = options.get("consumer-group").unwrap_or_default().to_owned();
+        let bounded = options.get("scan.bounded") == Some("true");
+        let disagree = |what: &str| Error::At {
+            at: def.at.clone(),
+            message: format!(
+                "every table a job reads must share its {what}; '{}' differs from the first one",
+                def.name
+            ),
+        };
+        if let Some(r) = &self.runner {
+            if r.group != group {
+                return Err(disagree("'consumer-group'"));
+            }
+            if r.until_caught_up != bounded {
+                return Err(disagree("'scan.bounded'"));
+            }
+            if r.processing_time != processing {
+                return Err(disagree("kind of time (event time or PROCTIME())"));
+            }
+            return Ok(());
+        }
+        let mut config = RunnerConfig::new(ClientConfig::new(&endpoints), &group);
+        config.until_caught_up = bounded;
+        config.processing_time = processing;
+        config.checkpoint_dir = Some(self.sql.checkpoint_dir());
+        if let Some(d) = self.sql.duration("execution.checkpointing.interval")? {
+            config.checkpoint_interval = d;
+        }
+        if let Some((addr, at)) = self.sql.setting("rill.metrics.address") {
+            config.metrics_addr = Some(addr.parse().map_err(|_| Error::At {
+                at: at.clone(),
+                message: format!("'rill.metrics.address' = '{addr}' is not a host:port address"),
+            })?);
+        }
+        self.runner = Some(config);
+        Ok(())
+    }
+
+    /// An aggregate over a window TVF's rows.
+    fn window_aggregate(&mut self, a: &DfAggregate) -> Result<Conv> {
+        let c = self.convert(&a.input)?;
+        let Some(w) = c.window else {
+            return Err(self.error(
+                "GROUP BY without a window is a continuously updated aggregate, not supported yet; \
+                 group by window_start, window_end of TABLE(TUMBLE|HOP|CUMULATE|SESSION(…))",
+            ));
+        };
+        let mut keys = Vec::new();
+        let (mut start, mut end) = (false, false);
+        for g in &a.group_expr {
+            match strip(g) {
+                Expr::Column(column) if column.name == "window_start" => start = true,
+                Expr::Column(column) if column.name == "window_end" => end = true,
+                Expr::Column(column) if column.name == "window_time" => {}
+                Expr::Column(column) => keys.push(column.name),
+                other => {
+                    return Err(
+                        self.error(format!("GROUP BY {other}: group by columns (compute expressions in a view first)"))
+                    );
+                }
+            }
+        }
+        if !(start && end) {
+            return Err(Error::At {
+                at: w.at.clone(),
+                message: "a window aggregate groups by window_start and window_end".into(),
+            });
+        }
+        if w.partition.iter().any(|p| !keys.contains(p)) {
+            return Err(Error::At {
+                at: w.at.clone(),
+                message: format!("SESSION … PARTITION BY {}: group by those columns too", w.partition.join(", ")),
+            });
+        }
+        let mut extra = Vec::new();
+        let mut aggregates = Vec::new();
+        for (j, e) in a.aggr_expr.iter().enumerate() {
+            let name = a.schema.field(a.group_expr.len() + j).name().clone();
+            let Expr::AggregateFunction(f) = e.clone().unalias() else {
+                return Err(self.error(format!("{e} is not an aggregate function")));
+            };
+            if f.params.filter.is_some() || !f.params.order_by.is_empty() {
+                return Err(self.error(format!("{name}: FILTER and ORDER BY in aggregates are not supported yet")));
+            }
+            let args: Vec<Expr> = f.params.args.iter().map(strip).collect();
+            let column = match args.first() {
+                Some(Expr::Column(c)) => c.name.clone(),
+                Some(other) => {
+                    let n = format!("__agg{j}");
+                    extra.push(other.clone().alias(&n));
+                    n
+                }
+                None => {
+                    let n = format!("__agg{j}");
+                    extra.push(datafusion::prelude::lit(1i64).alias(&n));
+                    n
+                }
+            };
+            let mut params = Vec::new();
+            for p in args.iter().skip(1) {
+                match p {
+                    Expr::Literal(v, _) => params.push(v.clone()),
+                    other => return Err(self.error(format!("{name}: argument {other} must be a constant"))),
+                }
+            }
+            aggregates.push(Aggregate {
+                function: Arc::clone(&f.func),
+                column,
+                name,
+                distinct: f.params.distinct,
+                params,
+            });
+        }
+        let mut stream = c.stream;
+        if !extra.is_empty() {
+            let mut all: Vec<Expr> = stream.schema().fields().iter().map(|f| col(f.name())).collect();
+            all.extend(extra);
+            stream = self.checked(stream.select(all))?;
+        }
+        let shown: Vec<&str> = aggregates.iter().map(|a| a.name.as_str()).collect();
+        self.lines.push(format!(
+            "  window {} on {}, keys [{}]: {}",
+            w.label,
+            w.time,
+            keys.join(", "),
+            shown.join(", ")
+        ));
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let aggregated = stream.key_by(&key_refs).window(WindowDef::from(w.windows)).aggregate(aggregates);
+        let aggregated = self.checked(aggregated)?;
+        // Columns in DataFusion's order and names.
+        let out: Vec<Expr> = a.schema.fields().iter().map(|f| col(f.name())).collect();
+        Ok(Conv { stream: self.checked(aggregated.select(out))?, window: None })
+    }
+
+    /// Casts the rows to `target`'s columns (by position) and writes them to its sink.
+    fn sink(&mut self, target: &str, target_at: &crate::script::Position, stream: Stream) -> Result<()> {
+        let at = |m: String| Error::At { at: target_at.clone(), message: m };
+        let def = self
+            .sql
+            .tables
+            .iter()
+            .find(|t| t.name == target)
+            .ok_or_else(|| at(format!("no table '{target}' to insert into")))?;
+        let columns: Vec<(&str, &DataType)> = def
+            .columns
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ColumnKind::Physical { data_type, .. } => Some((c.name.as_str(), data_type)),
+                _ => None,
+            })
+            .collect();
+        let schema = stream.schema();
+        if columns.len() != schema.fields().len() {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            return Err(at(format!(
+                "{target} takes {} column{} ({}); the query gives {}",
+                columns.len(),
+                if columns.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                schema.fields().len()
+            )));
+        }
+        let mut exprs = Vec::new();
+        for ((name, data_type), field) in columns.iter().zip(schema.fields()) {
+            if !can_cast_types(field.data_type(), data_type) {
+                return Err(at(format!(
+                    "column {name} of {target} is {data_type}; the query gives {} ({}), which does not convert",
+                    field.data_type(),
+                    field.name()
+                )));
+            }
+            exprs.push(datafusion::logical_expr::cast(col(field.name()), (*data_type).clone()).alias(*name));
+        }
+        let connector = def.option("connector").map_or("", |o| o.0);
+        self.lines.push(format!("  sink {target}: {connector}"));
+        let stream = self.checked(stream.select(exprs))?;
+        self.targets.entry(target.to_owned()).or_default().push(stream);
+        Ok(())
+    }
+
+    /// One sink per target table, taking the rows of every INSERT into it.
+    fn sinks(&mut self) -> Result<()> {
+        let vars = |k: &str| self.sql.vars.get(k).cloned();
+        for (target, mut streams) in std::mem::take(&mut self.targets) {
+            let Some(def) = self.sql.tables.iter().find(|t| t.name == target) else { continue };
+            let sink = self.sql.connectors.sink(def, &vars)?;
+            let first = streams.remove(0);
+            let all = if streams.is_empty() { first } else { self.checked(first.union(streams))? };
+            all.sink(BoxedSink(sink));
+        }
+        match self.job.mistake() {
+            Some(m) => Err(self.error(m)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A boxed sink as a sink.
+struct BoxedSink(Box<dyn rill_streams::Sink>);
+
+impl rill_streams::Sink for BoxedSink {
+    fn write(&mut self, batch: datafusion::arrow::array::RecordBatch) -> rill_streams::Result<()> {
+        self.0.write(batch)
+    }
+    fn prepare(&mut self, id: u64) -> rill_streams::Result<()> {
+        self.0.prepare(id)
+    }
+    fn commit(&mut self, id: u64) -> rill_streams::Result<()> {
+        self.0.commit(id)
+    }
+    fn recover(&mut self, last: Option<u64>) -> rill_streams::Result<()> {
+        self.0.recover(last)
+    }
+}
+
+/// The table scanned right below `plan` (through aliases), if any.
+fn scan_below(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(s) => Some(s.table_name.table().to_owned()),
+        LogicalPlan::SubqueryAlias(a) => scan_below(&a.input),
+        _ => None,
+    }
+}
