@@ -31,6 +31,8 @@ pub struct Checkpoint {
     pub snapshot: Snapshot,
     /// Source positions: the next offset to read per source queue.
     pub positions: BTreeMap<String, u64>,
+    /// Positions of connector sources (see [`crate::Source`]), as they wrote them.
+    pub sources: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,6 +42,8 @@ struct Meta {
     watermarks: Vec<i64>,
     states: Vec<(usize, String)>,
     positions: BTreeMap<String, u64>,
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
 }
 
 /// A directory of checkpoints (see the module docs).
@@ -70,6 +74,17 @@ impl CheckpointStore {
 
     /// Stores checkpoint `id`; when this returns, it is the latest.
     pub fn save(&self, id: u64, snapshot: &Snapshot, positions: &BTreeMap<String, u64>) -> Result<()> {
+        self.save_with_sources(id, snapshot, positions, &BTreeMap::new())
+    }
+
+    /// [`CheckpointStore::save`] with the positions of connector sources too.
+    pub fn save_with_sources(
+        &self,
+        id: u64,
+        snapshot: &Snapshot,
+        positions: &BTreeMap<String, u64>,
+        sources: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let tmp = self.dir.join(format!("chk-{id:020}.tmp"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
@@ -92,6 +107,7 @@ impl CheckpointStore {
             watermarks: snapshot.watermarks.clone(),
             states,
             positions: positions.clone(),
+            sources: sources.clone(),
         };
         let path = tmp.join("meta.json");
         let text = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Checkpoint(e.to_string()))?;
@@ -152,6 +168,7 @@ impl CheckpointStore {
             id: meta.id,
             snapshot: Snapshot { nodes: meta.nodes, watermarks: meta.watermarks, states },
             positions: meta.positions,
+            sources: meta.sources,
         }))
     }
 }

@@ -57,6 +57,7 @@ use crate::operator::{MapBatches, Operator, Union};
 use crate::rows::{FilterRows, Project};
 use crate::runner::{RunReport, Runner, RunnerConfig, TopicInput};
 use crate::sink::Sink;
+use crate::source::SourceInput;
 use crate::topn::{TopNWindows, WindowTopN};
 use crate::window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 use crate::{Error, Result};
@@ -146,6 +147,7 @@ struct Builder {
     late: Option<Box<dyn Sink>>,
     runner: Option<RunnerConfig>,
     inputs: Vec<TopicInput>,
+    connectors: Vec<SourceInput>,
     dead: Option<Box<dyn FnMut(DeadLetter) + Send>>,
     state: StateConfig,
 }
@@ -178,6 +180,7 @@ impl Job {
                 late: None,
                 runner: None,
                 inputs: Vec::new(),
+                connectors: Vec::new(),
                 dead: None,
                 state: StateConfig::default(),
             })),
@@ -211,6 +214,14 @@ impl Job {
         stream
     }
 
+    /// A source a connector feeds (the job then runs with [`Job::run`]);
+    /// its position is checkpointed with the job.
+    pub fn connector(&self, input: SourceInput) -> Stream {
+        let stream = self.source(&input.source, input.inner.schema(), &input.event_time);
+        self.with(|b| b.connectors.push(input));
+        stream
+    }
+
     /// How [`Job::run`] reads the topics and checkpoints.
     pub fn run_with(&self, config: RunnerConfig) {
         self.with(|b| b.runner = Some(config));
@@ -240,10 +251,15 @@ impl Job {
 
     /// Builds the job and runs it on its topics until `stop` turns true.
     pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<RunReport> {
-        let (config, inputs, dead) = self.with(|b| (b.runner.take(), std::mem::take(&mut b.inputs), b.dead.take()));
+        let (config, inputs, connectors, dead) = self.with(|b| {
+            (b.runner.take(), std::mem::take(&mut b.inputs), std::mem::take(&mut b.connectors), b.dead.take())
+        });
         let config = config.ok_or_else(|| Error::Plan("the job has no runner settings (Job::run_with)".into()))?;
         let flow = self.build()?;
         let mut runner = Runner::new(config, inputs);
+        for c in connectors {
+            runner = runner.source(c);
+        }
         if let Some(dead) = dead {
             runner = runner.dead_letters(dead);
         }

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod rows;
 pub mod runner;
 pub mod sink;
+pub mod source;
 pub mod topn;
 pub mod window_agg;
 
@@ -40,6 +41,7 @@ pub use rill_state::StateConfig;
 pub use rows::{FilterRows, Project};
 pub use runner::{DeadLetterPolicy, JobStatus, Member, RunReport, Runner, RunnerConfig, TopicInput};
 pub use sink::{CollectSink, FnSink, RetryingSink, Sink};
+pub use source::{Polled, Source, SourceInput, VecSource};
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};
 
 /// Errors of the streaming runtime.

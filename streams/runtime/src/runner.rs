@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{Dataflow, NodeMetrics};
 use crate::decode::{DeadLetter, Decoded, Decoder};
+use crate::source::{Source, SourceInput};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
 
@@ -209,6 +210,20 @@ struct QueueState {
 /// Where a job's undecodable messages go.
 type DeadLetterOut = Box<dyn FnMut(DeadLetter) + Send>;
 
+/// A connector source being read.
+struct SourceState {
+    /// Its place in `marks`, `names` and `times`.
+    index: usize,
+    /// Name of its position in checkpoints: `source@source`.
+    key: String,
+    mark: usize,
+    /// Where the rows handed over so far end.
+    position: String,
+    /// Its task found nothing more for now.
+    at_end: bool,
+    inner: Arc<tokio::sync::Mutex<Box<dyn Source>>>,
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
@@ -234,6 +249,8 @@ impl Drop for AbortOnDrop {
 pub struct Runner {
     config: RunnerConfig,
     inputs: Vec<TopicInput>,
+    /// In a mutex so the runner is `Sync`; taken when the run starts.
+    sources: std::sync::Mutex<Vec<SourceInput>>,
     /// In a mutex so the runner is `Sync` (its futures cross threads).
     dead: Option<std::sync::Mutex<DeadLetterOut>>,
     status: tokio::sync::watch::Sender<JobStatus>,
@@ -252,7 +269,13 @@ fn source_err(e: rill_client::Error) -> Error {
 impl Runner {
     /// A runner reading `inputs`.
     pub fn new(config: RunnerConfig, inputs: Vec<TopicInput>) -> Self {
-        Self { config, inputs, dead: None, status: tokio::sync::watch::Sender::new(JobStatus::default()) }
+        Self {
+            config,
+            inputs,
+            sources: std::sync::Mutex::new(Vec::new()),
+            dead: None,
+            status: tokio::sync::watch::Sender::new(JobStatus::default()),
+        }
     }
 
     /// Live figures of the run (updated after every round of pulls).
@@ -275,6 +298,12 @@ impl Runner {
         });
     }
 
+    /// Also reads `input`, a connector's source (see [`crate::Source`]).
+    pub fn source(mut self, input: SourceInput) -> Self {
+        self.sources.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).push(input);
+        self
+    }
+
     /// Where undecodable messages go (logged at WARN without one).
     pub fn dead_letters(mut self, out: impl FnMut(DeadLetter) + Send + 'static) -> Self {
         self.dead = Some(std::sync::Mutex::new(Box::new(out)));
@@ -290,6 +319,15 @@ impl Runner {
                 return Err(Error::Plan(format!(
                     "topic '{}' decodes into other columns than source '{}' takes",
                     input.topic, input.source
+                )));
+            }
+        }
+        let connectors = std::mem::take(self.sources.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for s in &connectors {
+            if flow.source_schema(&s.source)?.fields() != s.inner.schema().fields() {
+                return Err(Error::Plan(format!(
+                    "source '{}' gives other columns than the job's source takes",
+                    s.source
                 )));
             }
         }
@@ -333,10 +371,30 @@ impl Runner {
             }
             marks.push(m);
         }
-        tracing::info!(queues = queues.len(), member = %self.config.member, "reading queues, one task each");
-        let times: Vec<usize> = self.inputs.iter().map(|i| flow.source_time(&i.source)).collect::<Result<_>>()?;
+        // Connector sources come after the topics in `marks`, `names` and `times`.
+        let mut names: Vec<String> = self.inputs.iter().map(|i| i.source.clone()).collect();
+        let mut sources = Vec::new();
+        for mut s in connectors {
+            let key = format!("{}@source", s.source);
+            let position = restored.as_ref().and_then(|c| c.sources.get(&key)).cloned();
+            s.inner.start(position.as_deref())?;
+            let mut m = Watermarks::new(s.watermarks, 0, now())?;
+            let mark = m.add_input(now());
+            sources.push(SourceState {
+                index: marks.len(),
+                key,
+                mark,
+                position: s.inner.position(),
+                at_end: false,
+                inner: Arc::new(tokio::sync::Mutex::new(s.inner)),
+            });
+            marks.push(m);
+            names.push(s.source);
+        }
+        tracing::info!(queues = queues.len(), sources = sources.len(), member = %self.config.member, "reading queues and sources, one task each");
+        let times: Vec<usize> = names.iter().map(|n| flow.source_time(n)).collect::<Result<_>>()?;
         let decoders: Vec<Arc<Decoder>> = self.inputs.iter().map(|i| Arc::new(i.decoder.clone())).collect();
-        let (tx, mut rx) = mpsc::channel(queues.len().max(1) * 2);
+        let (tx, mut rx) = mpsc::channel((queues.len() + sources.len()).max(1) * 2);
         let mut tasks = JoinSet::new();
         for (i, q) in queues.iter().enumerate() {
             let input = &self.inputs[q.input];
@@ -351,12 +409,15 @@ impl Runner {
             };
             fetch::spawn(&mut tasks, reader.clone(), fetch, tx.clone());
         }
+        for (i, s) in sources.iter().enumerate() {
+            fetch::spawn_source(&mut tasks, i, Arc::clone(&s.inner), tx.clone());
+        }
         drop(tx);
         let mut next_id = report.restored_from.map_or(1, |id| id + 1);
         let mut last_checkpoint = Instant::now();
         let mut last_checkpoint_ms = 0;
         let mut last_progress = Instant::now();
-        let no_queues = queues.is_empty();
+        let no_queues = queues.is_empty() && sources.is_empty();
         let mut stop_open = true;
         while !*stop.borrow() {
             let first = tokio::select! {
@@ -400,6 +461,22 @@ impl Runner {
                         let q = &mut queues[queue];
                         q.at_end = q.next == at;
                     }
+                    Fetched::SourceRows { source, position, batch } => {
+                        let s = &mut sources[source];
+                        s.position = position;
+                        s.at_end = false;
+                        report.messages += batch.num_rows() as u64;
+                        for ts in event_times(batch.column(times[s.index]))?.into_iter().flatten() {
+                            marks[s.index].observe(s.mark, ts, now());
+                        }
+                        if batch.num_rows() > 0 {
+                            flow.push(&names[s.index], batch)?;
+                        }
+                    }
+                    Fetched::SourceEnd { source, position } => {
+                        let s = &mut sources[source];
+                        s.at_end = s.position == position;
+                    }
                     Fetched::Failed(e) => return Err(e),
                 }
             }
@@ -411,16 +488,17 @@ impl Runner {
                     m.advance(now())
                 };
                 if let Some(w) = mark {
-                    flow.watermark(&self.inputs[i].source, w)?;
+                    flow.watermark(&names[i], w)?;
                 }
             }
-            if self.config.until_caught_up && queues.iter().all(|q| q.at_end) {
+            if self.config.until_caught_up && queues.iter().all(|q| q.at_end) && sources.iter().all(|s| s.at_end) {
                 // The input is bounded and read: event time ends, every open window fires.
                 flow.finish()?;
                 break;
             }
             if store.is_some() && last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-                last_checkpoint_ms = self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+                last_checkpoint_ms =
+                    self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, &sources, next_id).await?;
                 report.checkpoints += 1;
                 next_id += 1;
                 last_checkpoint = Instant::now();
@@ -433,7 +511,8 @@ impl Runner {
         }
         tasks.abort_all();
         if store.is_some() {
-            last_checkpoint_ms = self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, next_id).await?;
+            last_checkpoint_ms =
+                self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, &sources, next_id).await?;
             report.checkpoints += 1;
         }
         self.publish(&flow, &report, last_checkpoint_ms);
@@ -499,6 +578,7 @@ impl Runner {
         store: Option<&CheckpointStore>,
         reader: &QueueReader,
         queues: &[QueueState],
+        sources: &[SourceState],
         id: u64,
     ) -> Result<u64> {
         let Some(store) = store else { return Ok(0) };
@@ -506,8 +586,14 @@ impl Runner {
         let snapshot = flow.snapshot()?;
         let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.position.clone(), q.next)).collect();
         flow.prepare_sinks(id)?;
-        store.save(id, &snapshot, &positions)?;
+        let offsets: BTreeMap<String, String> = sources.iter().map(|s| (s.key.clone(), s.position.clone())).collect();
+        store.save_with_sources(id, &snapshot, &positions, &offsets)?;
         flow.commit_sinks(id)?;
+        for s in sources {
+            if let Err(e) = s.inner.lock().await.committed(&s.position) {
+                tracing::warn!(source = %s.key, error = %e, "a source could not let go of what the checkpoint covers");
+            }
+        }
         // Two inputs on one topic: the broker is told the lower position.
         let mut by_queue: HashMap<&QueueRef, u64> = HashMap::new();
         for q in queues {

@@ -11,7 +11,10 @@ use rill_client::{FilterExpression, QueueReader, QueueRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use datafusion::arrow::array::RecordBatch;
+
 use crate::decode::{Decoded, Decoder, SourceRecord};
+use crate::source::Source;
 use crate::{Error, Result};
 
 /// Messages as handed over: decoded by the task, or left for the loop to
@@ -44,6 +47,23 @@ pub(super) enum Fetched {
         /// Its position.
         at: u64,
     },
+    /// Rows of a connector source, and its position after them.
+    SourceRows {
+        /// Index of the source in the loop's list.
+        source: usize,
+        /// Its position after these rows.
+        position: String,
+        /// The rows.
+        batch: RecordBatch,
+    },
+    /// A connector source has nothing more for now (sent once each time it
+    /// runs dry, or once when it is finished).
+    SourceEnd {
+        /// Index of the source.
+        source: usize,
+        /// Its position.
+        position: String,
+    },
     /// The task stopped on an error.
     Failed(Error),
 }
@@ -57,6 +77,51 @@ pub(super) struct Fetch {
     pub filter: FilterExpression,
     /// Decodes in the task; `None` leaves decoding to the loop.
     pub decoder: Option<Arc<Decoder>>,
+}
+
+/// Starts the task of connector source `index` in `tasks`.
+pub(super) fn spawn_source(
+    tasks: &mut JoinSet<()>,
+    index: usize,
+    source: Arc<tokio::sync::Mutex<Box<dyn Source>>>,
+    out: mpsc::Sender<Fetched>,
+) {
+    tasks.spawn(async move {
+        let mut empty_polls = 0;
+        loop {
+            let (polled, position, finished) = {
+                let mut s = source.lock().await;
+                let polled = s.poll().await;
+                (polled, s.position(), s.finished())
+            };
+            let item = match polled {
+                Err(e) => {
+                    let _ = out.send(Fetched::Failed(e)).await;
+                    return;
+                }
+                Ok(Some(batch)) => {
+                    empty_polls = 0;
+                    Fetched::SourceRows { source: index, position, batch }
+                }
+                Ok(None) => {
+                    empty_polls += 1;
+                    if empty_polls > 1 && !finished {
+                        tokio::time::sleep(QueueReader::idle_backoff(empty_polls)).await;
+                        continue;
+                    }
+                    Fetched::SourceEnd { source: index, position }
+                }
+            };
+            if out.send(item).await.is_err() {
+                return;
+            }
+            if finished && empty_polls > 0 {
+                // Bounded and read: nothing will come again; stay until the job ends.
+                out.closed().await;
+                return;
+            }
+        }
+    });
 }
 
 /// Starts the task of one queue in `tasks`.
