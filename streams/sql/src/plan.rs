@@ -108,7 +108,12 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
     p.sinks()?;
     let runner = p.runner.take().ok_or_else(|| p.error("the job reads no table with connector 'rocketmq'"))?;
     let mut explain = String::from("== Streaming plan ==\n");
-    explain.push_str(&p.lines.join("\n"));
+    let mut text = p.lines.join("\n");
+    for placeholder in p.windows.keys() {
+        // Window columns read as the windowed table's, not the placeholder's.
+        text = text.replace(&format!("{placeholder}."), "");
+    }
+    explain.push_str(&text);
     explain.push('\n');
     p.job.run_with(runner);
     Ok(Planned { job: p.job, explain })
@@ -327,7 +332,13 @@ impl Planner<'_> {
                     .zip(p.schema.fields())
                     .map(|(e, f)| strip(&e.clone().unalias()).alias(f.name()))
                     .collect();
-                let shown: Vec<String> = exprs.iter().map(ToString::to_string).collect();
+                let shown: Vec<String> = exprs
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Alias(a) if a.expr.schema_name().to_string() == a.name => a.expr.to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect();
                 self.lines.push(format!("  select: {}", shown.join(", ")));
                 Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None })
             }
@@ -359,6 +370,7 @@ impl Planner<'_> {
             return self.convert(&plan);
         }
         if let Some(s) = self.sources.get(name) {
+            self.lines.push(format!("  source {name} (read once, shared)"));
             return Ok(Conv { stream: s.clone(), window: None });
         }
         let def =
