@@ -37,7 +37,7 @@ pub struct OptionSpec {
     pub values: &'static [&'static str],
 }
 
-const fn opt(key: &'static str, required: bool, values: &'static [&'static str]) -> OptionSpec {
+pub(crate) const fn opt(key: &'static str, required: bool, values: &'static [&'static str]) -> OptionSpec {
     OptionSpec { key, required, values }
 }
 
@@ -108,7 +108,7 @@ impl Connectors {
     /// The names SQL can give, for messages.
     fn names(&self, kind: ConnectorKind) -> Vec<String> {
         match kind {
-            ConnectorKind::Source => vec!["rocketmq".to_owned()],
+            ConnectorKind::Source => vec!["datagen".to_owned(), "rocketmq".to_owned()],
             ConnectorKind::Sink => self.sinks.keys().cloned().collect(),
         }
     }
@@ -134,10 +134,15 @@ impl Connectors {
         Ok((name, at))
     }
 
-    /// The checked options of `table` as a `rocketmq` source.
-    pub(crate) fn source_options(&self, table: &TableDef, vars: &dyn Fn(&str) -> Option<String>) -> Result<Options> {
-        self.connector(table, ConnectorKind::Source)?;
-        check(table, ROCKETMQ, "rocketmq", vars)
+    /// The connector `table` reads from and its checked options.
+    pub(crate) fn source_options(
+        &self,
+        table: &TableDef,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(String, Options)> {
+        let (name, _) = self.connector(table, ConnectorKind::Source)?;
+        let specs = if name == "datagen" { crate::datagen::OPTIONS } else { ROCKETMQ };
+        Ok((name.to_owned(), check(table, specs, name, vars)?))
     }
 
     /// A sink for `table`.
@@ -161,7 +166,14 @@ fn check(
 ) -> Result<Options> {
     let mut values = BTreeMap::new();
     for (key, value, at) in &table.options {
-        let Some(spec) = specs.iter().find(|s| s.key == key) else {
+        // `#` in a spec's key stands for a column name (`fields.#.kind`).
+        let matches = |spec: &str| match spec.split_once('#') {
+            Some((before, after)) => {
+                key.len() > before.len() + after.len() && key.starts_with(before) && key.ends_with(after)
+            }
+            None => spec == key,
+        };
+        let Some(spec) = specs.iter().find(|s| matches(s.key)) else {
             let valid: Vec<&str> = specs.iter().map(|s| s.key).collect();
             let hint = closest(key, &valid).map(|c| format!("did you mean '{c}'? ")).unwrap_or_default();
             return Err(crate::Error::At {

@@ -31,6 +31,7 @@
 //! ```
 
 mod connector;
+mod datagen;
 mod ddl;
 mod job;
 mod plan;

@@ -12,22 +12,21 @@ use std::sync::Arc;
 use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column as DfColumn, DFSchema, ScalarValue};
+use datafusion::common::{Column as DfColumn, DFSchema};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Aggregate as DfAggregate, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::logical_expr::{Aggregate as DfAggregate, Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::tokenizer::Location;
-use rill_client::{ClientConfig, FilterExpression, StartFrom};
 use rill_streams::dsl::WindowDef;
-use rill_streams::{Aggregate, Decoder, Format, Job, Metadata, RunnerConfig, Stream, TopicInput};
-use rill_time::WatermarkConfig;
+use rill_streams::{Aggregate, Job, RunnerConfig, Stream};
 
 use crate::ddl::{ColumnKind, TableDef};
 use crate::job::SqlJob;
-use crate::query::{Query, WindowTvf, format_ms};
+use crate::query::{Query, WindowTvf};
 use crate::{Error, Result};
+
+mod sources;
 
 /// A planned job and its plan as text.
 pub(crate) struct Planned {
@@ -55,6 +54,8 @@ struct Planner<'a> {
     /// Tag sets to push down per source table (`None`: a scan without one).
     tags: HashMap<String, Vec<Option<BTreeSet<String>>>>,
     runner: Option<RunnerConfig>,
+    /// Whether each connector source read so far is bounded.
+    bounded: Vec<bool>,
     /// Rows for each target table, in the order INSERTs name them.
     targets: std::collections::BTreeMap<String, Vec<Stream>>,
     /// Where the statement being planned starts (for errors without a better place).
@@ -76,6 +77,7 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
         windows: HashMap::new(),
         tags: HashMap::new(),
         runner: None,
+        bounded: Vec::new(),
         targets: std::collections::BTreeMap::new(),
         at: Location { line: 1, column: 1 },
         lines: Vec::new(),
@@ -106,7 +108,10 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
         p.sink(&ins.target, &ins.target_at, conv.stream)?;
     }
     p.sinks()?;
-    let runner = p.runner.take().ok_or_else(|| p.error("the job reads no table with connector 'rocketmq'"))?;
+    let runner = match p.runner.take() {
+        Some(r) => r,
+        None => p.default_runner()?,
+    };
     let mut explain = String::from("== Streaming plan ==\n");
     let mut text = p.lines.join("\n");
     for placeholder in p.windows.keys() {
@@ -240,56 +245,6 @@ impl Planner<'_> {
         self.windows.get(name).map_or_else(|| name.to_owned(), |w| w.table.clone())
     }
 
-    /// Notes, per source table, the tag set a filter right above each scan allows.
-    fn collect_tags(&mut self, plan: &LogicalPlan, under_filter: bool) {
-        if let LogicalPlan::Filter(f) = plan
-            && let Some(name) = scan_below(&f.input)
-        {
-            let table = self.scanned(&name);
-            let set = self.tag_set(&table, &f.predicate);
-            self.tags.entry(table).or_default().push(set);
-            return;
-        }
-        if let LogicalPlan::TableScan(s) = plan {
-            if !under_filter {
-                let table = self.scanned(s.table_name.table());
-                self.tags.entry(table).or_default().push(None);
-            }
-            return;
-        }
-        for input in plan.inputs() {
-            self.collect_tags(input, false);
-        }
-    }
-
-    /// The tags a predicate allows on `table`'s tag column, if it limits them.
-    fn tag_set(&self, table: &str, predicate: &Expr) -> Option<BTreeSet<String>> {
-        let def = self.sql.tables.iter().find(|t| t.name == table)?;
-        let tag = def.columns.iter().find(|c| matches!(&c.kind, ColumnKind::Metadata { key, .. } if key == "tag"))?;
-        let is_tag = |e: &Expr| matches!(e, Expr::Column(c) if c.name == tag.name);
-        let text = |e: &Expr| match e {
-            Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Some(s.clone()),
-            _ => None,
-        };
-        let mut allowed: Option<BTreeSet<String>> = None;
-        for conjunct in split_conjunction(predicate) {
-            let set: Option<BTreeSet<String>> = match conjunct {
-                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) if is_tag(left) => {
-                    text(right).map(|s| BTreeSet::from([s]))
-                }
-                Expr::InList(l) if !l.negated && is_tag(&l.expr) => l.list.iter().map(text).collect(),
-                _ => None,
-            };
-            if let Some(set) = set {
-                allowed = Some(match allowed {
-                    Some(a) => a.intersection(&set).cloned().collect(),
-                    None => set,
-                });
-            }
-        }
-        allowed
-    }
-
     fn convert(&mut self, plan: &LogicalPlan) -> Result<Conv> {
         match plan {
             LogicalPlan::TableScan(s) => {
@@ -375,223 +330,12 @@ impl Planner<'_> {
         }
         let def =
             self.sql.tables.iter().find(|t| t.name == name).ok_or_else(|| self.error(format!("no table '{name}'")))?;
-        let stream = self.source(def)?;
+        let stream = match def.option("connector") {
+            Some(("datagen", _)) => self.datagen(def)?,
+            _ => self.source(def)?,
+        };
         self.sources.insert(name.to_owned(), stream.clone());
         Ok(Conv { stream, window: None })
-    }
-
-    /// The stream of a `rocketmq` table: its topic decoded, metadata
-    /// renamed, computed columns added, event time set.
-    fn source(&mut self, def: &TableDef) -> Result<Stream> {
-        let vars = |k: &str| self.sql.vars.get(k).cloned();
-        let options = self.sql.connectors.source_options(def, &vars)?;
-        let opt = |k: &str| options.get(k).map(str::to_owned);
-        let at_table = |m: String| Error::At { at: def.at.clone(), message: m };
-        let mut data = Vec::new();
-        let mut metadata: Vec<(Metadata, String, DataType)> = Vec::new();
-        for c in &def.columns {
-            match &c.kind {
-                ColumnKind::Physical { data_type, nullable } => {
-                    data.push(Field::new(&c.name, data_type.clone(), *nullable))
-                }
-                ColumnKind::Metadata { data_type, key } => {
-                    let m = match key.as_str() {
-                        "topic" => Metadata::Topic,
-                        "tag" => Metadata::Tag,
-                        "queue-id" => Metadata::Queue,
-                        "queue-offset" | "offset" => Metadata::Offset,
-                        "store-time" | "timestamp" => Metadata::StoreTime,
-                        other => {
-                            return Err(Error::At {
-                                at: c.at.clone(),
-                                message: format!(
-                                    "unknown metadata '{other}'; the rocketmq connector has: topic, tag, queue-id, queue-offset, store-time"
-                                ),
-                            });
-                        }
-                    };
-                    metadata.push((m, c.name.clone(), data_type.clone()));
-                }
-                ColumnKind::ProcTime => metadata.push((
-                    Metadata::ProcessingTime,
-                    c.name.clone(),
-                    DataType::Timestamp(TimeUnit::Millisecond, None),
-                )),
-                ColumnKind::Computed { .. } => {}
-            }
-        }
-        let proc_time = metadata.iter().find(|m| m.0 == Metadata::ProcessingTime).map(|m| m.1.clone());
-        // The decoder's column for each metadata.
-        let decoded_name = |m: Metadata| match m {
-            Metadata::Topic => "topic",
-            Metadata::Tag => "tag",
-            Metadata::Queue => "queue_id",
-            Metadata::Offset => "queue_offset",
-            Metadata::StoreTime => "store_time",
-            _ => "proc_time",
-        };
-        let (time, delay, implicit) = match (&def.watermark, &proc_time) {
-            (Some((column, delay)), _) => {
-                let decoded = metadata.iter().find(|m| &m.1 == column).map_or(column.as_str(), |m| decoded_name(m.0));
-                (decoded.to_owned(), *delay, false)
-            }
-            (None, Some(_)) => ("proc_time".to_owned(), 0, false),
-            (None, None) if metadata.iter().any(|m| m.0 == Metadata::StoreTime) => ("store_time".to_owned(), 0, false),
-            // No time attribute: the store time moves the job on, unseen by the query.
-            (None, None) => ("store_time".to_owned(), 0, true),
-        };
-        let mut kinds: Vec<Metadata> = metadata.iter().map(|m| m.0).collect();
-        if implicit {
-            kinds.push(Metadata::StoreTime);
-        }
-        let format = match opt("format").as_deref() {
-            Some("csv") => {
-                let d = opt("csv.field-delimiter").unwrap_or_else(|| ",".into());
-                let [delimiter] = d.as_bytes() else {
-                    return Err(at_table(format!("'csv.field-delimiter' must be one character, got '{d}'")));
-                };
-                Format::Csv { delimiter: *delimiter }
-            }
-            Some("raw") => Format::Raw,
-            _ => Format::Json,
-        };
-        let decoder = Decoder::new(Arc::new(Schema::new(data.clone())), kinds)
-            .map(|d| d.with_format(format))
-            .map_err(|e| at_table(e.to_string()))?;
-        let start = match opt("scan.startup.mode").as_deref() {
-            Some("latest") => StartFrom::Latest,
-            Some("timestamp") => {
-                let ms = opt("scan.startup.timestamp-millis").and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| {
-                    at_table(
-                        "'scan.startup.mode' = 'timestamp' needs 'scan.startup.timestamp-millis' (ms since the epoch)"
-                            .into(),
-                    )
-                })?;
-                StartFrom::Timestamp(ms)
-            }
-            Some("group-offsets") => StartFrom::GroupOffsets,
-            _ => StartFrom::Earliest,
-        };
-        let tags = self.pushed_tags(def, opt("tag"));
-        let filter = match (opt("sql"), &tags) {
-            (Some(sql), _) => FilterExpression::Sql(sql),
-            (None, Some(t)) => FilterExpression::Tag(t.clone()),
-            (None, None) => FilterExpression::all(),
-        };
-        let idle = self.sql.duration("table.exec.source.idle-timeout")?.map(|d| d.as_millis() as i64);
-        let topic = opt("topic").unwrap_or_default();
-        let input = TopicInput {
-            source: def.name.clone(),
-            topic: topic.clone(),
-            event_time: time,
-            decoder,
-            filter: filter.clone(),
-            watermarks: WatermarkConfig { max_out_of_orderness: delay, idle_timeout: idle },
-            start,
-        };
-        self.runner_for(def, &options, proc_time.is_some() && def.watermark.is_none())?;
-        let mut stream = self.job.topic(input);
-        // Declared layout: metadata under its declared names and types, computed columns last in place.
-        let mut first: Vec<Expr> = data.iter().map(|f| col(f.name())).collect();
-        for (m, name, data_type) in &metadata {
-            first.push(datafusion::logical_expr::cast(col(decoded_name(*m)), data_type.clone()).alias(name));
-        }
-        stream = self.checked(stream.select(first))?;
-        if let Some((column, _)) = &def.watermark {
-            stream = self.checked(stream.with_event_time(column))?;
-        } else if let Some(p) = &proc_time {
-            stream = self.checked(stream.with_event_time(p))?;
-        }
-        if def.columns.iter().any(|c| matches!(c.kind, ColumnKind::Computed { .. })) {
-            let schema = self.table_schema(def)?;
-            let df = DFSchema::try_from(stream.schema().as_ref().clone()).map_err(|e| self.df_error(e))?;
-            let mut all = Vec::new();
-            for (c, f) in def.columns.iter().zip(schema.fields()) {
-                all.push(match &c.kind {
-                    ColumnKind::Computed { expr } => {
-                        let e = self.ctx.state().create_logical_expr(expr, &df).map_err(|e| self.df_error(e))?;
-                        datafusion::logical_expr::cast(strip(&e), f.data_type().clone()).alias(&c.name)
-                    }
-                    _ => col(&c.name),
-                });
-            }
-            stream = self.checked(stream.select(all))?;
-        }
-        let pushed = match &filter {
-            FilterExpression::Tag(t) if t != "*" => format!(", pushed down: tag '{t}'"),
-            FilterExpression::Sql(s) => format!(", broker filter: SQL92 '{s}'"),
-            _ => String::new(),
-        };
-        let time = match (&def.watermark, &proc_time) {
-            (Some((c, d)), _) => format!("event time {c} (watermark {c} - {})", format_ms(*d).replace("0 ms", "0")),
-            (None, Some(p)) => format!("processing time {p}"),
-            (None, None) => "no time attribute".into(),
-        };
-        self.lines.push(format!("  source {}: rocketmq topic '{topic}', {time}{pushed}", def.name));
-        Ok(stream)
-    }
-
-    /// The tag expression for `def`'s subscription: what every scan's
-    /// filter allows, within the `tag` option.
-    fn pushed_tags(&self, def: &TableDef, option: Option<String>) -> Option<String> {
-        let option: Option<BTreeSet<String>> =
-            option.filter(|t| t.trim() != "*").map(|t| t.split("||").map(|s| s.trim().to_owned()).collect());
-        let scans = self.tags.get(&def.name)?;
-        let pushed: Option<BTreeSet<String>> = scans
-            .iter()
-            .try_fold(BTreeSet::new(), |mut acc, s| {
-                acc.extend(s.clone()?);
-                Some(acc)
-            })
-            .filter(|s| !s.is_empty());
-        let set = match (option, pushed) {
-            (Some(o), Some(p)) => o.intersection(&p).cloned().collect(),
-            (Some(o), None) => o,
-            (None, Some(p)) => p,
-            (None, None) => return None,
-        };
-        Some(set.into_iter().collect::<Vec<_>>().join(" || "))
-    }
-
-    /// The runner settings, from the first source; later ones must agree.
-    fn runner_for(&mut self, def: &TableDef, options: &crate::connector::Options, processing: bool) -> Result<()> {
-        let endpoints = options.get("endpoints").unwrap_or_default().to_owned();
-        let group = options.get("consumer-group").unwrap_or_default().to_owned();
-        let bounded = options.get("scan.bounded") == Some("true");
-        let disagree = |what: &str| Error::At {
-            at: def.at.clone(),
-            message: format!(
-                "every table a job reads must share its {what}; '{}' differs from the first one",
-                def.name
-            ),
-        };
-        if let Some(r) = &self.runner {
-            if r.group != group {
-                return Err(disagree("'consumer-group'"));
-            }
-            if r.until_caught_up != bounded {
-                return Err(disagree("'scan.bounded'"));
-            }
-            if r.processing_time != processing {
-                return Err(disagree("kind of time (event time or PROCTIME())"));
-            }
-            return Ok(());
-        }
-        let mut config = RunnerConfig::new(ClientConfig::new(&endpoints), &group);
-        config.until_caught_up = bounded;
-        config.processing_time = processing;
-        config.checkpoint_dir = Some(self.sql.checkpoint_dir());
-        if let Some(d) = self.sql.duration("execution.checkpointing.interval")? {
-            config.checkpoint_interval = d;
-        }
-        if let Some((addr, at)) = self.sql.setting("rill.metrics.address") {
-            config.metrics_addr = Some(addr.parse().map_err(|_| Error::At {
-                at: at.clone(),
-                message: format!("'rill.metrics.address' = '{addr}' is not a host:port address"),
-            })?);
-        }
-        self.runner = Some(config);
-        Ok(())
     }
 
     /// An aggregate over a window TVF's rows.
@@ -769,14 +513,5 @@ impl rill_streams::Sink for BoxedSink {
     }
     fn recover(&mut self, last: Option<u64>) -> rill_streams::Result<()> {
         self.0.recover(last)
-    }
-}
-
-/// The table scanned right below `plan` (through aliases), if any.
-fn scan_below(plan: &LogicalPlan) -> Option<String> {
-    match plan {
-        LogicalPlan::TableScan(s) => Some(s.table_name.table().to_owned()),
-        LogicalPlan::SubqueryAlias(a) => scan_below(&a.input),
-        _ => None,
     }
 }

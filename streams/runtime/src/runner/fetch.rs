@@ -56,8 +56,7 @@ pub(super) enum Fetched {
         /// The rows.
         batch: RecordBatch,
     },
-    /// A connector source has nothing more for now (sent once each time it
-    /// runs dry, or once when it is finished).
+    /// A bounded connector source is finished: no rows will come again.
     SourceEnd {
         /// Index of the source.
         source: usize,
@@ -103,19 +102,19 @@ pub(super) fn spawn_source(
                     empty_polls = 0;
                     Fetched::SourceRows { source: index, position, batch }
                 }
+                Ok(None) if finished => Fetched::SourceEnd { source: index, position },
                 Ok(None) => {
+                    // Nothing yet (a rate, a quiet upstream): ask again in a while.
                     empty_polls += 1;
-                    if empty_polls > 1 && !finished {
-                        tokio::time::sleep(QueueReader::idle_backoff(empty_polls)).await;
-                        continue;
-                    }
-                    Fetched::SourceEnd { source: index, position }
+                    tokio::time::sleep(QueueReader::idle_backoff(empty_polls)).await;
+                    continue;
                 }
             };
+            let end = matches!(item, Fetched::SourceEnd { .. });
             if out.send(item).await.is_err() {
                 return;
             }
-            if finished && empty_polls > 0 {
+            if end {
                 // Bounded and read: nothing will come again; stay until the job ends.
                 out.closed().await;
                 return;
