@@ -252,3 +252,34 @@ fn run_explains_a_sql_job_and_places_its_mistakes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:2:22:", job.display())), "{err}");
 }
+
+#[test]
+fn run_executes_a_datagen_job_to_the_end_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("gen.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "SET 'state.checkpoints.dir' = '{}';\n\
+             CREATE TABLE gen (n BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'datagen', 'number-of-rows' = '20',\n  \
+             'rows-per-second' = '1000', 'fields.n.kind' = 'sequence', 'fields.n.start' = '1');\n\
+             CREATE TABLE out (n BIGINT, twice BIGINT) WITH ('connector' = 'print');\n\
+             INSERT INTO out SELECT n, n * 2 FROM gen WHERE n % 2 = 0;\n",
+            dir.path().join("checkpoints").display()
+        ),
+    )
+    .unwrap();
+    let out = rill().args(["run"]).arg(&job).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut pairs: Vec<(i64, i64)> =
+        rows.iter().map(|r| (r["n"].as_i64().unwrap(), r["twice"].as_i64().unwrap())).collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, (1..=10).map(|i| (2 * i, 4 * i)).collect::<Vec<_>>());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("20 messages read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
