@@ -32,6 +32,8 @@ pub struct SourceRecord {
     pub tag: Option<String>,
     /// When the broker stored it (ms since the epoch).
     pub store_time: i64,
+    /// Its user properties.
+    pub properties: std::collections::HashMap<String, String>,
     /// The payload.
     pub body: bytes::Bytes,
 }
@@ -134,6 +136,8 @@ pub enum Format {
 pub struct Decoder {
     data: SchemaRef,
     metadata: Vec<Metadata>,
+    /// User properties added as `property.<key>` columns, after the metadata.
+    properties: Vec<String>,
     output: SchemaRef,
     format: Format,
 }
@@ -165,7 +169,23 @@ impl Decoder {
             }
             fields.push(f);
         }
-        Ok(Self { data, metadata, output: Arc::new(Schema::new(fields)), format: Format::Json })
+        Ok(Self { data, metadata, properties: Vec::new(), output: Arc::new(Schema::new(fields)), format: Format::Json })
+    }
+
+    /// Also adds the user property `key` of each message as a Utf8 column
+    /// `property.<key>` (null where a message lacks it), for each of `keys`.
+    pub fn with_properties(mut self, keys: Vec<String>) -> Result<Self> {
+        let mut fields: Vec<Field> = self.output.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for k in &keys {
+            let name = format!("property.{k}");
+            if fields.iter().any(|f| *f.name() == name) {
+                return Err(Error::Plan(format!("property column '{name}' is asked for twice or clashes")));
+            }
+            fields.push(Field::new(name, DataType::Utf8, true));
+        }
+        self.output = Arc::new(Schema::new(fields));
+        self.properties = keys;
+        Ok(self)
     }
 
     /// The schema of decoded batches.
@@ -208,6 +228,11 @@ impl Decoder {
         };
         let mut columns = data.columns().to_vec();
         columns.extend(self.metadata.iter().map(|m| m.column(records)));
+        for k in &self.properties {
+            columns.push(Arc::new(StringArray::from_iter(
+                records.iter().map(|r| r.properties.get(k).map(String::as_str)),
+            )));
+        }
         RecordBatch::try_new(Arc::clone(&self.output), columns).map_err(|e| e.to_string())
     }
 

@@ -15,6 +15,7 @@ fn record(offset: u64, body: &str) -> SourceRecord {
         offset,
         tag: offset.is_multiple_of(2).then(|| "even".to_owned()),
         store_time: 1_700_000_000_000 + offset as i64,
+        properties: [("region".to_owned(), format!("r{}", offset % 3))].into_iter().filter(|_| offset != 4).collect(),
         body: bytes::Bytes::copy_from_slice(body.as_bytes()),
     }
 }
@@ -111,4 +112,17 @@ fn raw_bodies_become_one_column_with_their_metadata() {
     let out = d.decode(&[record(8, "fine"), bad]).unwrap();
     assert_eq!(out.batch.num_rows(), 1);
     assert!(out.dead[0].reason.contains("not UTF-8"), "{}", out.dead[0].reason);
+}
+
+#[test]
+fn properties_become_columns_and_a_missing_one_is_null() {
+    let d = decoder().with_properties(vec!["region".into()]).unwrap();
+    let records: Vec<SourceRecord> =
+        (3..6).map(|o| record(o, r#"{"auction": 1, "bidder": "a", "price": 2}"#)).collect();
+    let out = d.decode(&records).unwrap();
+    assert!(out.dead.is_empty());
+    let column = out.batch.column_by_name("property.region").unwrap();
+    let regions: Vec<Option<&str>> = column.as_string::<i32>().iter().collect();
+    assert_eq!(regions, [Some("r0"), None, Some("r2")]);
+    assert!(decoder().with_properties(vec!["x".into(), "x".into()]).is_err());
 }

@@ -53,6 +53,8 @@ struct Planner<'a> {
     windows: HashMap<String, WindowTvf>,
     /// Tag sets to push down per source table (`None`: a scan without one).
     tags: HashMap<String, Vec<Option<BTreeSet<String>>>>,
+    /// SQL92 conditions on properties to push down per source table (`None`: a scan without one).
+    props: HashMap<String, Vec<Option<Vec<String>>>>,
     runner: Option<RunnerConfig>,
     /// Whether each connector source read so far is bounded.
     bounded: Vec<bool>,
@@ -76,6 +78,7 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
         views: HashMap::new(),
         windows: HashMap::new(),
         tags: HashMap::new(),
+        props: HashMap::new(),
         runner: None,
         bounded: Vec::new(),
         targets: std::collections::BTreeMap::new(),

@@ -42,7 +42,7 @@ async fn broker(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
     (addr.to_string(), stop)
 }
 
-/// Sends every message of the `.input` files (`{"topic", "tag", "body"}` per line), in order.
+/// Sends every message of the `.input` files (`{"topic", "tag", "properties", "body"}` per line), in order.
 async fn produce(addr: &str) {
     let producer = Producer::connect(ClientConfig::new(addr)).await.unwrap();
     for input in files("jobs", "input") {
@@ -51,6 +51,9 @@ async fn produce(addr: &str) {
             let mut msg = Message::new(m["topic"].as_str().unwrap(), m["body"].to_string());
             if let Some(tag) = m["tag"].as_str() {
                 msg = msg.with_tag(tag);
+            }
+            for (k, v) in m["properties"].as_object().into_iter().flatten() {
+                msg = msg.with_property(k, v.as_str().unwrap());
             }
             producer.send(msg).await.unwrap();
         }

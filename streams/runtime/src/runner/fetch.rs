@@ -155,6 +155,7 @@ async fn run(reader: &QueueReader, f: &Fetch, out: &mpsc::Sender<Fetched>) -> Re
                 offset: u64::try_from(m.queue_offset).unwrap_or(0),
                 tag: m.tag.clone(),
                 store_time: m.store_timestamp,
+                properties: m.properties.clone(),
                 body: m.body.clone(),
             })
             .collect();

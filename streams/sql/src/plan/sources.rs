@@ -26,13 +26,16 @@ impl Planner<'_> {
         {
             let table = self.scanned(&name);
             let set = self.tag_set(&table, &f.predicate);
-            self.tags.entry(table).or_default().push(set);
+            let props = self.property_sql(&table, &f.predicate);
+            self.tags.entry(table.clone()).or_default().push(set);
+            self.props.entry(table).or_default().push(props);
             return;
         }
         if let LogicalPlan::TableScan(s) = plan {
             if !under_filter {
                 let table = self.scanned(s.table_name.table());
-                self.tags.entry(table).or_default().push(None);
+                self.tags.entry(table.clone()).or_default().push(None);
+                self.props.entry(table).or_default().push(None);
             }
             return;
         }
@@ -69,6 +72,53 @@ impl Planner<'_> {
         allowed
     }
 
+    /// The SQL92 conditions a predicate puts on `table`'s property columns
+    /// (`region = 'eu'`, `region IN ('eu', 'us')`), if any.
+    fn property_sql(&self, table: &str, predicate: &Expr) -> Option<Vec<String>> {
+        let def = self.sql.tables.iter().find(|t| t.name == table)?;
+        let property = |e: &Expr| match e {
+            Expr::Column(c) => def.columns.iter().find(|d| d.name == c.name).and_then(|d| match &d.kind {
+                ColumnKind::Metadata { key, .. } => key
+                    .strip_prefix("properties.")
+                    .filter(|k| k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+                    .map(str::to_owned),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let quoted = |e: &Expr| match e {
+            Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Some(format!("'{}'", s.replace('\'', "''"))),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for conjunct in split_conjunction(predicate) {
+            let condition = match conjunct {
+                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+                    property(left).zip(quoted(right)).map(|(k, v)| format!("{k} = {v}"))
+                }
+                Expr::InList(l) if !l.negated => property(&l.expr).and_then(|k| {
+                    let values: Option<Vec<String>> = l.list.iter().map(quoted).collect();
+                    values.map(|v| format!("{k} IN ({})", v.join(", ")))
+                }),
+                _ => None,
+            };
+            out.extend(condition);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The SQL92 filter every scan of `def` allows (their conditions, OR-ed), if each has some.
+    fn pushed_properties(&self, def: &TableDef) -> Option<String> {
+        let scans = self.props.get(&def.name)?;
+        let each: Option<Vec<String>> = scans.iter().map(|s| s.as_ref().map(|c| c.join(" AND "))).collect();
+        let each = each?;
+        match each.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => Some(many.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" OR ")),
+        }
+    }
+
     /// The stream of a `rocketmq` table: its topic decoded, metadata
     /// renamed, computed columns added, event time set.
     pub(super) fn source(&mut self, def: &TableDef) -> Result<Stream> {
@@ -78,10 +128,15 @@ impl Planner<'_> {
         let at_table = |m: String| Error::At { at: def.at.clone(), message: m };
         let mut data = Vec::new();
         let mut metadata: Vec<(Metadata, String, DataType)> = Vec::new();
+        // (property key, column, type)
+        let mut properties: Vec<(String, String, DataType)> = Vec::new();
         for c in &def.columns {
             match &c.kind {
                 ColumnKind::Physical { data_type, nullable } => {
                     data.push(Field::new(&c.name, data_type.clone(), *nullable))
+                }
+                ColumnKind::Metadata { data_type, key } if key.starts_with("properties.") => {
+                    properties.push((key["properties.".len()..].to_owned(), c.name.clone(), data_type.clone()));
                 }
                 ColumnKind::Metadata { data_type, key } => {
                     let m = match key.as_str() {
@@ -94,7 +149,7 @@ impl Planner<'_> {
                             return Err(Error::At {
                                 at: c.at.clone(),
                                 message: format!(
-                                    "unknown metadata '{other}'; the rocketmq connector has: topic, tag, queue-id, queue-offset, store-time"
+                                    "unknown metadata '{other}'; the rocketmq connector has: topic, tag, queue-id, queue-offset, store-time, properties.<name>"
                                 ),
                             });
                         }
@@ -145,7 +200,7 @@ impl Planner<'_> {
             _ => Format::Json,
         };
         let decoder = Decoder::new(Arc::new(Schema::new(data.clone())), kinds)
-            .map(|d| d.with_format(format))
+            .and_then(|d| d.with_format(format).with_properties(properties.iter().map(|p| p.0.clone()).collect()))
             .map_err(|e| at_table(e.to_string()))?;
         let start = match opt("scan.startup.mode").as_deref() {
             Some("latest") => StartFrom::Latest,
@@ -162,11 +217,19 @@ impl Planner<'_> {
             _ => StartFrom::Earliest,
         };
         let tags = self.pushed_tags(def, opt("tag"));
-        let filter = match (opt("sql"), &tags) {
-            (Some(sql), _) => FilterExpression::Sql(sql),
-            (None, Some(t)) => FilterExpression::Tag(t.clone()),
-            (None, None) => FilterExpression::all(),
+        let props = self.pushed_properties(def);
+        let filter = match (opt("sql"), &tags, &props) {
+            (Some(sql), _, _) => FilterExpression::Sql(sql),
+            (None, None, Some(p)) => FilterExpression::Sql(p.clone()),
+            // Tags and properties in one SQL92 filter: the broker sees the tag as TAGS.
+            (None, Some(t), Some(p)) => {
+                let tags: Vec<String> = t.split(" || ").map(|t| format!("'{}'", t.replace('\'', "''"))).collect();
+                FilterExpression::Sql(format!("TAGS IN ({}) AND ({p})", tags.join(", ")))
+            }
+            (None, Some(t), None) => FilterExpression::Tag(t.clone()),
+            (None, None, None) => FilterExpression::all(),
         };
+        let user_sql = opt("sql").is_some();
         let idle = self.sql.duration("table.exec.source.idle-timeout")?.map(|d| d.as_millis() as i64);
         let topic = opt("topic").unwrap_or_default();
         let input = TopicInput {
@@ -185,6 +248,9 @@ impl Planner<'_> {
         for (m, name, data_type) in &metadata {
             first.push(datafusion::logical_expr::cast(col(decoded_name(*m)), data_type.clone()).alias(name));
         }
+        for (key, name, data_type) in &properties {
+            first.push(datafusion::logical_expr::cast(col(&format!("property.{key}")), data_type.clone()).alias(name));
+        }
         stream = self.checked(stream.select(first))?;
         if let Some((column, _)) = &def.watermark {
             stream = self.checked(stream.with_event_time(column))?;
@@ -194,7 +260,8 @@ impl Planner<'_> {
         stream = self.with_computed(def, stream)?;
         let pushed = match &filter {
             FilterExpression::Tag(t) if t != "*" => format!(", pushed down: tag '{t}'"),
-            FilterExpression::Sql(s) => format!(", broker filter: SQL92 '{s}'"),
+            FilterExpression::Sql(s) if user_sql => format!(", broker filter: SQL92 '{s}'"),
+            FilterExpression::Sql(s) => format!(", pushed down: SQL92 '{s}'"),
             _ => String::new(),
         };
         let time = match (&def.watermark, &proc_time) {
