@@ -21,6 +21,7 @@ const SETTINGS: &[&str] = &[
     "execution.checkpointing.interval",
     "state.checkpoints.dir",
     "table.exec.source.idle-timeout",
+    "table.exec.state.ttl",
     "rill.metrics.address",
 ];
 

@@ -26,6 +26,7 @@ use crate::job::SqlJob;
 use crate::query::{Query, WindowTvf};
 use crate::{Error, Result};
 
+mod patterns;
 mod sources;
 
 /// A planned job and its plan as text.
@@ -272,6 +273,9 @@ impl Planner<'_> {
             }
             LogicalPlan::SubqueryAlias(a) => self.convert(&a.input),
             LogicalPlan::Filter(f) => {
+                if let Some(c) = self.dedup_pattern(f)? {
+                    return Ok(c);
+                }
                 let c = self.convert(&f.input)?;
                 self.lines.push(format!("  filter: {}", strip(&f.predicate)));
                 let stream = self.checked(c.stream.filter(strip(&f.predicate)))?;
