@@ -35,6 +35,21 @@ pub trait Sink: Send {
     }
 }
 
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        (**self).write(batch)
+    }
+    fn prepare(&mut self, id: u64) -> Result<()> {
+        (**self).prepare(id)
+    }
+    fn commit(&mut self, id: u64) -> Result<()> {
+        (**self).commit(id)
+    }
+    fn recover(&mut self, last: Option<u64>) -> Result<()> {
+        (**self).recover(last)
+    }
+}
+
 /// Wraps a sink that may refuse rows for a while (a database restarting):
 /// refused batches are kept, in order, and offered again with each later
 /// write; at a checkpoint they are retried with exponential backoff, and if

@@ -205,7 +205,7 @@ fn check(
 }
 
 /// `${NAME}` replaced by the variable's value; an unset one is an error.
-fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub(crate) fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {

@@ -186,18 +186,17 @@ impl SqlJob {
     /// A setting's value (`${VAR}`s filled in) and where it is set.
     pub(crate) fn setting(&self, key: &str) -> Option<(String, &Position)> {
         let (v, at) = self.settings.get(key)?;
-        let mut out = String::new();
-        let mut rest = v.as_str();
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(end) = rest[start..].find('}') else { break };
-            let name = &rest[start + 2..start + end];
-            // An unset variable stays as written, so the error that follows shows it.
-            out.push_str(self.vars.get(name).map_or(&rest[start..=start + end], String::as_str));
-            rest = &rest[start + end + 1..];
+        // `check_settings` has made sure every variable is set.
+        Some((crate::connector::substitute(v, &|k| self.vars.get(k).cloned()).unwrap_or_else(|_| v.clone()), at))
+    }
+
+    /// Fails at the first setting naming a variable that is not set.
+    pub(crate) fn check_settings(&self) -> Result<()> {
+        for (v, at) in self.settings.values() {
+            crate::connector::substitute(v, &|k| self.vars.get(k).cloned())
+                .map_err(|message| Error::At { at: at.clone(), message })?;
         }
-        out.push_str(rest);
-        Some((out, at))
+        Ok(())
     }
 
     /// A duration setting (`'10 s'`, `'500ms'`, `'1 min'`).

@@ -68,6 +68,7 @@ struct Planner<'a> {
 
 /// Plans `sql` (see the module docs).
 pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
+    sql.check_settings()?;
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.collect_spans = true;
     config.options_mut().sql_parser.enable_ident_normalization = false;
@@ -100,7 +101,7 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
         inserts.push((ins, p.logical(&ins.query).await?));
     }
     for plan in p.views.values().cloned().collect::<Vec<_>>().iter().chain(inserts.iter().map(|(_, p)| p)) {
-        p.collect_tags(plan, false);
+        p.collect_tags(plan);
     }
     for (ins, plan) in &inserts {
         p.at = ins.query.at;
@@ -496,29 +497,11 @@ impl Planner<'_> {
             let sink = self.sql.connectors.sink(def, &vars)?;
             let first = streams.remove(0);
             let all = if streams.is_empty() { first } else { self.checked(first.union(streams))? };
-            all.sink(BoxedSink(sink));
+            all.sink(sink);
         }
         match self.job.mistake() {
             Some(m) => Err(self.error(m)),
             None => Ok(()),
         }
-    }
-}
-
-/// A boxed sink as a sink.
-struct BoxedSink(Box<dyn rill_streams::Sink>);
-
-impl rill_streams::Sink for BoxedSink {
-    fn write(&mut self, batch: datafusion::arrow::array::RecordBatch) -> rill_streams::Result<()> {
-        self.0.write(batch)
-    }
-    fn prepare(&mut self, id: u64) -> rill_streams::Result<()> {
-        self.0.prepare(id)
-    }
-    fn commit(&mut self, id: u64) -> rill_streams::Result<()> {
-        self.0.commit(id)
-    }
-    fn recover(&mut self, last: Option<u64>) -> rill_streams::Result<()> {
-        self.0.recover(last)
     }
 }

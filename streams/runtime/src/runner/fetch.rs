@@ -146,17 +146,18 @@ async fn run(reader: &QueueReader, f: &Fetch, out: &mpsc::Sender<Fetched>) -> Re
             continue;
         }
         empty_pulls = 0;
+        // The messages are moved into records, not copied.
         let records: Vec<SourceRecord> = pulled
             .messages
-            .iter()
+            .into_iter()
             .map(|m| SourceRecord {
-                topic: m.topic.clone(),
                 queue: u32::try_from(m.queue_id).unwrap_or(0),
                 offset: u64::try_from(m.queue_offset).unwrap_or(0),
-                tag: m.tag.clone(),
                 store_time: m.store_timestamp,
-                properties: m.properties.clone(),
-                body: m.body.clone(),
+                topic: m.topic,
+                tag: m.tag,
+                properties: m.properties,
+                body: m.body,
             })
             .collect();
         let messages = records.len() as u64;

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 
 impl Planner<'_> {
     /// Notes, per source table, the tag set a filter right above each scan allows.
-    pub(super) fn collect_tags(&mut self, plan: &LogicalPlan, under_filter: bool) {
+    pub(super) fn collect_tags(&mut self, plan: &LogicalPlan) {
         if let LogicalPlan::Filter(f) = plan
             && let Some(name) = scan_below(&f.input)
         {
@@ -32,15 +32,13 @@ impl Planner<'_> {
             return;
         }
         if let LogicalPlan::TableScan(s) = plan {
-            if !under_filter {
-                let table = self.scanned(s.table_name.table());
-                self.tags.entry(table.clone()).or_default().push(None);
-                self.props.entry(table).or_default().push(None);
-            }
+            let table = self.scanned(s.table_name.table());
+            self.tags.entry(table.clone()).or_default().push(None);
+            self.props.entry(table).or_default().push(None);
             return;
         }
         for input in plan.inputs() {
-            self.collect_tags(input, false);
+            self.collect_tags(input);
         }
     }
 
