@@ -58,7 +58,7 @@ pub struct StateArgs {
 /// Options of `rill bench nexmark`.
 #[derive(Debug, clap::Args)]
 pub struct NexmarkArgs {
-    /// Queries to run, comma-separated (q0,q1,q2,q3,q5,q7,q8,q11) [default: all].
+    /// Queries to run, comma-separated (q0,q1,q2,q3,q4,q5,q7,q8,q11) [default: all].
     #[arg(long, value_delimiter = ',')]
     query: Option<Vec<String>>,
     /// Events per query (at most 100,000,000).
@@ -70,6 +70,9 @@ pub struct NexmarkArgs {
     /// Largest event-time disorder of the generated input, in ms.
     #[arg(long, default_value_t = 0)]
     disorder: i64,
+    /// Also run each query's SQL job file (examples/nexmark/qN.sql) and set its throughput beside the DSL's.
+    #[arg(long)]
+    sql: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -272,7 +275,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     .collect::<Result<Vec<_>>>()?,
                 None => rill_nexmark::Query::ALL.to_vec(),
             };
-            let opts = NexmarkBenchOptions { queries, events: a.events, chunk: a.chunk, disorder: a.disorder };
+            let opts =
+                NexmarkBenchOptions { queries, events: a.events, chunk: a.chunk, disorder: a.disorder, sql: a.sql };
             let report = rill_bench::nexmark::run(&opts, &mut progress("nexmark"))?;
             emit(&report, a.json, NexmarkBenchReport::to_table)
         }

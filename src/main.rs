@@ -13,6 +13,7 @@ mod bench;
 mod config;
 mod metrics;
 mod nexmark;
+mod produce;
 mod run;
 mod server;
 mod tls;
@@ -55,6 +56,8 @@ enum Command {
     Nexmark(nexmark::NexmarkCommand),
     /// Run a SQL job file (CREATE TABLE … WITH, INSERT INTO … SELECT, window TVFs).
     Run(run::RunArgs),
+    /// Send the lines of a file (or standard input) to a topic, one message per line.
+    Produce(produce::ProduceArgs),
 }
 
 /// When appends are acknowledged.
@@ -171,5 +174,6 @@ fn run() -> Result<()> {
         Command::Admin(args) => admin::run(args),
         Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Run(args) => run::run(args),
+        Command::Produce(args) => produce::run(args),
     }
 }

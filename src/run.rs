@@ -14,13 +14,26 @@ pub struct RunArgs {
     /// Print the streaming plan (steps and what is pushed into the broker) and exit.
     #[arg(long)]
     explain: bool,
+    /// A job setting over the file's SET (repeat for several), e.g. state.checkpoints.dir=/var/lib/jobs/x.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))
 }
 
 /// Runs the command.
 pub fn run(args: RunArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let job = rill_sql::SqlJob::load(&args.file)?;
+        let mut job = rill_sql::SqlJob::load(&args.file)?;
+        job.connectors_mut().register_source("nexmark", std::sync::Arc::new(rill_nexmark::sql::NexmarkConnector));
+        for (key, value) in &args.settings {
+            job.set_setting(key, value)?;
+        }
         if args.explain || job.explain_only() {
             print!("{}", job.explain().await?);
             return Ok(());

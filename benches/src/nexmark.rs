@@ -30,6 +30,8 @@ pub struct NexmarkBenchOptions {
     pub chunk: u64,
     /// Event-time disorder of the input (ms).
     pub disorder: i64,
+    /// Also run each query's SQL job file (`examples/nexmark/qN.sql`) and compare.
+    pub sql: bool,
 }
 
 /// Flink's events/s per core from the Nexmark project's baseline.
@@ -79,6 +81,14 @@ pub struct NexmarkCase {
     pub target_per_core: f64,
     /// Ours over the target.
     pub ratio_vs_target: f64,
+    /// The SQL job file's events per CPU second, generator and dataflow (with `--sql`).
+    pub sql_events_per_sec_per_core: Option<f64>,
+    /// The SQL job file's events per CPU second of the dataflow alone.
+    pub sql_dataflow_events_per_sec_per_core: Option<f64>,
+    /// The SQL job's dataflow throughput over the DSL job's (the target is at least 0.9).
+    pub ratio_sql_vs_dsl: Option<f64>,
+    /// Result rows of the SQL job.
+    pub sql_results: Option<u64>,
 }
 
 /// Everything one run measured.
@@ -116,6 +126,9 @@ impl NexmarkBenchReport {
                 ]
             })
             .collect();
+        if self.cases.iter().any(|c| c.ratio_sql_vs_dsl.is_some()) {
+            return self.sql_table();
+        }
         let mut out = table(
             &[
                 "query",
@@ -137,6 +150,42 @@ impl NexmarkBenchReport {
             thousands(self.generator_events_per_sec_per_core),
             thousands(self.chunk as f64)
         ));
+        out
+    }
+
+    /// The DSL and SQL versions side by side.
+    fn sql_table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .cases
+            .iter()
+            .map(|c| {
+                let opt = |v: Option<f64>| v.map_or("-".into(), thousands);
+                vec![
+                    c.query.to_owned(),
+                    thousands(c.events as f64),
+                    format!("{} / {}", thousands(c.results as f64), opt(c.sql_results.map(|r| r as f64))),
+                    thousands(c.dataflow_events_per_sec_per_core),
+                    opt(c.sql_dataflow_events_per_sec_per_core),
+                    c.ratio_sql_vs_dsl.map_or("-".into(), |r| format!("{r:.2}")),
+                    thousands(c.events_per_sec_per_core),
+                    opt(c.sql_events_per_sec_per_core),
+                ]
+            })
+            .collect();
+        let mut out = table(
+            &[
+                "query",
+                "events",
+                "results DSL / SQL",
+                "DSL dataflow /core",
+                "SQL dataflow /core",
+                "SQL vs DSL",
+                "DSL with generator /core",
+                "SQL with generator /core",
+            ],
+            &rows,
+        );
+        out.push_str("SQL vs DSL compares the dataflows alone (events per CPU second); the target is at least 0.90\n");
         out
     }
 }
@@ -174,6 +223,13 @@ pub fn run(opts: &NexmarkBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
             let l = &run.chunk_latencies;
             l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().map_or(0.0, ms)
         };
+        let sql = if opts.sql {
+            progress(&format!("{} as SQL ({})", q.name(), rill_nexmark::sql::job_file(*q).0));
+            Some(rill_nexmark::sql::run_sql(*q, config).map_err(|e| Error::Workload(e.to_string()))?)
+        } else {
+            None
+        };
+        let sql_cpu = sql.as_ref().map(|s| s.process_cpu.as_secs_f64().max(1e-9));
         let flink = flink_per_core(*q);
         let target = if q.is_stateful() { 200_000.0 } else { 1_000_000.0 };
         cases.push(NexmarkCase {
@@ -193,6 +249,13 @@ pub fn run(opts: &NexmarkBenchOptions, progress: &mut dyn FnMut(&str)) -> Result
             ratio_vs_flink: flink.map(|f| per_core / f),
             target_per_core: target,
             ratio_vs_target: per_core / target,
+            sql_events_per_sec_per_core: sql
+                .as_ref()
+                .zip(sql_cpu)
+                .map(|(s, c)| s.events as f64 / (c + s.generate_cpu.as_secs_f64())),
+            sql_dataflow_events_per_sec_per_core: sql.as_ref().zip(sql_cpu).map(|(s, c)| s.events as f64 / c),
+            ratio_sql_vs_dsl: sql.as_ref().zip(sql_cpu).map(|(s, c)| (s.events as f64 / c) / (run.events as f64 / cpu)),
+            sql_results: sql.as_ref().map(|s| s.rows.iter().map(|b| b.num_rows() as u64).sum()),
         });
     }
     Ok(NexmarkBenchReport {

@@ -364,6 +364,11 @@ impl Generator {
         Ok((person, auction, bid))
     }
 
+    /// Events generated so far.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
     /// The next chunk, or `None` after the last event.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         if self.next >= self.config.events {

@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod generator;
 pub mod queries;
+pub mod sql;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,9 @@ pub enum Error {
     /// The broker refused or failed a call.
     #[error("broker: {0}")]
     Broker(String),
+    /// A query's SQL job file did not plan.
+    #[error("{0}")]
+    Sql(String),
 }
 
 /// Result type of this crate.
@@ -86,7 +90,11 @@ pub fn run(query: Query, config: GeneratorConfig) -> Result<Run> {
     let schema = out.schema();
     let sink = CollectSink::new();
     out.sink(sink.clone());
-    let mut flow = job.build()?;
+    drive(job.build()?, &sink, schema, config)
+}
+
+/// Feeds chunks of `config`'s events into `flow`, whose results `sink` collects.
+pub(crate) fn drive(mut flow: Dataflow, sink: &CollectSink, schema: SchemaRef, config: GeneratorConfig) -> Result<Run> {
     let started = Instant::now();
     let mut events = 0u64;
     let mut latencies = Vec::new();

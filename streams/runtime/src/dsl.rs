@@ -363,7 +363,7 @@ impl Stream {
     }
 
     /// Computes new columns, named by their aliases (`col("p").alias("price")`).
-    /// The event-time column stays known if a column keeps its name.
+    /// The event-time column stays known if a column keeps its name or is renamed.
     pub fn select(self, columns: Vec<Expr>) -> Stream {
         let named: Vec<(Expr, String)> = columns
             .into_iter()
@@ -372,9 +372,24 @@ impl Stream {
                 (e, name)
             })
             .collect();
+        // The event time follows its column through a rename (`ts AS opened`).
+        let renamed = self.time.as_deref().and_then(|t| {
+            named.iter().find_map(|(e, n)| {
+                let inner = if let Expr::Alias(a) = e { a.expr.as_ref() } else { e };
+                matches!(inner, Expr::Column(c) if c.name == t && n != t).then(|| n.clone())
+            })
+        });
+        let kept = self.time.as_deref().is_some_and(|t| named.iter().any(|(_, n)| n == t));
+        let time = if kept { self.time.clone() } else { renamed };
         let pairs: Vec<(Expr, &str)> = named.iter().map(|(e, n)| (e.clone(), n.as_str())).collect();
         let built = Project::new(&pairs, &self.schema).map(|p| Box::new(p) as Box<dyn Operator>);
-        self.op("select", built)
+        let inputs = vec![self.node];
+        self.then("select", built, inputs, time)
+    }
+
+    /// The event-time column, if the rows have one.
+    pub fn event_time(&self) -> Option<&str> {
+        self.time.as_deref()
     }
 
     /// Transforms each batch with `f`, whose results have `schema` (a map,
@@ -455,12 +470,22 @@ impl Stream {
     /// rank) within each window and value of `keys`; the rows must carry
     /// `window_start` and `window_end` (the result of a window aggregate).
     pub fn top_n_per_window(self, n: usize, order_by: &str, keys: &[&str]) -> Stream {
+        self.ranked_top_n_per_window(n, order_by, keys, None)
+    }
+
+    /// [`Stream::top_n_per_window`], with each row's rank (UInt64) in a last column `rank`, if named.
+    pub fn ranked_top_n_per_window(self, n: usize, order_by: &str, keys: &[&str], rank: Option<&str>) -> Stream {
         let built = (|| {
             let index = |c: &str| {
                 self.schema.index_of(c).map_err(|_| Error::Plan(format!("top-N needs a '{c}' column (window results)")))
             };
             let windows = TopNWindows::Columns { start: index("window_start")?, end: index("window_end")? };
-            Ok(Box::new(WindowTopN::new(Arc::clone(&self.schema), keys, order_by, n, windows)?) as Box<dyn Operator>)
+            let op = WindowTopN::new(Arc::clone(&self.schema), keys, order_by, n, windows)?;
+            let op = match rank {
+                Some(name) => op.with_rank(name)?,
+                None => op,
+            };
+            Ok(Box::new(op) as Box<dyn Operator>)
         })();
         self.op("top_n", built)
     }
@@ -592,6 +617,11 @@ impl WindowedStream {
     /// The rows ranked 1..=`n` by `order_by` (descending, ties share a rank)
     /// per key and window, with `window_start` and `window_end` added.
     pub fn top_n(self, n: usize, order_by: &str) -> Stream {
+        self.ranked_top_n(n, order_by, None)
+    }
+
+    /// [`WindowedStream::top_n`], with each row's rank (UInt64) in a last column `rank`, if named.
+    pub fn ranked_top_n(self, n: usize, order_by: &str, rank: Option<&str>) -> Stream {
         let stream = self.keyed.stream;
         let keys: Vec<&str> = self.keyed.keys.iter().map(String::as_str).collect();
         let built = (|| {
@@ -602,7 +632,12 @@ impl WindowedStream {
             let t = stream.time("top-N")?;
             let time = stream.schema.index_of(&t)?;
             let windows = TopNWindows::Assign { spec, time };
-            Ok(Box::new(WindowTopN::new(stream.schema(), &keys, order_by, n, windows)?) as Box<dyn Operator>)
+            let op = WindowTopN::new(stream.schema(), &keys, order_by, n, windows)?;
+            let op = match rank {
+                Some(name) => op.with_rank(name)?,
+                None => op,
+            };
+            Ok(Box::new(op) as Box<dyn Operator>)
         })();
         stream.op("top_n", built)
     }

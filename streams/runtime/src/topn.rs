@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch, take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -45,7 +45,11 @@ pub enum TopNWindows {
 /// The operator (see the module docs).
 pub struct WindowTopN {
     input: SchemaRef,
+    /// Rows as kept (the input, window columns added where assigned here).
     output: SchemaRef,
+    /// Rows as emitted: `output`, plus the rank column when asked for.
+    emitted: SchemaRef,
+    ranked: bool,
     n: usize,
     windows: TopNWindows,
     /// Sorts rows by key ascending, then the ranked column descending.
@@ -96,6 +100,8 @@ impl WindowTopN {
         };
         Ok(Self {
             input,
+            emitted: Arc::clone(&output),
+            ranked: false,
             output,
             n,
             windows,
@@ -108,20 +114,32 @@ impl WindowTopN {
         })
     }
 
+    /// Emits each row's rank (1-based, UInt64) as a last column `name`.
+    pub fn with_rank(mut self, name: &str) -> Result<Self> {
+        if self.output.index_of(name).is_ok() {
+            return Err(Error::Plan(format!("top-N rank column '{name}' is already a column")));
+        }
+        let mut fields: Vec<Field> = self.output.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(name, DataType::UInt64, false));
+        self.emitted = Arc::new(Schema::new(fields));
+        self.ranked = true;
+        Ok(self)
+    }
+
     fn add(&mut self, window: (i64, i64), batch: RecordBatch) -> Result<()> {
         let kept = self.pending.entry(window).or_default();
         kept.push(batch);
         let rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
         if rows > (self.n * 4).max(4096) {
             let all = std::mem::take(kept);
-            let ranked = self.rank(&all)?;
+            let (ranked, _) = self.rank(&all)?;
             self.pending.insert(window, vec![ranked]);
         }
         Ok(())
     }
 
-    /// The rows of `batches` ranked at most N, sorted by key then rank.
-    fn rank(&self, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    /// The rows of `batches` ranked at most N, sorted by key then rank, and their ranks.
+    fn rank(&self, batches: &[RecordBatch]) -> Result<(RecordBatch, Vec<u64>)> {
         let all = concat_batches(&self.output, batches)?;
         let cols: Vec<ArrayRef> = self.columns.iter().map(|i| Arc::clone(all.column(*i))).collect();
         let rows = self.sort.convert_columns(&cols)?;
@@ -136,7 +154,7 @@ impl WindowTopN {
         order.sort_by(|a, b| rows.row(*a).cmp(&rows.row(*b)));
         let value = RowConverter::new(self.sort_fields[self.key_count..].to_vec())?;
         let values = value.convert_columns(&cols[self.key_count..])?;
-        let mut keep = Vec::new();
+        let (mut keep, mut ranks) = (Vec::new(), Vec::new());
         let (mut position, mut rank) = (0usize, 0usize);
         for (i, row) in order.iter().enumerate() {
             let new_key = i == 0 || key_rows.as_ref().is_some_and(|k| k.row(*row) != k.row(order[i - 1]));
@@ -151,9 +169,10 @@ impl WindowTopN {
             }
             if rank <= self.n {
                 keep.push(*row as u32);
+                ranks.push(rank as u64);
             }
         }
-        Ok(take_record_batch(&all, &UInt32Array::from(keep))?)
+        Ok((take_record_batch(&all, &UInt32Array::from(keep))?, ranks))
     }
 
     fn sort_fields_of_keys(&self) -> Vec<SortField> {
@@ -163,7 +182,7 @@ impl WindowTopN {
 
 impl Operator for WindowTopN {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.output)
+        Arc::clone(&self.emitted)
     }
 
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
@@ -210,7 +229,14 @@ impl Operator for WindowTopN {
                 break;
             }
             let batches = entry.remove();
-            out.emit(self.rank(&batches)?);
+            let (rows, ranks) = self.rank(&batches)?;
+            if self.ranked {
+                let mut columns = rows.columns().to_vec();
+                columns.push(Arc::new(UInt64Array::from(ranks)));
+                out.emit(RecordBatch::try_new(Arc::clone(&self.emitted), columns)?);
+            } else {
+                out.emit(rows);
+            }
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! The connectors a table can name in `WITH ('connector' = …)`: the
 //! options each takes (checked before anything runs, with the valid ones
 //! named on a mistake) and what each builds. `rocketmq` reads a topic of
-//! Rill's broker or any RocketMQ 5 endpoint; `print`, `blackhole` and
-//! `filesystem` take results. Crates with more connectors add sinks with
+//! Rill's broker or any RocketMQ 5 endpoint, `datagen` makes rows up;
+//! `print`, `blackhole` and `filesystem` take results. Crates with more
+//! connectors add them with [`Connectors::register_source`] and
 //! [`Connectors::register_sink`].
 
 use std::collections::BTreeMap;
@@ -10,8 +11,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::LineDelimitedWriter;
-use rill_streams::{JsonFileSink, Sink};
+use rill_streams::{JsonFileSink, Sink, Source};
 
 use crate::Result;
 use crate::ddl::TableDef;
@@ -37,7 +39,8 @@ pub struct OptionSpec {
     pub values: &'static [&'static str],
 }
 
-pub(crate) const fn opt(key: &'static str, required: bool, values: &'static [&'static str]) -> OptionSpec {
+/// An option spec: its key, whether it is required, the values it takes (any when empty).
+pub const fn opt(key: &'static str, required: bool, values: &'static [&'static str]) -> OptionSpec {
     OptionSpec { key, required, values }
 }
 
@@ -55,6 +58,21 @@ pub(crate) const ROCKETMQ: &[OptionSpec] = &[
     opt("scan.startup.timestamp-millis", false, &[]),
     opt("scan.bounded", false, &["true", "false"]),
 ];
+
+/// A source connector other than `rocketmq` (whose reading the runner owns).
+pub trait SourceConnector: Send + Sync {
+    /// The options it takes (`connector` included).
+    fn options(&self) -> &'static [OptionSpec];
+    /// Whether a table with these options has an end (a job reading only such tables stops there).
+    fn bounded(&self, options: &Options) -> bool;
+    /// A source of rows with `schema` (the table's physical columns) for `table`, given its checked options.
+    fn build(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+        options: &Options,
+    ) -> std::result::Result<Box<dyn Source>, String>;
+}
 
 /// A sink connector.
 pub trait SinkConnector: Send + Sync {
@@ -80,18 +98,23 @@ impl Options {
 /// The connectors SQL can name.
 #[derive(Clone)]
 pub struct Connectors {
+    sources: BTreeMap<String, Arc<dyn SourceConnector>>,
     sinks: BTreeMap<String, Arc<dyn SinkConnector>>,
 }
 
 impl std::fmt::Debug for Connectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connectors").field("sinks", &self.sinks.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Connectors")
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl Default for Connectors {
     fn default() -> Self {
-        let mut c = Self { sinks: BTreeMap::new() };
+        let mut c = Self { sources: BTreeMap::new(), sinks: BTreeMap::new() };
+        c.register_source("datagen", Arc::new(crate::datagen::DataGenConnector));
         c.register_sink("print", Arc::new(Print));
         c.register_sink("blackhole", Arc::new(Blackhole));
         c.register_sink("filesystem", Arc::new(Filesystem));
@@ -100,6 +123,16 @@ impl Default for Connectors {
 }
 
 impl Connectors {
+    /// Adds (or replaces) the source connector `name` (`rocketmq` cannot be replaced).
+    pub fn register_source(&mut self, name: &str, connector: Arc<dyn SourceConnector>) {
+        self.sources.insert(name.to_owned(), connector);
+    }
+
+    /// The source connector `name`, unless it is `rocketmq`'s.
+    pub(crate) fn source_connector(&self, name: &str) -> Option<&Arc<dyn SourceConnector>> {
+        if name == "rocketmq" { None } else { self.sources.get(name) }
+    }
+
     /// Adds (or replaces) the sink connector `name`.
     pub fn register_sink(&mut self, name: &str, connector: Arc<dyn SinkConnector>) {
         self.sinks.insert(name.to_owned(), connector);
@@ -108,7 +141,12 @@ impl Connectors {
     /// The names SQL can give, for messages.
     fn names(&self, kind: ConnectorKind) -> Vec<String> {
         match kind {
-            ConnectorKind::Source => vec!["datagen".to_owned(), "rocketmq".to_owned()],
+            ConnectorKind::Source => {
+                let mut names: Vec<String> = self.sources.keys().cloned().collect();
+                names.push("rocketmq".to_owned());
+                names.sort();
+                names
+            }
             ConnectorKind::Sink => self.sinks.keys().cloned().collect(),
         }
     }
@@ -141,7 +179,7 @@ impl Connectors {
         vars: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(String, Options)> {
         let (name, _) = self.connector(table, ConnectorKind::Source)?;
-        let specs = if name == "datagen" { crate::datagen::OPTIONS } else { ROCKETMQ };
+        let specs = self.source_connector(name).map_or(ROCKETMQ, |c| c.options());
         Ok((name.to_owned(), check(table, specs, name, vars)?))
     }
 
@@ -204,15 +242,21 @@ fn check(
     Ok(Options { values })
 }
 
-/// `${NAME}` replaced by the variable's value; an unset one is an error.
+/// `${NAME}` replaced by the variable's value, `${NAME:-default}` by the
+/// default when it is unset; any other unset one is an error.
 pub(crate) fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').ok_or_else(|| format!("'{value}' opens a ${{…}} it does not close"))?;
-        let name = &rest[start + 2..start + end];
-        out.push_str(&vars(name).ok_or_else(|| format!("variable {name} in '{value}' is not set"))?);
+        let inner = &rest[start + 2..start + end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let text = vars(name).or_else(|| default.map(str::to_owned));
+        out.push_str(&text.ok_or_else(|| format!("variable {name} in '{value}' is not set"))?);
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
@@ -319,6 +363,8 @@ mod tests {
         assert_eq!(substitute("${HOST}:8081", &vars).unwrap(), "127.0.0.1:8081");
         assert!(substitute("${PORT}", &vars).unwrap_err().contains("PORT"));
         assert!(substitute("${HOST", &vars).is_err());
+        assert_eq!(substitute("${PORT:-8081}/${HOST:-x}", &vars).unwrap(), "8081/127.0.0.1");
+        assert_eq!(substitute("${PORT:-}", &vars).unwrap(), "");
     }
 
     #[test]

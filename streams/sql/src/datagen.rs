@@ -22,7 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use rill_streams::{Polled, Source};
 
-use crate::connector::{OptionSpec, Options, opt};
+use crate::connector::{OptionSpec, Options, SourceConnector, opt};
 use crate::ddl::TableDef;
 
 /// Options of `datagen` (`#` stands for a column name).
@@ -37,6 +37,23 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
     opt("fields.#.max", false, &[]),
     opt("fields.#.length", false, &[]),
 ];
+
+/// The `datagen` connector.
+pub(crate) struct DataGenConnector;
+
+impl SourceConnector for DataGenConnector {
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn bounded(&self, options: &Options) -> bool {
+        options.get("number-of-rows").is_some()
+    }
+
+    fn build(&self, table: &TableDef, schema: SchemaRef, options: &Options) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(DataGen::new(table, schema, options)?))
+    }
+}
 
 /// Most rows handed out by one poll.
 const BATCH: u64 = 4096;
@@ -181,11 +198,6 @@ impl DataGen {
             DataType::Float64 => Arc::new(Float64Array::from(values)),
             other => return Err(format!("datagen does not make {other} values")),
         })
-    }
-
-    /// Whether its rows are bounded.
-    pub(crate) fn bounded(&self) -> bool {
-        self.total.is_some()
     }
 }
 

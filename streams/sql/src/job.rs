@@ -162,6 +162,22 @@ impl SqlJob {
         Ok(())
     }
 
+    /// Sets `key` (one of the settings `SET` takes) to `value`, over what the
+    /// file says — `rill run --set key=value`.
+    pub fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        let at = Position { file: std::sync::Arc::from(Path::new("--set")), line: 1, column: 1 };
+        if !SETTINGS.contains(&key) {
+            let hint =
+                crate::connector::closest(key, SETTINGS).map(|c| format!("did you mean '{c}'? ")).unwrap_or_default();
+            return Err(Error::At {
+                at,
+                message: format!("unknown setting '{key}'; {hint}known: {}", SETTINGS.join(", ")),
+            });
+        }
+        self.settings.insert(key.to_owned(), (value.to_owned(), at));
+        Ok(())
+    }
+
     /// Replaces the variables `${NAME}` in options are filled from (the environment by default).
     pub fn with_vars(mut self, vars: HashMap<String, String>) -> Self {
         self.vars = vars;
@@ -230,12 +246,21 @@ impl SqlJob {
 
     /// The streaming plan as text: each step, and what was pushed into the broker.
     pub async fn explain(&self) -> Result<String> {
-        Ok(crate::plan::plan(self).await?.explain)
+        Ok(crate::plan::plan(self, false).await?.explain)
     }
 
     /// Plans the job into a dataflow on its topics (every statement checked).
     pub async fn build(&self) -> Result<Job> {
-        Ok(crate::plan::plan(self).await?.job)
+        Ok(crate::plan::plan(self, false).await?.job)
+    }
+
+    /// Plans the job with every source table fed by the caller instead of
+    /// its connector: build the job into a dataflow, then push each table's
+    /// rows (its physical columns) with `Dataflow::push(table, batch)` and
+    /// move its event time with `Dataflow::watermark` — for running a job's
+    /// SQL over data the caller has (tests, benchmarks, embedding).
+    pub async fn build_fed(&self) -> Result<Job> {
+        Ok(crate::plan::plan(self, true).await?.job)
     }
 
     /// Plans and runs the job until `stop` turns true (or its bounded sources

@@ -39,7 +39,7 @@ mod query;
 mod script;
 mod types;
 
-pub use connector::{ConnectorKind, Connectors};
+pub use connector::{ConnectorKind, Connectors, OptionSpec, Options, SinkConnector, SourceConnector, opt};
 pub use ddl::{Column, ColumnKind, TableDef};
 pub use job::SqlJob;
 pub use script::Position;

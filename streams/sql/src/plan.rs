@@ -18,7 +18,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Aggregate as DfAggregate, Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::tokenizer::Location;
-use rill_streams::dsl::WindowDef;
+use rill_streams::dsl::{Global, WindowDef};
 use rill_streams::{Aggregate, Job, RunnerConfig, Stream};
 
 use crate::ddl::{ColumnKind, TableDef};
@@ -26,6 +26,7 @@ use crate::job::SqlJob;
 use crate::query::{Query, WindowTvf};
 use crate::{Error, Result};
 
+mod joins;
 mod patterns;
 mod sources;
 
@@ -36,10 +37,13 @@ pub(crate) struct Planned {
 }
 
 /// A converted plan node: its stream, and the window TVF it still carries
-/// (rows of a windowed table before their aggregate).
+/// (rows of a windowed table before their aggregate). The stream's columns
+/// are the plan node's fields, in order (see [`stream_names`]).
 struct Conv {
     stream: Stream,
     window: Option<WindowTvf>,
+    /// Whether its rows are updates: a later row replaces the earlier one with the same key.
+    updates: bool,
 }
 
 struct Planner<'a> {
@@ -61,13 +65,16 @@ struct Planner<'a> {
     bounded: Vec<bool>,
     /// Rows for each target table, in the order INSERTs name them.
     targets: std::collections::BTreeMap<String, Vec<Stream>>,
+    /// Whether the caller pushes every source table's rows (no connectors read).
+    fed: bool,
     /// Where the statement being planned starts (for errors without a better place).
     at: Location,
     lines: Vec<String>,
 }
 
-/// Plans `sql` (see the module docs).
-pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
+/// Plans `sql` (see the module docs); with `fed`, every source table's rows
+/// are pushed by the caller instead of read by its connector.
+pub(crate) async fn plan(sql: &SqlJob, fed: bool) -> Result<Planned> {
     sql.check_settings()?;
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.collect_spans = true;
@@ -84,6 +91,7 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
         runner: None,
         bounded: Vec::new(),
         targets: std::collections::BTreeMap::new(),
+        fed,
         at: Location { line: 1, column: 1 },
         lines: Vec::new(),
     };
@@ -129,12 +137,37 @@ pub(crate) async fn plan(sql: &SqlJob) -> Result<Planned> {
     Ok(Planned { job: p.job, explain })
 }
 
-/// `e` with its columns unqualified (the streams name columns without tables).
-fn strip(e: &Expr) -> Expr {
+/// The stream's column names for the fields of a plan node: the plain
+/// names, or `table.name` where two plain names would be the same.
+fn stream_names(schema: &DFSchema) -> Vec<String> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for f in schema.fields() {
+        *count.entry(f.name().as_str()).or_default() += 1;
+    }
+    schema
+        .iter()
+        .map(|(q, f)| match q {
+            Some(q) if count.get(f.name().as_str()).is_some_and(|n| *n > 1) => format!("{q}.{}", f.name()),
+            _ => f.name().clone(),
+        })
+        .collect()
+}
+
+/// `e`, written over a plan node's `input` fields, over the columns of
+/// `stream` (the input converted): each column becomes the stream's column
+/// at the same place. Columns `input` has but the stream does not yet
+/// (a window TVF's `window_start` …) keep their plain names.
+fn resolve(e: &Expr, input: &DFSchema, stream: &Schema) -> Expr {
     e.clone()
         .transform(|e| {
             Ok(match e {
-                Expr::Column(c) => Transformed::yes(Expr::Column(DfColumn::new_unqualified(c.name))),
+                Expr::Column(c) => {
+                    let name = input
+                        .maybe_index_of_column(&c)
+                        .and_then(|i| stream.fields().get(i))
+                        .map_or_else(|| c.name.clone(), |f| f.name().clone());
+                    Transformed::yes(Expr::Column(DfColumn::new_unqualified(name)))
+                }
                 other => Transformed::no(other),
             })
         })
@@ -162,6 +195,10 @@ impl Planner<'_> {
         }
         for n in &d.notes {
             message.push_str(&format!("; {}", n.message));
+        }
+        for placeholder in self.windows.keys() {
+            // Window columns read as the windowed table's, not the placeholder's.
+            message = message.replace(&format!("{placeholder}."), "");
         }
         let at = d.span.map_or(self.at, |s| Location { line: s.start.line, column: s.start.column });
         self.sql.src.error(at, message)
@@ -272,15 +309,26 @@ impl Planner<'_> {
                 }
                 Ok(conv)
             }
+            LogicalPlan::Join(j) => self.join(j, None),
             LogicalPlan::SubqueryAlias(a) => self.convert(&a.input),
             LogicalPlan::Filter(f) => {
-                if let Some(c) = self.dedup_pattern(f)? {
+                if let Some(c) = self.rank_pattern(f)? {
                     return Ok(c);
                 }
+                if let LogicalPlan::Join(j) = f.input.as_ref() {
+                    return self.join(j, Some(&f.predicate));
+                }
                 let c = self.convert(&f.input)?;
-                self.lines.push(format!("  filter: {}", strip(&f.predicate)));
-                let stream = self.checked(c.stream.filter(strip(&f.predicate)))?;
-                Ok(Conv { stream, window: c.window })
+                if c.updates {
+                    return Err(self.error(
+                        "filtering an updating result (a GROUP BY without a window) needs retractions: \
+                         not supported yet; filter its input instead",
+                    ));
+                }
+                let predicate = resolve(&f.predicate, f.input.schema(), &c.stream.schema());
+                self.lines.push(format!("  filter: {predicate}"));
+                let stream = self.checked(c.stream.filter(predicate))?;
+                Ok(Conv { stream, window: c.window, updates: false })
             }
             LogicalPlan::Projection(p) => {
                 let c = self.convert(&p.input)?;
@@ -289,11 +337,12 @@ impl Planner<'_> {
                         "a window TVF's rows can only be aggregated (GROUP BY window_start, window_end, …) for now",
                     ));
                 }
+                let input = c.stream.schema();
                 let exprs: Vec<Expr> = p
                     .expr
                     .iter()
-                    .zip(p.schema.fields())
-                    .map(|(e, f)| strip(&e.clone().unalias()).alias(f.name()))
+                    .zip(stream_names(&p.schema))
+                    .map(|(e, name)| resolve(&e.clone().unalias(), p.input.schema(), &input).alias(name))
                     .collect();
                 let shown: Vec<String> = exprs
                     .iter()
@@ -303,21 +352,23 @@ impl Planner<'_> {
                     })
                     .collect();
                 self.lines.push(format!("  select: {}", shown.join(", ")));
-                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None })
+                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None, updates: c.updates })
             }
             LogicalPlan::Aggregate(a) => self.window_aggregate(a),
             LogicalPlan::Union(u) => {
                 let mut streams = Vec::new();
+                let mut updates = false;
                 for input in &u.inputs {
                     let c = self.convert(input)?;
                     if c.window.is_some() {
                         return Err(self.error("a UNION of window TVF rows is not supported; aggregate first"));
                     }
+                    updates |= c.updates;
                     streams.push(c.stream);
                 }
                 let first = streams.remove(0);
                 self.lines.push("  union".into());
-                Ok(Conv { stream: self.checked(first.union(streams))?, window: None })
+                Ok(Conv { stream: self.checked(first.union(streams))?, window: None, updates })
             }
             other => Err(self.error(format!(
                 "{} is not supported in streaming SQL yet",
@@ -334,53 +385,63 @@ impl Planner<'_> {
         }
         if let Some(s) = self.sources.get(name) {
             self.lines.push(format!("  source {name} (read once, shared)"));
-            return Ok(Conv { stream: s.clone(), window: None });
+            return Ok(Conv { stream: s.clone(), window: None, updates: false });
         }
         let def =
             self.sql.tables.iter().find(|t| t.name == name).ok_or_else(|| self.error(format!("no table '{name}'")))?;
         let stream = match def.option("connector") {
-            Some(("datagen", _)) => self.datagen(def)?,
+            _ if self.fed => self.fed_source(def)?,
+            Some((name, _)) if self.sql.connectors.source_connector(name).is_some() => self.connector_source(def)?,
             _ => self.source(def)?,
         };
         self.sources.insert(name.to_owned(), stream.clone());
-        Ok(Conv { stream, window: None })
+        Ok(Conv { stream, window: None, updates: false })
     }
 
-    /// An aggregate over a window TVF's rows.
+    /// An aggregate over a window TVF's rows, or (without a window) a
+    /// running aggregate whose results are updates per key.
     fn window_aggregate(&mut self, a: &DfAggregate) -> Result<Conv> {
         let c = self.convert(&a.input)?;
-        let Some(w) = c.window else {
+        if c.updates {
             return Err(self.error(
-                "GROUP BY without a window is a continuously updated aggregate, not supported yet; \
-                 group by window_start, window_end of TABLE(TUMBLE|HOP|CUMULATE|SESSION(…))",
+                "aggregating an updating result (a GROUP BY without a window) needs retractions: not supported yet",
             ));
-        };
+        }
+        let input = c.stream.schema();
+        // The stream's column for each GROUP BY expression.
+        let mut group = Vec::new();
         let mut keys = Vec::new();
         let (mut start, mut end) = (false, false);
         for g in &a.group_expr {
-            match strip(g) {
-                Expr::Column(column) if column.name == "window_start" => start = true,
-                Expr::Column(column) if column.name == "window_end" => end = true,
-                Expr::Column(column) if column.name == "window_time" => {}
-                Expr::Column(column) => keys.push(column.name),
+            let name = match resolve(g, a.input.schema(), &input) {
+                Expr::Column(column) => column.name,
                 other => {
                     return Err(
                         self.error(format!("GROUP BY {other}: group by columns (compute expressions in a view first)"))
                     );
                 }
+            };
+            match name.as_str() {
+                "window_start" if c.window.is_some() => start = true,
+                "window_end" if c.window.is_some() => end = true,
+                "window_time" if c.window.is_some() => {}
+                _ => keys.push(name.clone()),
             }
+            group.push(name);
         }
-        if !(start && end) {
-            return Err(Error::At {
-                at: w.at.clone(),
-                message: "a window aggregate groups by window_start and window_end".into(),
-            });
-        }
-        if w.partition.iter().any(|p| !keys.contains(p)) {
-            return Err(Error::At {
-                at: w.at.clone(),
-                message: format!("SESSION … PARTITION BY {}: group by those columns too", w.partition.join(", ")),
-            });
+        if let Some(w) = &c.window {
+            if !(start && end) {
+                return Err(Error::At {
+                    at: w.at.clone(),
+                    message: "a window aggregate groups by window_start and window_end".into(),
+                });
+            }
+            if w.partition.iter().any(|p| !keys.contains(p)) {
+                return Err(Error::At {
+                    at: w.at.clone(),
+                    message: format!("SESSION … PARTITION BY {}: group by those columns too", w.partition.join(", ")),
+                });
+            }
         }
         let mut extra = Vec::new();
         let mut aggregates = Vec::new();
@@ -389,12 +450,25 @@ impl Planner<'_> {
             let Expr::AggregateFunction(f) = e.clone().unalias() else {
                 return Err(self.error(format!("{e} is not an aggregate function")));
             };
-            if f.params.filter.is_some() || !f.params.order_by.is_empty() {
+            // `approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY x)`: the order only names the values.
+            let within_group = f.func.supports_within_group_clause()
+                && matches!(f.params.order_by.as_slice(), [o] if o.asc && f.params.args.first() == Some(&o.expr));
+            if f.params.filter.is_some() || !(f.params.order_by.is_empty() || within_group) {
                 return Err(self.error(format!("{name}: FILTER and ORDER BY in aggregates are not supported yet")));
             }
-            let args: Vec<Expr> = f.params.args.iter().map(strip).collect();
+            let args: Vec<Expr> = f.params.args.iter().map(|e| resolve(e, a.input.schema(), &input)).collect();
+            // COUNT(*) counts rows: any column without nulls does, without computing one.
+            let counts_rows = f.func.name() == "count"
+                && !f.params.distinct
+                && match args.as_slice() {
+                    [] => true,
+                    [Expr::Literal(v, _)] => !v.is_null(),
+                    _ => false,
+                };
+            let non_null = input.fields().iter().find(|f| !f.is_nullable()).map(|f| f.name().clone());
             let column = match args.first() {
                 Some(Expr::Column(c)) => c.name.clone(),
+                _ if counts_rows && non_null.is_some() => non_null.unwrap_or_default(),
                 Some(other) => {
                     let n = format!("__agg{j}");
                     extra.push(other.clone().alias(&n));
@@ -428,19 +502,47 @@ impl Planner<'_> {
             stream = self.checked(stream.select(all))?;
         }
         let shown: Vec<&str> = aggregates.iter().map(|a| a.name.as_str()).collect();
-        self.lines.push(format!(
-            "  window {} on {}, keys [{}]: {}",
-            w.label,
-            w.time,
-            keys.join(", "),
-            shown.join(", ")
-        ));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let aggregated = stream.key_by(&key_refs).window(WindowDef::from(w.windows)).aggregate(aggregates);
+        let aggregated = match &c.window {
+            Some(w) => {
+                if stream.event_time() != Some(w.time.as_str()) {
+                    // A view's rows: its column becomes their event time.
+                    stream = self.checked(stream.with_event_time(&w.time))?;
+                }
+                self.lines.push(format!(
+                    "  window {} on {}, keys [{}]: {}",
+                    w.label,
+                    w.time,
+                    keys.join(", "),
+                    shown.join(", ")
+                ));
+                stream.key_by(&key_refs).window(WindowDef::from(w.windows)).aggregate(aggregates)
+            }
+            None => {
+                if stream.event_time().is_none() {
+                    return Err(self.error(
+                        "a GROUP BY without a window updates its results as event time moves, and these rows have \
+                         none: declare WATERMARK FOR <column> in the table (below a window aggregate, \
+                         select its window_time)",
+                    ));
+                }
+                self.lines.push(format!(
+                    "  running aggregate (updates per key), keys [{}]: {}",
+                    keys.join(", "),
+                    shown.join(", ")
+                ));
+                stream.key_by(&key_refs).window(Global::window()).early_fire().aggregate(aggregates)
+            }
+        };
         let aggregated = self.checked(aggregated)?;
-        // Columns in DataFusion's order and names.
-        let out: Vec<Expr> = a.schema.fields().iter().map(|f| col(f.name())).collect();
-        Ok(Conv { stream: self.checked(aggregated.select(out))?, window: None })
+        // Columns in DataFusion's order, named as the plan names them.
+        let produced = group
+            .iter()
+            .cloned()
+            .chain(a.aggr_expr.iter().enumerate().map(|(j, _)| a.schema.field(a.group_expr.len() + j).name().clone()));
+        let out: Vec<Expr> = produced.zip(stream_names(&a.schema)).map(|(from, to)| col(&from).alias(to)).collect();
+        let updates = c.window.is_none();
+        Ok(Conv { stream: self.checked(aggregated.select(out))?, window: None, updates })
     }
 
     /// Casts the rows to `target`'s columns (by position) and writes them to its sink.
@@ -484,7 +586,11 @@ impl Planner<'_> {
         }
         let connector = def.option("connector").map_or("", |o| o.0);
         self.lines.push(format!("  sink {target}: {connector}"));
-        let stream = self.checked(stream.select(exprs))?;
+        let same = columns
+            .iter()
+            .zip(schema.fields())
+            .all(|((name, data_type), f)| f.name() == name && f.data_type() == *data_type);
+        let stream = if same { stream } else { self.checked(stream.select(exprs))? };
         self.targets.entry(target.to_owned()).or_default().push(stream);
         Ok(())
     }

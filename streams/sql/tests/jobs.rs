@@ -3,7 +3,8 @@
 //! sink's committed files must equal the `.expected` file next to it (rows
 //! in any order; `RILL_BLESS=1` rewrites the expected files from a run,
 //! to be read and checked by a person before committing). Lines
-//! `-- explain: text` must appear in the job's EXPLAIN. Every
+//! `-- explain: text` must appear in the job's EXPLAIN; with
+//! `-- upsert key: column` the last row per key is compared (an upsert stream). Every
 //! `tests/errors/*.sql` must fail to plan with the message and position its
 //! first line (`-- error: line:column: text`) names.
 #![allow(clippy::unwrap_used)]
@@ -87,6 +88,15 @@ async fn job_files_give_their_golden_output() {
         let mut rows: Vec<String> = Vec::new();
         for file in rill_streams::JsonFileSink::committed(&out.join("out")).unwrap() {
             rows.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_owned));
+        }
+        // An upsert result: the last row per key is the row.
+        if let Some(key) = comments(&text, "upsert key:").first() {
+            let mut latest = std::collections::BTreeMap::new();
+            for row in rows {
+                let v: serde_json::Value = serde_json::from_str(&row).unwrap();
+                latest.insert(v[*key].to_string(), row);
+            }
+            rows = latest.into_values().collect();
         }
         rows.sort();
         let expected_path = path.with_extension("expected");

@@ -1,19 +1,31 @@
 //! Query shapes that stand for one streaming operator rather than the
-//! nodes DataFusion plans for them. Deduplication:
+//! nodes DataFusion plans for them: a rank over partitions, kept up to N.
+//!
+//! Deduplication keeps each key's first row, the key remembered for
+//! `table.exec.state.ttl` of event time (the dedup operator):
 //!
 //! ```sql
 //! SELECT … FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts ASC) AS rn FROM t)
 //! WHERE rn = 1
 //! ```
 //!
-//! keeps each key's first row, and the key is remembered for
-//! `table.exec.state.ttl` of event time — the dedup operator.
+//! Window top-N keeps the N best rows of each window (and key), ties
+//! sharing a rank, emitted when the window closes (the top-N operator); the
+//! rows are a window TVF's or a window aggregate's:
+//!
+//! ```sql
+//! SELECT … FROM (SELECT *, RANK() OVER (PARTITION BY window_start, window_end
+//!                                       ORDER BY price DESC) AS rk
+//!                FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)))
+//! WHERE rk <= 3
+//! ```
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::WindowFunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator};
+use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator, Projection, Window};
+use rill_streams::dsl::WindowDef;
 
-use super::{Conv, Planner, col, strip};
+use super::{Conv, Planner, col, resolve, stream_names};
 use crate::Result;
 
 /// `e` without the casts around it.
@@ -33,48 +45,151 @@ fn unaliased(plan: &LogicalPlan) -> &LogicalPlan {
     }
 }
 
+/// A whole number literal.
+fn whole(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok(),
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+        ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// The pieces of `WHERE r <= N` over `SELECT …, RANK() OVER (…) AS r`.
+struct Ranked<'p> {
+    projection: &'p Projection,
+    window: &'p Window,
+    function: String,
+    params: datafusion::logical_expr::expr::WindowFunctionParams,
+    /// Largest rank kept.
+    n: i64,
+}
+
+fn ranked(f: &Filter) -> Option<Ranked<'_>> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &f.predicate else { return None };
+    // Type coercion may have cast both sides (`rn` is UInt64, `1` Int64).
+    let (Expr::Column(rn), Expr::Literal(v, _)) = (uncast(left), uncast(right)) else { return None };
+    let n = match (op, whole(v)?) {
+        (Operator::Eq, 1) => 1,
+        (Operator::LtEq, n) => n,
+        (Operator::Lt, n) => n - 1,
+        _ => return None,
+    };
+    let LogicalPlan::Projection(p) = unaliased(&f.input) else { return None };
+    let LogicalPlan::Window(w) = p.input.as_ref() else { return None };
+    // The projected column `rn` is the window's function.
+    let rank_at = p.schema.iter().position(|(_, field)| *field.name() == rn.name)?;
+    let Expr::Column(source) = p.expr[rank_at].clone().unalias() else { return None };
+    let k = w.schema.maybe_index_of_column(&source)?;
+    let [window_expr] = w.window_expr.as_slice() else { return None };
+    if k != w.input.schema().fields().len() {
+        return None;
+    }
+    let Expr::WindowFunction(func) = window_expr.clone().unalias() else { return None };
+    let WindowFunction { fun, params } = *func;
+    let function = fun.name().to_owned();
+    if function != "row_number" && function != "rank" {
+        return None;
+    }
+    Some(Ranked { projection: p, window: w, function, params, n })
+}
+
 impl Planner<'_> {
-    /// The dedup pattern, if `f` is its `WHERE rn = 1`.
-    pub(super) fn dedup_pattern(&mut self, f: &Filter) -> Result<Option<Conv>> {
-        // WHERE rn = 1 (or rn <= 1)
-        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq | Operator::LtEq, right }) = &f.predicate else {
-            return Ok(None);
-        };
-        // Type coercion may have cast both sides (`rn` is UInt64, `1` Int64).
-        let (Expr::Column(rn), Expr::Literal(one, _)) = (uncast(left), uncast(right)) else { return Ok(None) };
-        let is_one =
-            matches!(one, ScalarValue::UInt64(Some(1)) | ScalarValue::Int64(Some(1)) | ScalarValue::Int32(Some(1)));
-        let LogicalPlan::Projection(p) = unaliased(&f.input) else { return Ok(None) };
-        let LogicalPlan::Window(w) = p.input.as_ref() else { return Ok(None) };
-        // The projected column `rn` is the window's row_number.
-        let Some(i) = p.schema.fields().iter().position(|field| *field.name() == rn.name) else { return Ok(None) };
-        let Expr::Column(source) = p.expr[i].clone().unalias() else { return Ok(None) };
-        let Some(k) = w.schema.fields().iter().position(|field| *field.name() == source.name) else { return Ok(None) };
-        let Some(window_expr) = k.checked_sub(w.input.schema().fields().len()).and_then(|j| w.window_expr.get(j))
-        else {
-            return Ok(None);
-        };
-        let Expr::WindowFunction(func) = window_expr.clone().unalias() else { return Ok(None) };
-        let WindowFunction { fun, params } = *func;
-        if fun.name() != "row_number" {
-            return Ok(None);
+    /// Deduplication or top-N, if `f` is the `WHERE rn <= N` of one.
+    pub(super) fn rank_pattern(&mut self, f: &Filter) -> Result<Option<Conv>> {
+        let Some(r) = ranked(f) else { return Ok(None) };
+        if r.n < 1 {
+            return Err(self.error(format!("{}() … keeps no rank below 1: no row would pass", r.function)));
         }
-        if !is_one {
+        let c = self.convert(&r.window.input)?;
+        if c.updates {
+            return Err(self.error("ranking an updating result needs retractions: not supported yet"));
+        }
+        let input = c.stream.schema();
+        let ws = r.window.input.schema();
+        let mut partition = Vec::new();
+        for e in &r.params.partition_by {
+            match resolve(e, ws, &input) {
+                Expr::Column(c) => partition.push(c.name),
+                other => return Err(self.error(format!("{}() partitions by columns, not {other}", r.function))),
+            }
+        }
+        let [order] = r.params.order_by.as_slice() else {
+            return Err(self.error(format!("{}() orders by one column here", r.function)));
+        };
+        let Expr::Column(order_by) = resolve(&order.expr, ws, &input) else {
+            return Err(self.error(format!("{}() orders by a column, not {}", r.function, order.expr)));
+        };
+        let windowed = partition.iter().any(|p| p == "window_start") && partition.iter().any(|p| p == "window_end");
+        let keys: Vec<&str> =
+            partition.iter().map(String::as_str).filter(|p| *p != "window_start" && *p != "window_end").collect();
+        // Rows whose columns are the window node's: its input's, then the rank.
+        let stream = if windowed && order.asc {
+            return Err(self.error(
+                "window top-N ranks by ORDER BY … DESC (the largest first); order by a negated column for the smallest",
+            ));
+        } else if windowed {
+            if r.function == "row_number" && r.n > 1 {
+                return Err(self.error(
+                    "ROW_NUMBER() top-N would drop ties at random; use RANK() (rows with equal values share a rank)",
+                ));
+            }
+            self.lines.push(format!(
+                "  top {} per window{} by {} desc",
+                r.n,
+                if keys.is_empty() { String::new() } else { format!(" and [{}]", keys.join(", ")) },
+                order_by.name
+            ));
+            let n = usize::try_from(r.n).unwrap_or(usize::MAX);
+            match &c.window {
+                Some(w) => {
+                    // TVF rows: the operator assigns windows, then window_time follows.
+                    let ranked = c.stream.key_by(&keys).window(WindowDef::from(w.windows)).ranked_top_n(
+                        n,
+                        &order_by.name,
+                        Some("__rank"),
+                    );
+                    let ranked = self.checked(ranked)?;
+                    let mut exprs: Vec<Expr> = input.fields().iter().map(|f| col(f.name())).collect();
+                    let one_ms = datafusion::prelude::lit(ScalarValue::new_interval_mdn(0, 0, 1_000_000));
+                    exprs.extend([
+                        col("window_start"),
+                        col("window_end"),
+                        (col("window_end") - one_ms).alias("window_time"),
+                        col("__rank"),
+                    ]);
+                    self.checked(ranked.select(exprs))?
+                }
+                None => self.checked(c.stream.ranked_top_n_per_window(n, &order_by.name, &keys, Some("__rank")))?,
+            }
+        } else {
+            self.dedup(&r, c, &partition, order.asc)?
+        };
+        // The projection above the rank, over those rows.
+        let rows = stream.schema();
+        let exprs: Vec<Expr> = r
+            .projection
+            .expr
+            .iter()
+            .zip(stream_names(&r.projection.schema))
+            .map(|(e, name)| resolve(&e.clone().unalias(), &r.window.schema, &rows).alias(name))
+            .collect();
+        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None, updates: false }))
+    }
+
+    /// The dedup operator for `ROW_NUMBER() … = 1`, its rows followed by the rank (1).
+    fn dedup(&mut self, r: &Ranked<'_>, c: Conv, keys: &[String], asc: bool) -> Result<rill_streams::Stream> {
+        if r.function != "row_number" {
+            return Err(self.error(
+                "RANK() ranks rows per window: PARTITION BY window_start, window_end of a window TVF or aggregate",
+            ));
+        }
+        if r.n != 1 {
             return Err(self
                 .error("ROW_NUMBER() … WHERE rn = 1 keeps the first row per key; other ranks are not supported yet"));
         }
-        let keys: Vec<String> = params
-            .partition_by
-            .iter()
-            .map(|e| match strip(e) {
-                Expr::Column(c) => Ok(c.name),
-                other => Err(self.error(format!("deduplication partitions by columns, not {other}"))),
-            })
-            .collect::<Result<_>>()?;
-        let [order] = params.order_by.as_slice() else {
-            return Err(self.error("deduplication orders by the time attribute alone: ORDER BY ts ASC"));
-        };
-        if !order.asc {
+        if !asc {
             return Err(self.error(
                 "ORDER BY … DESC keeps each key's last row, which needs updates (a changelog): not supported yet; \
                  ORDER BY the time attribute ASC keeps the first",
@@ -85,7 +200,6 @@ impl Planner<'_> {
                 "deduplication remembers keys for a while: SET 'table.exec.state.ttl' = '1 h' (or another length)",
             ));
         };
-        let c = self.convert(&w.input)?;
         if c.window.is_some() {
             return Err(self.error("deduplicating a window TVF's rows is not supported; deduplicate the table first"));
         }
@@ -96,18 +210,8 @@ impl Planner<'_> {
             ttl.as_millis()
         ));
         let stream = self.checked(c.stream.dedup(&key_refs, ttl))?;
-        // The projection's columns, `rn` being 1 for every row kept.
-        let exprs: Vec<Expr> = p
-            .schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(
-                |(j, field)| {
-                    if j == i { datafusion::prelude::lit(1u64).alias(field.name()) } else { col(field.name()) }
-                },
-            )
-            .collect();
-        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None }))
+        let mut exprs: Vec<Expr> = stream.schema().fields().iter().map(|f| col(f.name())).collect();
+        exprs.push(datafusion::prelude::lit(1u64).alias("__rank"));
+        self.checked(stream.select(exprs))
     }
 }

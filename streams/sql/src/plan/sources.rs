@@ -1,11 +1,12 @@
 //! The planner's sources: topic tables (decoding, metadata, computed
-//! columns, event time, the subscription with its pushed-down tags) and
-//! `datagen` tables, and the runner settings they imply.
+//! columns, event time, the subscription with its pushed-down tags), tables
+//! of other source connectors (`datagen`, those crates register) or fed by
+//! the caller, and the runner settings they imply.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
@@ -13,7 +14,7 @@ use rill_client::{ClientConfig, FilterExpression, StartFrom};
 use rill_streams::{Decoder, Format, Metadata, RunnerConfig, Stream, TopicInput};
 use rill_time::WatermarkConfig;
 
-use super::{Planner, col, strip};
+use super::{Planner, col};
 use crate::ddl::{ColumnKind, TableDef};
 use crate::query::format_ms;
 use crate::{Error, Result};
@@ -283,7 +284,7 @@ impl Planner<'_> {
             all.push(match &c.kind {
                 ColumnKind::Computed { expr } => {
                     let e = self.ctx.state().create_logical_expr(expr, &df).map_err(|e| self.df_error(e))?;
-                    datafusion::logical_expr::cast(strip(&e), f.data_type().clone()).alias(&c.name)
+                    datafusion::logical_expr::cast(e, f.data_type().clone()).alias(&c.name)
                 }
                 _ => col(&c.name),
             });
@@ -291,10 +292,9 @@ impl Planner<'_> {
         self.checked(stream.select(all))
     }
 
-    /// The stream of a `datagen` table.
-    pub(super) fn datagen(&mut self, def: &TableDef) -> Result<Stream> {
-        let vars = |k: &str| self.sql.vars.get(k).cloned();
-        let (_, options) = self.sql.connectors.source_options(def, &vars)?;
+    /// A table's physical columns and its event-time column: the watermark's,
+    /// or else its first timestamp column.
+    fn physical(&self, def: &TableDef, connector: &str) -> Result<(SchemaRef, String)> {
         let mut data = Vec::new();
         for c in &def.columns {
             match &c.kind {
@@ -305,7 +305,7 @@ impl Planner<'_> {
                 _ => {
                     return Err(Error::At {
                         at: c.at.clone(),
-                        message: "a datagen table has no metadata or PROCTIME() columns".into(),
+                        message: format!("a {connector} table has no metadata or PROCTIME() columns"),
                     });
                 }
             }
@@ -320,19 +320,30 @@ impl Planner<'_> {
                 .map(|f| f.name().clone())
                 .ok_or_else(|| Error::At {
                     at: def.at.clone(),
-                    message: "a datagen table needs a TIMESTAMP(3) column: it is the rows' event time".into(),
+                    message: format!("a {connector} table needs a TIMESTAMP(3) column: it is the rows' event time"),
                 })?,
         };
+        Ok((schema, time))
+    }
+
+    /// The stream of a table read by a registered source connector (`datagen` …).
+    pub(super) fn connector_source(&mut self, def: &TableDef) -> Result<Stream> {
+        let vars = |k: &str| self.sql.vars.get(k).cloned();
+        let (name, options) = self.sql.connectors.source_options(def, &vars)?;
+        let Some(connector) = self.sql.connectors.source_connector(&name).cloned() else {
+            return self.source(def);
+        };
+        let (schema, time) = self.physical(def, &name)?;
         let delay = def.watermark.as_ref().map_or(0, |w| w.1);
-        let generator = crate::datagen::DataGen::new(def, schema, &options)
-            .map_err(|message| Error::At { at: def.at.clone(), message })?;
-        let bounded = generator.bounded();
+        let source =
+            connector.build(def, schema, &options).map_err(|message| Error::At { at: def.at.clone(), message })?;
+        let bounded = connector.bounded(&options);
         let idle = self.sql.duration("table.exec.source.idle-timeout")?.map(|d| d.as_millis() as i64);
         let input = rill_streams::SourceInput {
             source: def.name.clone(),
             event_time: time.clone(),
             watermarks: WatermarkConfig { max_out_of_orderness: delay, idle_timeout: idle },
-            inner: Box::new(generator),
+            inner: source,
         };
         let stream = self.job.connector(input);
         let stream = self.checked(stream)?;
@@ -340,10 +351,19 @@ impl Planner<'_> {
         self.bounded.push(bounded);
         let kind = if bounded { "bounded" } else { "unbounded" };
         self.lines.push(format!(
-            "  source {}: datagen ({kind}), event time {time} (watermark {time} - {})",
+            "  source {}: {name} ({kind}), event time {time} (watermark {time} - {})",
             def.name,
             format_ms(delay)
         ));
+        Ok(stream)
+    }
+
+    /// The stream of a table whose rows the caller pushes (see [`crate::SqlJob::build_fed`]).
+    pub(super) fn fed_source(&mut self, def: &TableDef) -> Result<Stream> {
+        let (schema, time) = self.physical(def, "fed")?;
+        let stream = self.checked(self.job.source(&def.name, schema, &time))?;
+        let stream = self.with_computed(def, stream)?;
+        self.lines.push(format!("  source {}: fed by the caller, event time {time}", def.name));
         Ok(stream)
     }
 

@@ -1,4 +1,4 @@
--- error: 9:17: GROUP BY without a window is a continuously updated aggregate, not supported yet
+-- error: 9:17: a GROUP BY without a window updates its results as event time moves
 CREATE TABLE bids (auction BIGINT, price BIGINT) WITH (
   'connector' = 'rocketmq',
   'endpoints' = '127.0.0.1:8081',

@@ -1,0 +1,301 @@
+//! Joins: an inner join of two streams becomes one of the runtime's join
+//! operators, picked by its condition.
+//!
+//! - Equal keys and a bound on the two sides' event times
+//!   (`b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`): an interval join,
+//!   whose state the watermark retires.
+//! - Equal keys including both sides' `window_end` (two window
+//!   aggregates' results): a window join, retired the same way.
+//! - Equal keys alone: a regular join, whose rows are remembered for
+//!   `table.exec.state.ttl` of event time when that is set (for ever
+//!   otherwise, as in Flink).
+//!
+//! Conditions on one side only are applied to that side before the join;
+//! what is left of the condition filters the joined rows. A `WHERE` right
+//! above the join (`FROM a, b WHERE …`) counts as its condition.
+
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, JoinType, Operator};
+use datafusion::scalar::ScalarValue;
+
+use super::{Conv, Planner, col, resolve, stream_names};
+use crate::Result;
+
+/// Which input of a join an expression reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+    Both,
+    Neither,
+}
+
+fn side_of(e: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
+    let (mut l, mut r) = (false, false);
+    for c in e.column_refs() {
+        if left.maybe_index_of_column(c).is_some() {
+            l = true;
+        } else if right.maybe_index_of_column(c).is_some() {
+            r = true;
+        }
+    }
+    match (l, r) {
+        (true, true) => Side::Both,
+        (true, false) => Side::Left,
+        (false, true) => Side::Right,
+        (false, false) => Side::Neither,
+    }
+}
+
+/// `e` without the casts around it.
+fn uncast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Cast(c) => uncast(&c.expr),
+        Expr::TryCast(c) => uncast(&c.expr),
+        other => other,
+    }
+}
+
+/// An interval literal in milliseconds (days and months are not fixed lengths; months are refused).
+fn interval_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::IntervalDayTime(Some(d)) => Some(i64::from(d.days) * 86_400_000 + i64::from(d.milliseconds)),
+        ScalarValue::IntervalMonthDayNano(Some(d)) if d.months == 0 => {
+            Some(i64::from(d.days) * 86_400_000 + d.nanoseconds / 1_000_000)
+        }
+        ScalarValue::DurationMillisecond(Some(ms)) => Some(*ms),
+        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000),
+        _ => None,
+    }
+}
+
+/// `column`, `column + INTERVAL …` or `column - INTERVAL …`: the column and the offset in ms.
+fn shifted(e: &Expr) -> Option<(&datafusion::common::Column, i64)> {
+    match uncast(e) {
+        Expr::Column(c) => Some((c, 0)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (c, base) = shifted(left)?;
+            let Expr::Literal(v, _) = uncast(right) else { return None };
+            let ms = interval_ms(v)?;
+            match op {
+                Operator::Plus => Some((c, base + ms)),
+                Operator::Minus => Some((c, base - ms)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// What a join's condition says.
+#[derive(Default)]
+struct Condition<'e> {
+    /// Equal columns, left and right.
+    keys: Vec<(&'e Expr, &'e Expr)>,
+    /// Bound on left time minus right time, in ms: (lower, upper).
+    bounds: Option<(i64, i64)>,
+    left: Vec<&'e Expr>,
+    right: Vec<&'e Expr>,
+    rest: Vec<&'e Expr>,
+}
+
+impl Planner<'_> {
+    /// The join `j`, with `extra` (a WHERE right above it) as more of its condition.
+    pub(super) fn join(&mut self, j: &Join, extra: Option<&Expr>) -> Result<Conv> {
+        if j.join_type != JoinType::Inner {
+            return Err(self.error(format!(
+                "{} joins are not supported yet (their results would need updates); use an inner join",
+                j.join_type
+            )));
+        }
+        let (ls, rs) = (j.left.schema().as_ref(), j.right.schema().as_ref());
+        let mut conjuncts: Vec<Expr> =
+            j.on.iter()
+                .map(|(l, r)| Expr::BinaryExpr(BinaryExpr::new(Box::new(l.clone()), Operator::Eq, Box::new(r.clone()))))
+                .collect();
+        for e in j.filter.iter().chain(extra) {
+            conjuncts.extend(split_conjunction(e).into_iter().cloned());
+        }
+        let mut cond = Condition::default();
+        for e in &conjuncts {
+            match side_of(e, ls, rs) {
+                Side::Left => cond.left.push(e),
+                Side::Right => cond.right.push(e),
+                Side::Both | Side::Neither => cond.rest.push(e),
+            }
+        }
+        // Equal columns, one from each side.
+        cond.rest.retain(|e| {
+            if let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e
+                && let (Expr::Column(_), Expr::Column(_)) = (uncast(left), uncast(right))
+            {
+                match (side_of(left, ls, rs), side_of(right, ls, rs)) {
+                    (Side::Left, Side::Right) => cond.keys.push((uncast(left), uncast(right))),
+                    (Side::Right, Side::Left) => cond.keys.push((uncast(right), uncast(left))),
+                    _ => return true,
+                }
+                return false;
+            }
+            true
+        });
+        let mut left = self.convert(&j.left)?;
+        let mut right = self.convert(&j.right)?;
+        for c in [&left, &right] {
+            if c.window.is_some() {
+                return Err(self.error("join a window TVF's aggregated rows, not the TVF itself"));
+            }
+            if c.updates {
+                return Err(self.error(
+                    "joining an updating result (a GROUP BY without a window) needs retractions: not supported yet",
+                ));
+            }
+        }
+        // Conditions on one side go below the join.
+        for (c, filters, schema) in [(&mut left, &cond.left, ls), (&mut right, &cond.right, rs)] {
+            for f in filters {
+                let predicate = resolve(f, schema, &c.stream.schema());
+                self.lines.push(format!("  filter: {predicate}"));
+                c.stream = self.checked(c.stream.clone().filter(predicate))?;
+            }
+        }
+        // Both sides renamed to the joined rows' names (a name on both sides gets its table's).
+        let names = stream_names(&j.schema);
+        let (left_names, right_names) = names.split_at(ls.fields().len());
+        for (c, wanted) in [(&mut left, left_names), (&mut right, right_names)] {
+            let schema = c.stream.schema();
+            if schema.fields().iter().map(|f| f.name()).ne(wanted.iter()) {
+                let exprs = schema.fields().iter().zip(wanted).map(|(f, n)| col(f.name()).alias(n)).collect();
+                c.stream = self.checked(c.stream.clone().select(exprs))?;
+            }
+        }
+        let name_in = |e: &Expr, schema: &DFSchema, names: &[String]| match e {
+            Expr::Column(c) => schema.maybe_index_of_column(c).and_then(|i| names.get(i)).cloned(),
+            _ => None,
+        };
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for (l, r) in &cond.keys {
+            match (name_in(l, ls, left_names), name_in(r, rs, right_names)) {
+                (Some(l), Some(r)) => keys.push((l, r)),
+                _ => return Err(self.error(format!("cannot find the join columns of {l} = {r}"))),
+            }
+        }
+        // Time bounds between the two sides' event times.
+        let (lt, rt) = (left.stream.event_time().map(str::to_owned), right.stream.event_time().map(str::to_owned));
+        cond.rest.retain(|e| {
+            let Some((lower, upper)) = time_bound(e, ls, left_names, rs, right_names, lt.as_deref(), rt.as_deref())
+            else {
+                return true;
+            };
+            let (l0, u0) = cond.bounds.unwrap_or((i64::MIN, i64::MAX));
+            cond.bounds = Some((l0.max(lower), u0.min(upper)));
+            false
+        });
+        if keys.is_empty() {
+            return Err(self.error(
+                "a streaming join needs at least one equality between the two sides' columns (a.k = b.k); \
+                 cross joins are not supported",
+            ));
+        }
+        let windowed = keys.iter().any(|(l, r)| l.ends_with("window_end") && r.ends_with("window_end"));
+        let key_text: Vec<String> = keys.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        let (lk, rk): (Vec<&str>, Vec<&str>) = keys.iter().map(|(l, r)| (l.as_str(), r.as_str())).unzip();
+        let stream = match (cond.bounds, windowed) {
+            (Some((lower, upper)), _) => {
+                if lower == i64::MIN || upper == i64::MAX {
+                    return Err(self.error(
+                        "an interval join bounds the two sides' event times both ways \
+                         (b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …)",
+                    ));
+                }
+                self.lines.push(format!(
+                    "  interval join on {}: left time - right time in [{lower} ms, {upper} ms]",
+                    key_text.join(", ")
+                ));
+                left.stream.interval_join(&right.stream, &lk, &rk, lower..=upper)
+            }
+            (None, true) => {
+                let (le, re) = keys
+                    .iter()
+                    .find(|(l, r)| l.ends_with("window_end") && r.ends_with("window_end"))
+                    .map(|(l, r)| (l.clone(), r.clone()))
+                    .unwrap_or_default();
+                self.lines.push(format!("  window join on {}", key_text.join(", ")));
+                let l = left.stream.with_event_time(&le);
+                let r = right.stream.with_event_time(&re);
+                l.interval_join(&r, &lk, &rk, 0..=0)
+            }
+            (None, false) => match self.sql.duration("table.exec.state.ttl")? {
+                Some(ttl) => {
+                    self.lines.push(format!(
+                        "  join on {} (rows kept {} ms of event time)",
+                        key_text.join(", "),
+                        ttl.as_millis()
+                    ));
+                    left.stream.join_with_ttl(&right.stream, &lk, &rk, ttl)
+                }
+                None => {
+                    self.lines.push(format!("  join on {} (state grows with both inputs)", key_text.join(", ")));
+                    left.stream.join(&right.stream, &lk, &rk)
+                }
+            },
+        };
+        let mut stream = self.checked(stream)?;
+        for e in &cond.rest {
+            let predicate = resolve(e, &j.schema, &stream.schema());
+            self.lines.push(format!("  filter: {predicate}"));
+            stream = self.checked(stream.filter(predicate))?;
+        }
+        Ok(Conv { stream, window: None, updates: false })
+    }
+}
+
+/// The bound `e` puts on left time minus right time (ms), if it compares
+/// the two sides' event-time columns (each maybe shifted by an interval).
+fn time_bound(
+    e: &Expr,
+    ls: &DFSchema,
+    left_names: &[String],
+    rs: &DFSchema,
+    right_names: &[String],
+    lt: Option<&str>,
+    rt: Option<&str>,
+) -> Option<(i64, i64)> {
+    // Which side's event time a shifted column is, and its offset.
+    let time = |e: &Expr| -> Option<(Side, i64)> {
+        let (c, offset) = shifted(e)?;
+        if let Some(i) = ls.maybe_index_of_column(c) {
+            return (left_names.get(i).map(String::as_str) == lt && lt.is_some()).then_some((Side::Left, offset));
+        }
+        let i = rs.maybe_index_of_column(c)?;
+        (right_names.get(i).map(String::as_str) == rt && rt.is_some()).then_some((Side::Right, offset))
+    };
+    // `a op b` as a bound on left - right.
+    let compare = |a: &Expr, op: Operator, b: &Expr| -> Option<(i64, i64)> {
+        let ((sa, oa), (sb, ob)) = (time(a)?, time(b)?);
+        // left + x op right + y  ⇔  left - right op y - x
+        let (op, k) = match (sa, sb) {
+            (Side::Left, Side::Right) => (op, ob - oa),
+            (Side::Right, Side::Left) => (op.swap()?, oa - ob),
+            _ => return None,
+        };
+        match op {
+            Operator::Eq => Some((k, k)),
+            Operator::GtEq => Some((k, i64::MAX)),
+            Operator::Gt => Some((k + 1, i64::MAX)),
+            Operator::LtEq => Some((i64::MIN, k)),
+            Operator::Lt => Some((i64::MIN, k - 1)),
+            _ => None,
+        }
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => compare(left, *op, right),
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            // Each half bounds left - right from one end (which one depends on the side `expr` is).
+            let lo = compare(expr, Operator::GtEq, low)?;
+            let hi = compare(expr, Operator::LtEq, high)?;
+            Some((lo.0.max(hi.0), lo.1.min(hi.1)))
+        }
+        _ => None,
+    }
+}
