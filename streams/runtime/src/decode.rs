@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    UInt64Array,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -129,6 +130,10 @@ pub enum Format {
     },
     /// The body itself, as one `body` column (Binary, or Utf8 when so declared).
     Raw,
+    /// A change event as Debezium writes it — `{"before": {…}, "after": {…},
+    /// "op": "c" | "r" | "u" | "d"}` — giving one changelog row (two for an
+    /// update: `-U` before, `+U` after) with its kind in a last `__op` column.
+    DebeziumJson,
 }
 
 /// Decodes message bodies into a declared schema.
@@ -151,7 +156,18 @@ impl Decoder {
 
     /// Bodies in `format` instead of JSON.
     pub fn with_format(mut self, format: Format) -> Self {
+        let was = self.format == Format::DebeziumJson;
         self.format = format;
+        let is = format == Format::DebeziumJson;
+        if is != was {
+            let mut fields: Vec<Field> = self.output.fields().iter().map(|f| f.as_ref().clone()).collect();
+            if is {
+                fields.push(Field::new(crate::changelog::OP_COLUMN, DataType::Utf8, false));
+            } else {
+                fields.pop();
+            }
+            self.output = Arc::new(Schema::new(fields));
+        }
         self
     }
 
@@ -176,6 +192,8 @@ impl Decoder {
     /// `property.<key>` (null where a message lacks it), for each of `keys`.
     pub fn with_properties(mut self, keys: Vec<String>) -> Result<Self> {
         let mut fields: Vec<Field> = self.output.fields().iter().map(|f| f.as_ref().clone()).collect();
+        // The row kind of a changelog stays last.
+        let op = (self.format == Format::DebeziumJson).then(|| fields.pop()).flatten();
         for k in &keys {
             let name = format!("property.{k}");
             if fields.iter().any(|f| *f.name() == name) {
@@ -183,6 +201,7 @@ impl Decoder {
             }
             fields.push(Field::new(name, DataType::Utf8, true));
         }
+        fields.extend(op);
         self.output = Arc::new(Schema::new(fields));
         self.properties = keys;
         Ok(self)
@@ -215,16 +234,25 @@ impl Decoder {
             }
         }
         let batch = concat_batches(&self.output, &batches)?;
-        debug_assert_eq!(batch.num_rows(), good.len());
+        // One row per good message, except that a changelog's update gives two.
+        debug_assert!(self.format == Format::DebeziumJson || batch.num_rows() == good.len());
         Ok(Decoded { batch, dead })
     }
 
     /// Decodes every record or says why not.
     fn decode_all(&self, records: &[&SourceRecord]) -> Result<RecordBatch, String> {
-        let data = match self.format {
-            Format::Json => self.json(records)?,
-            Format::Csv { delimiter } => self.csv(records, delimiter)?,
-            Format::Raw => self.raw_rows(records)?,
+        let mut ops = None;
+        let expanded: Vec<&SourceRecord>;
+        let (data, records) = match self.format {
+            Format::Json => (self.json(records)?, records),
+            Format::Csv { delimiter } => (self.csv(records, delimiter)?, records),
+            Format::Raw => (self.raw_rows(records)?, records),
+            Format::DebeziumJson => {
+                let (data, from, kinds) = self.debezium(records)?;
+                expanded = from.iter().map(|i| records[*i]).collect();
+                ops = Some(kinds);
+                (data, expanded.as_slice())
+            }
         };
         let mut columns = data.columns().to_vec();
         columns.extend(self.metadata.iter().map(|m| m.column(records)));
@@ -232,6 +260,9 @@ impl Decoder {
             columns.push(Arc::new(StringArray::from_iter(
                 records.iter().map(|r| r.properties.get(k).map(String::as_str)),
             )));
+        }
+        if let Some(ops) = ops {
+            columns.push(Arc::new(StringArray::from(ops)));
         }
         RecordBatch::try_new(Arc::clone(&self.output), columns).map_err(|e| e.to_string())
     }
@@ -275,9 +306,72 @@ impl Decoder {
         Ok(batch)
     }
 
+    /// Debezium change events: the rows (data columns), the record each
+    /// came from and its kind.
+    #[allow(clippy::type_complexity)]
+    fn debezium(&self, records: &[&SourceRecord]) -> Result<(RecordBatch, Vec<usize>, Vec<&'static str>), String> {
+        use crate::changelog::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
+        let image: Vec<Field> = self.data.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let image = DataType::Struct(image.into());
+        let envelope = Arc::new(Schema::new(vec![
+            Field::new("before", image.clone(), true),
+            Field::new("after", image, true),
+            Field::new("op", DataType::Utf8, false),
+        ]));
+        let events = self.json_as(records, &envelope)?;
+        let before = events.column(0).as_struct();
+        let after = events.column(1).as_struct();
+        let op = events.column(2).as_string::<i32>();
+        // (0 = before, 1 = after, event) per row.
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let (mut from, mut kinds) = (Vec::new(), Vec::new());
+        for i in 0..events.num_rows() {
+            let has = |image: &datafusion::arrow::array::StructArray, what: &str| {
+                if image.is_valid(i) {
+                    Ok(())
+                } else {
+                    Err(format!("a '{}' event without its {what} image", op.value(i)))
+                }
+            };
+            let rows: &[(usize, &'static str)] = match op.value(i) {
+                "c" | "r" => {
+                    has(after, "after")?;
+                    &[(1, INSERT)]
+                }
+                "u" => {
+                    has(before, "before")?;
+                    has(after, "after")?;
+                    &[(0, UPDATE_BEFORE), (1, UPDATE_AFTER)]
+                }
+                "d" => {
+                    has(before, "before")?;
+                    &[(0, DELETE)]
+                }
+                other => return Err(format!("unknown Debezium op '{other}' (expected c, r, u or d)")),
+            };
+            for (image, kind) in rows {
+                picks.push((*image, i));
+                from.push(i);
+                kinds.push(*kind);
+            }
+        }
+        let mut columns = Vec::with_capacity(self.data.fields().len());
+        for c in 0..self.data.fields().len() {
+            let sides = [before.column(c).as_ref(), after.column(c).as_ref()];
+            columns.push(datafusion::arrow::compute::interleave(&sides, &picks).map_err(|e| e.to_string())?);
+        }
+        let data = RecordBatch::try_new(Arc::clone(&self.data), columns).map_err(|e| e.to_string())?;
+        Ok((data, from, kinds))
+    }
+
     /// Each body exactly one JSON object.
     fn json(&self, records: &[&SourceRecord]) -> Result<RecordBatch, String> {
-        let mut decoder = ReaderBuilder::new(Arc::clone(&self.data))
+        self.json_as(records, &self.data)
+    }
+
+    /// Each body exactly one JSON object of `schema`.
+    fn json_as(&self, records: &[&SourceRecord], schema: &SchemaRef) -> Result<RecordBatch, String> {
+        let mut decoder = ReaderBuilder::new(Arc::clone(schema))
             .with_batch_size(records.len().max(1))
             .build_decoder()
             .map_err(|e| e.to_string())?;
@@ -294,9 +388,6 @@ impl Decoder {
                 });
             }
         }
-        Ok(decoder
-            .flush()
-            .map_err(|e| e.to_string())?
-            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.data))))
+        Ok(decoder.flush().map_err(|e| e.to_string())?.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
     }
 }

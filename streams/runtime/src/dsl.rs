@@ -49,6 +49,7 @@ use datafusion::logical_expr::Expr;
 use rill_state::StateConfig;
 use rill_time::WindowSpec;
 
+use crate::changelog::GroupAggregate;
 use crate::dataflow::{Dataflow, Kind, Node};
 use crate::decode::DeadLetter;
 use crate::dedup::Dedup;
@@ -567,6 +568,15 @@ impl KeyedStream {
     /// Per-key windows.
     pub fn window(self, windows: WindowDef) -> WindowedStream {
         WindowedStream { keyed: self, windows, allowed_lateness: 0, early_fire: false }
+    }
+
+    /// A running aggregate per key over a changelog (rows with a row kind
+    /// in `__op`): results are the keys and aggregates, as a changelog.
+    pub fn aggregate_changes(self, aggregates: Vec<Aggregate>) -> Stream {
+        let stream = self.stream;
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let built = GroupAggregate::new(stream.schema(), &keys, &aggregates).map(|g| Box::new(g) as Box<dyn Operator>);
+        stream.op("changelog_aggregate", built)
     }
 }
 

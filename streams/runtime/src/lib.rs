@@ -12,6 +12,7 @@
 //! [`pipeline::Pipeline`] runs a window aggregation from a broker topic.
 //! State checkpoints with source offsets are still to come.
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod dataflow;
 pub mod decode;
@@ -29,6 +30,7 @@ pub mod source;
 pub mod topn;
 pub mod window_agg;
 
+pub use changelog::{GroupAggregate, OP_COLUMN};
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dataflow::{Dataflow, NodeMetrics, Snapshot};
 pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, SourceRecord};

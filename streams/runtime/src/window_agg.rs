@@ -241,33 +241,7 @@ impl WindowAggregate {
             key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect()
         };
         let rows = RowConverter::new(key_fields)?;
-        let mut aggregates = Vec::new();
-        for a in &config.aggregates {
-            index(&a.column, "aggregate input")?;
-            let mut args = vec![col(&a.column, &input)?];
-            args.extend(a.params.iter().map(|p| lit(p.clone())));
-            // Arguments coerced as DataFusion's planner would (avg of Int64 reads Float64).
-            let given = args.iter().map(|e| e.return_field(&input)).collect::<datafusion::error::Result<Vec<_>>>()?;
-            let wanted =
-                datafusion::logical_expr::type_coercion::functions::fields_with_udf(&given, a.function.as_ref())?;
-            let args = args
-                .into_iter()
-                .zip(given.iter().zip(&wanted))
-                .map(|(e, (g, w))| {
-                    if g.data_type() == w.data_type() {
-                        Ok(e)
-                    } else {
-                        datafusion::physical_expr::expressions::cast(e, &input, w.data_type().clone())
-                    }
-                })
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            let expr = AggregateExprBuilder::new(Arc::clone(&a.function), args)
-                .with_distinct(a.distinct)
-                .schema(Arc::clone(&input))
-                .alias(&a.name)
-                .build()?;
-            aggregates.push(expr);
-        }
+        let aggregates = physical_aggregates(&input, &config.aggregates)?;
         let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
@@ -607,6 +581,39 @@ pub(crate) fn assign_rows(spec: WindowSpec, times: &[Option<i64>], watermark: i6
         late[row] = !placed;
     }
     (per_window, late)
+}
+
+/// DataFusion's aggregate expressions for `aggregates` over rows of `input`,
+/// their arguments coerced as DataFusion's planner would (avg of Int64 reads Float64).
+pub(crate) fn physical_aggregates(input: &SchemaRef, aggregates: &[Aggregate]) -> Result<Vec<AggregateFunctionExpr>> {
+    let mut out = Vec::new();
+    for a in aggregates {
+        input
+            .index_of(&a.column)
+            .map_err(|_| Error::Plan(format!("aggregate input column '{}' is not in the input schema", a.column)))?;
+        let mut args = vec![col(&a.column, input)?];
+        args.extend(a.params.iter().map(|p| lit(p.clone())));
+        let given = args.iter().map(|e| e.return_field(input)).collect::<datafusion::error::Result<Vec<_>>>()?;
+        let wanted = datafusion::logical_expr::type_coercion::functions::fields_with_udf(&given, a.function.as_ref())?;
+        let args = args
+            .into_iter()
+            .zip(given.iter().zip(&wanted))
+            .map(|(e, (g, w))| {
+                if g.data_type() == w.data_type() {
+                    Ok(e)
+                } else {
+                    datafusion::physical_expr::expressions::cast(e, input, w.data_type().clone())
+                }
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let expr = AggregateExprBuilder::new(Arc::clone(&a.function), args)
+            .with_distinct(a.distinct)
+            .schema(Arc::clone(input))
+            .alias(&a.name)
+            .build()?;
+        out.push(expr);
+    }
+    Ok(out)
 }
 
 /// Event times of a time column (null for a null cell).

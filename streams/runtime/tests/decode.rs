@@ -126,3 +126,36 @@ fn properties_become_columns_and_a_missing_one_is_null() {
     assert_eq!(regions, [Some("r0"), None, Some("r2")]);
     assert!(decoder().with_properties(vec!["x".into(), "x".into()]).is_err());
 }
+
+#[test]
+fn debezium_events_become_changelog_rows_with_their_kind_and_metadata() {
+    let d = decoder().with_format(rill_streams::Format::DebeziumJson).with_properties(vec!["region".into()]).unwrap();
+    let names: Vec<String> = d.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names.last().map(String::as_str), Some("__op"), "the row kind is the last column: {names:?}");
+    let out = d
+        .decode(&[
+            record(1, r#"{"before": null, "after": {"auction": 1, "price": 5}, "op": "c", "ts_ms": 1}"#),
+            record(2, r#"{"before": {"auction": 1, "price": 5}, "after": {"auction": 1, "price": 9}, "op": "u"}"#),
+            record(3, r#"{"before": {"auction": 1, "price": 9}, "after": null, "op": "d"}"#),
+            record(5, r#"{"before": null, "after": {"auction": 2, "price": 1}, "op": "r"}"#),
+            record(6, r#"{"before": null, "after": {"auction": 3, "price": 1}, "op": "u"}"#),
+            record(7, r#"{"before": null, "after": {"auction": 3, "price": 1}, "op": "x"}"#),
+            record(8, r#"{"before": null, "after": {"price": 1}, "op": "c"}"#),
+        ])
+        .unwrap();
+    let b = &out.batch;
+    let ops: Vec<&str> = b.column(b.num_columns() - 1).as_string::<i32>().iter().map(Option::unwrap).collect();
+    assert_eq!(ops, ["+I", "-U", "+U", "-D", "+I"]);
+    let prices: Vec<i64> = b.column(2).as_primitive::<Int64Type>().values().to_vec();
+    assert_eq!(prices, [5, 5, 9, 9, 1]);
+    // Metadata and properties follow their message into every row it gives.
+    let offsets: Vec<u64> = b.column(3).as_primitive::<UInt64Type>().values().to_vec();
+    assert_eq!(offsets, [1, 2, 2, 3, 5]);
+    let regions: Vec<Option<&str>> = b.column(6).as_string::<i32>().iter().collect();
+    assert_eq!(regions, [Some("r1"), Some("r2"), Some("r2"), Some("r0"), Some("r2")]);
+    let reasons: Vec<(u64, &str)> = out.dead.iter().map(|d| (d.offset, d.reason.as_str())).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].0 == 6 && reasons[0].1.contains("without its before image"), "{reasons:?}");
+    assert!(reasons[1].0 == 7 && reasons[1].1.contains("unknown Debezium op 'x'"), "{reasons:?}");
+    assert!(reasons[2].0 == 8 && reasons[2].1.contains("auction"), "a missing NOT NULL column is named: {reasons:?}");
+}

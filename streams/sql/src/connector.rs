@@ -52,7 +52,7 @@ pub(crate) const ROCKETMQ: &[OptionSpec] = &[
     opt("consumer-group", true, &[]),
     opt("tag", false, &[]),
     opt("sql", false, &[]),
-    opt("format", false, &["json", "csv", "raw"]),
+    opt("format", false, &["json", "csv", "raw", "debezium-json"]),
     opt("csv.field-delimiter", false, &[]),
     opt("scan.startup.mode", false, &["earliest", "latest", "timestamp", "group-offsets"]),
     opt("scan.startup.timestamp-millis", false, &[]),

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{Aggregate as DfAggregate, Expr, ExprSchemable, Lo
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::tokenizer::Location;
 use rill_streams::dsl::{Global, WindowDef};
-use rill_streams::{Aggregate, Job, RunnerConfig, Stream};
+use rill_streams::{Aggregate, Job, OP_COLUMN, RunnerConfig, Stream};
 
 use crate::ddl::{ColumnKind, TableDef};
 use crate::job::SqlJob;
@@ -42,8 +42,19 @@ pub(crate) struct Planned {
 struct Conv {
     stream: Stream,
     window: Option<WindowTvf>,
-    /// Whether its rows are updates: a later row replaces the earlier one with the same key.
-    updates: bool,
+    /// What its rows are: appended, updates per key, or a changelog.
+    changes: Changes,
+}
+
+/// What a stream's rows are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changes {
+    /// Rows only ever added.
+    Append,
+    /// Updates: a later row replaces the earlier one with the same key (a running aggregate's results).
+    Upserts,
+    /// A changelog: each row carries its kind (`+I`, `-U`, `+U`, `-D`) in a last `__op` column.
+    Retractions,
 }
 
 struct Planner<'a> {
@@ -118,7 +129,7 @@ pub(crate) async fn plan(sql: &SqlJob, fed: bool) -> Result<Planned> {
         if conv.window.is_some() {
             return Err(p.error("rows of a window TVF need GROUP BY window_start, window_end (window aggregation)"));
         }
-        p.sink(&ins.target, &ins.target_at, conv.stream)?;
+        p.sink(&ins.target, &ins.target_at, conv.stream, conv.changes)?;
     }
     p.sinks()?;
     let runner = match p.runner.take() {
@@ -173,6 +184,19 @@ fn resolve(e: &Expr, input: &DFSchema, stream: &Schema) -> Expr {
         })
         .map(|t| t.data)
         .unwrap_or_else(|_| e.clone())
+}
+
+/// The declared table `name`, if it is one.
+fn def_of<'a>(sql: &'a SqlJob, name: &str) -> Option<&'a TableDef> {
+    sql.tables.iter().find(|t| t.name == name)
+}
+
+/// What a table's rows are: a changelog for the changelog formats.
+fn changes_of(def: Option<&TableDef>) -> Changes {
+    match def.and_then(|d| d.option("format")) {
+        Some(("debezium-json", _)) => Changes::Retractions,
+        _ => Changes::Append,
+    }
 }
 
 fn col(name: &str) -> Expr {
@@ -319,7 +343,7 @@ impl Planner<'_> {
                     return self.join(j, Some(&f.predicate));
                 }
                 let c = self.convert(&f.input)?;
-                if c.updates {
+                if c.changes == Changes::Upserts {
                     return Err(self.error(
                         "filtering an updating result (a GROUP BY without a window) needs retractions: \
                          not supported yet; filter its input instead",
@@ -328,7 +352,7 @@ impl Planner<'_> {
                 let predicate = resolve(&f.predicate, f.input.schema(), &c.stream.schema());
                 self.lines.push(format!("  filter: {predicate}"));
                 let stream = self.checked(c.stream.filter(predicate))?;
-                Ok(Conv { stream, window: c.window, updates: false })
+                Ok(Conv { stream, window: c.window, changes: c.changes })
             }
             LogicalPlan::Projection(p) => {
                 let c = self.convert(&p.input)?;
@@ -338,12 +362,15 @@ impl Planner<'_> {
                     ));
                 }
                 let input = c.stream.schema();
-                let exprs: Vec<Expr> = p
+                let mut exprs: Vec<Expr> = p
                     .expr
                     .iter()
                     .zip(stream_names(&p.schema))
                     .map(|(e, name)| resolve(&e.clone().unalias(), p.input.schema(), &input).alias(name))
                     .collect();
+                if c.changes == Changes::Retractions {
+                    exprs.push(col(OP_COLUMN));
+                }
                 let shown: Vec<String> = exprs
                     .iter()
                     .map(|e| match e {
@@ -352,23 +379,27 @@ impl Planner<'_> {
                     })
                     .collect();
                 self.lines.push(format!("  select: {}", shown.join(", ")));
-                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None, updates: c.updates })
+                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None, changes: c.changes })
             }
             LogicalPlan::Aggregate(a) => self.window_aggregate(a),
             LogicalPlan::Union(u) => {
                 let mut streams = Vec::new();
-                let mut updates = false;
+                let mut changes = Vec::new();
                 for input in &u.inputs {
                     let c = self.convert(input)?;
                     if c.window.is_some() {
                         return Err(self.error("a UNION of window TVF rows is not supported; aggregate first"));
                     }
-                    updates |= c.updates;
+                    changes.push(c.changes);
                     streams.push(c.stream);
+                }
+                let first_kind = changes[0];
+                if changes.iter().any(|c| *c != first_kind) {
+                    return Err(self.error("a UNION of appended rows with updates or a changelog is not supported"));
                 }
                 let first = streams.remove(0);
                 self.lines.push("  union".into());
-                Ok(Conv { stream: self.checked(first.union(streams))?, window: None, updates })
+                Ok(Conv { stream: self.checked(first.union(streams))?, window: None, changes: first_kind })
             }
             other => Err(self.error(format!(
                 "{} is not supported in streaming SQL yet",
@@ -385,7 +416,8 @@ impl Planner<'_> {
         }
         if let Some(s) = self.sources.get(name) {
             self.lines.push(format!("  source {name} (read once, shared)"));
-            return Ok(Conv { stream: s.clone(), window: None, updates: false });
+            let changes = changes_of(def_of(self.sql, name));
+            return Ok(Conv { stream: s.clone(), window: None, changes });
         }
         let def =
             self.sql.tables.iter().find(|t| t.name == name).ok_or_else(|| self.error(format!("no table '{name}'")))?;
@@ -395,14 +427,17 @@ impl Planner<'_> {
             _ => self.source(def)?,
         };
         self.sources.insert(name.to_owned(), stream.clone());
-        Ok(Conv { stream, window: None, updates: false })
+        Ok(Conv { stream, window: None, changes: changes_of(Some(def)) })
     }
 
     /// An aggregate over a window TVF's rows, or (without a window) a
     /// running aggregate whose results are updates per key.
     fn window_aggregate(&mut self, a: &DfAggregate) -> Result<Conv> {
         let c = self.convert(&a.input)?;
-        if c.updates {
+        if c.changes == Changes::Retractions && c.window.is_some() {
+            return Err(self.error("window aggregates over a changelog are not supported yet"));
+        }
+        if c.changes == Changes::Upserts {
             return Err(self.error(
                 "aggregating an updating result (a GROUP BY without a window) needs retractions: not supported yet",
             ));
@@ -518,6 +553,14 @@ impl Planner<'_> {
                 ));
                 stream.key_by(&key_refs).window(WindowDef::from(w.windows)).aggregate(aggregates)
             }
+            None if c.changes == Changes::Retractions => {
+                self.lines.push(format!(
+                    "  changelog aggregate (retractions), keys [{}]: {}",
+                    keys.join(", "),
+                    shown.join(", ")
+                ));
+                stream.key_by(&key_refs).aggregate_changes(aggregates)
+            }
             None => {
                 if stream.event_time().is_none() {
                     return Err(self.error(
@@ -540,13 +583,26 @@ impl Planner<'_> {
             .iter()
             .cloned()
             .chain(a.aggr_expr.iter().enumerate().map(|(j, _)| a.schema.field(a.group_expr.len() + j).name().clone()));
-        let out: Vec<Expr> = produced.zip(stream_names(&a.schema)).map(|(from, to)| col(&from).alias(to)).collect();
-        let updates = c.window.is_none();
-        Ok(Conv { stream: self.checked(aggregated.select(out))?, window: None, updates })
+        let mut out: Vec<Expr> = produced.zip(stream_names(&a.schema)).map(|(from, to)| col(&from).alias(to)).collect();
+        let changes = match (c.changes, &c.window) {
+            (Changes::Retractions, _) => {
+                out.push(col(OP_COLUMN));
+                Changes::Retractions
+            }
+            (_, Some(_)) => Changes::Append,
+            (_, None) => Changes::Upserts,
+        };
+        Ok(Conv { stream: self.checked(aggregated.select(out))?, window: None, changes })
     }
 
     /// Casts the rows to `target`'s columns (by position) and writes them to its sink.
-    fn sink(&mut self, target: &str, target_at: &crate::script::Position, stream: Stream) -> Result<()> {
+    fn sink(
+        &mut self,
+        target: &str,
+        target_at: &crate::script::Position,
+        stream: Stream,
+        changes: Changes,
+    ) -> Result<()> {
         let at = |m: String| Error::At { at: target_at.clone(), message: m };
         let def = self
             .sql
@@ -563,14 +619,17 @@ impl Planner<'_> {
             })
             .collect();
         let schema = stream.schema();
-        if columns.len() != schema.fields().len() {
+        // A changelog's row kind goes along, after the table's columns.
+        let kind = usize::from(changes == Changes::Retractions);
+        let given = schema.fields().len() - kind;
+        if columns.len() != given {
             let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
             return Err(at(format!(
                 "{target} takes {} column{} ({}); the query gives {}",
                 columns.len(),
                 if columns.len() == 1 { "" } else { "s" },
                 names.join(", "),
-                schema.fields().len()
+                given
             )));
         }
         let mut exprs = Vec::new();
@@ -583,6 +642,9 @@ impl Planner<'_> {
                 )));
             }
             exprs.push(datafusion::logical_expr::cast(col(field.name()), (*data_type).clone()).alias(*name));
+        }
+        if kind == 1 {
+            exprs.push(col(OP_COLUMN));
         }
         let connector = def.option("connector").map_or("", |o| o.0);
         self.lines.push(format!("  sink {target}: {connector}"));

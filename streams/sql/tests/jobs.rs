@@ -53,6 +53,10 @@ async fn produce(addr: &str) {
             if let Some(tag) = m["tag"].as_str() {
                 msg = msg.with_tag(tag);
             }
+            // Messages of one group stay in order (one queue), as a CDC source keeps a key's changes.
+            if let Some(group) = m["group"].as_str() {
+                msg = msg.with_message_group(group);
+            }
             for (k, v) in m["properties"].as_object().into_iter().flatten() {
                 msg = msg.with_property(k, v.as_str().unwrap());
             }
@@ -88,6 +92,20 @@ async fn job_files_give_their_golden_output() {
         let mut rows: Vec<String> = Vec::new();
         for file in rill_streams::JsonFileSink::committed(&out.join("out")).unwrap() {
             rows.extend(std::fs::read_to_string(file).unwrap().lines().map(str::to_owned));
+        }
+        // A changelog: applied in order to a table keyed by `key`, the table is the result.
+        if let Some(key) = comments(&text, "changelog key:").first() {
+            let mut table = std::collections::BTreeMap::new();
+            for row in rows {
+                let mut v: serde_json::Value = serde_json::from_str(&row).unwrap();
+                let op = v.as_object_mut().unwrap().remove("__op").unwrap();
+                match op.as_str().unwrap() {
+                    "+I" | "+U" => table.insert(v[*key].to_string(), v.to_string()),
+                    "-U" | "-D" => table.remove(&v[*key].to_string()),
+                    other => panic!("{name}: unknown row kind {other}"),
+                };
+            }
+            rows = table.into_values().collect();
         }
         // An upsert result: the last row per key is the row.
         if let Some(key) = comments(&text, "upsert key:").first() {

@@ -19,7 +19,7 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, JoinType, Operator};
 use datafusion::scalar::ScalarValue;
 
-use super::{Conv, Planner, col, resolve, stream_names};
+use super::{Changes, Conv, Planner, col, resolve, stream_names};
 use crate::Result;
 
 /// Which input of a join an expression reads.
@@ -145,10 +145,8 @@ impl Planner<'_> {
             if c.window.is_some() {
                 return Err(self.error("join a window TVF's aggregated rows, not the TVF itself"));
             }
-            if c.updates {
-                return Err(self.error(
-                    "joining an updating result (a GROUP BY without a window) needs retractions: not supported yet",
-                ));
+            if c.changes != Changes::Append {
+                return Err(self.error("joining updates or a changelog is not supported yet"));
             }
         }
         // Conditions on one side go below the join.
@@ -246,7 +244,7 @@ impl Planner<'_> {
             self.lines.push(format!("  filter: {predicate}"));
             stream = self.checked(stream.filter(predicate))?;
         }
-        Ok(Conv { stream, window: None, updates: false })
+        Ok(Conv { stream, window: None, changes: Changes::Append })
     }
 }
 

@@ -25,7 +25,7 @@ use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator, Projection, Window};
 use rill_streams::dsl::WindowDef;
 
-use super::{Conv, Planner, col, resolve, stream_names};
+use super::{Changes, Conv, Planner, col, resolve, stream_names};
 use crate::Result;
 
 /// `e` without the casts around it.
@@ -103,7 +103,7 @@ impl Planner<'_> {
             return Err(self.error(format!("{}() … keeps no rank below 1: no row would pass", r.function)));
         }
         let c = self.convert(&r.window.input)?;
-        if c.updates {
+        if c.changes != Changes::Append {
             return Err(self.error("ranking an updating result needs retractions: not supported yet"));
         }
         let input = c.stream.schema();
@@ -175,7 +175,7 @@ impl Planner<'_> {
             .zip(stream_names(&r.projection.schema))
             .map(|(e, name)| resolve(&e.clone().unalias(), &r.window.schema, &rows).alias(name))
             .collect();
-        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None, updates: false }))
+        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None, changes: Changes::Append }))
     }
 
     /// The dedup operator for `ROW_NUMBER() … = 1`, its rows followed by the rank (1).

@@ -11,7 +11,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use rill_client::{ClientConfig, FilterExpression, StartFrom};
-use rill_streams::{Decoder, Format, Metadata, RunnerConfig, Stream, TopicInput};
+use rill_streams::{Decoder, Format, Metadata, OP_COLUMN, RunnerConfig, Stream, TopicInput};
 use rill_time::WatermarkConfig;
 
 use super::{Planner, col};
@@ -196,6 +196,7 @@ impl Planner<'_> {
                 Format::Csv { delimiter: *delimiter }
             }
             Some("raw") => Format::Raw,
+            Some("debezium-json") => Format::DebeziumJson,
             _ => Format::Json,
         };
         let decoder = Decoder::new(Arc::new(Schema::new(data.clone())), kinds)
@@ -250,6 +251,9 @@ impl Planner<'_> {
         for (key, name, data_type) in &properties {
             first.push(datafusion::logical_expr::cast(col(&format!("property.{key}")), data_type.clone()).alias(name));
         }
+        if format == Format::DebeziumJson {
+            first.push(col(OP_COLUMN));
+        }
         stream = self.checked(stream.select(first))?;
         if let Some((column, _)) = &def.watermark {
             stream = self.checked(stream.with_event_time(column))?;
@@ -288,6 +292,9 @@ impl Planner<'_> {
                 }
                 _ => col(&c.name),
             });
+        }
+        if stream.schema().index_of(OP_COLUMN).is_ok() {
+            all.push(col(OP_COLUMN));
         }
         self.checked(stream.select(all))
     }

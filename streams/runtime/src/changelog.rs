@@ -1,0 +1,292 @@
+//! Changelogs: rows that are changes to a table (a database's change data
+//! capture), each with its kind in a last Utf8 column [`OP_COLUMN`] —
+//! `+I` insert, `-U` the row before an update, `+U` the row after it,
+//! `-D` delete — and the running aggregate that consumes them.
+//!
+//! [`GroupAggregate`] keeps one set of accumulators per key: inserted rows
+//! are added, removed ones retracted (`retract_batch`), and each batch's
+//! effect on a key goes out as a change of the result row: `+I` for a new
+//! key, `-U`/`+U` when its values change, `-D` when its last row is gone.
+//! Only aggregates whose accumulators retract any value exactly are taken
+//! (COUNT, SUM, AVG); MIN and MAX would need every value kept.
+//!
+//! It owns the row kinds and the retracting aggregate; decoding changelog
+//! formats is [`crate::decode`]'s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::scalar::ScalarValue;
+
+use crate::operator::{Operator, Output};
+use crate::window_agg::{Aggregate, physical_aggregates};
+use crate::{Error, Result};
+
+/// Name of the row-kind column of a changelog.
+pub const OP_COLUMN: &str = "__op";
+/// An inserted row.
+pub const INSERT: &str = "+I";
+/// A row as it was before an update.
+pub const UPDATE_BEFORE: &str = "-U";
+/// A row as it is after an update.
+pub const UPDATE_AFTER: &str = "+U";
+/// A deleted row.
+pub const DELETE: &str = "-D";
+
+/// Functions whose accumulators retract exactly.
+const RETRACTABLE: &[&str] = &["count", "sum", "avg"];
+
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    rows: i64,
+}
+
+/// The running aggregate over a changelog (see the module docs).
+pub struct GroupAggregate {
+    input: SchemaRef,
+    output: SchemaRef,
+    key_indices: Vec<usize>,
+    op_index: usize,
+    rows: RowConverter,
+    aggregates: Vec<AggregateFunctionExpr>,
+    groups: HashMap<OwnedRow, Group>,
+}
+
+impl std::fmt::Debug for GroupAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupAggregate").field("groups", &self.groups.len()).finish_non_exhaustive()
+    }
+}
+
+impl GroupAggregate {
+    /// Aggregates changelog rows of `input` per `keys`; results are keys,
+    /// aggregates and the row kind.
+    pub fn new(input: SchemaRef, keys: &[&str], aggregates: &[Aggregate]) -> Result<Self> {
+        let index = |name: &str| {
+            input.index_of(name).map_err(|_| Error::Plan(format!("column '{name}' is not in the changelog's schema")))
+        };
+        let op_index = index(OP_COLUMN)?;
+        if input.field(op_index).data_type() != &DataType::Utf8 {
+            return Err(Error::Plan(format!("the row kind column {OP_COLUMN} must be Utf8")));
+        }
+        if keys.is_empty() {
+            return Err(Error::Plan("a running aggregate over a changelog groups by at least one column".into()));
+        }
+        for a in aggregates {
+            if !RETRACTABLE.contains(&a.function.name()) || a.distinct {
+                return Err(Error::Plan(format!(
+                    "{} over a changelog would need every value kept to retract one: not supported yet; \
+                     COUNT, SUM and AVG are",
+                    a.name
+                )));
+            }
+        }
+        let key_indices = keys.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
+        let rows = RowConverter::new(
+            key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
+        )?;
+        let exprs = physical_aggregates(&input, aggregates)?;
+        let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
+        fields.extend(exprs.iter().map(|a| a.field().as_ref().clone().with_nullable(true)));
+        fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+        Ok(Self {
+            input,
+            output: Arc::new(Schema::new(fields)),
+            key_indices,
+            op_index,
+            rows,
+            aggregates: exprs,
+            groups: HashMap::new(),
+        })
+    }
+
+    fn fresh(&self) -> Result<Group> {
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(AggregateFunctionExpr::create_sliding_accumulator)
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        Ok(Group { accumulators, rows: 0 })
+    }
+
+    fn values(group: &mut Group) -> Result<Vec<ScalarValue>> {
+        Ok(group.accumulators.iter_mut().map(|a| a.evaluate()).collect::<datafusion::error::Result<Vec<_>>>()?)
+    }
+
+    /// Applies one batch of changes; returns the changes of the results.
+    fn apply(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let ops = batch.column(self.op_index).as_string::<i32>();
+        let keys: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+        let keys = self.rows.convert_columns(&keys)?;
+        let args: Vec<Vec<ArrayRef>> = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        // Rows added and retracted per key, keys in order of first change.
+        let mut order: Vec<OwnedRow> = Vec::new();
+        let mut changes: HashMap<OwnedRow, (Vec<u32>, Vec<u32>)> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let add = match ops.is_valid(row).then(|| ops.value(row)) {
+                Some(INSERT | UPDATE_AFTER) => true,
+                Some(UPDATE_BEFORE | DELETE) => false,
+                other => return Err(Error::Plan(format!("a changelog row has the unknown kind {other:?}"))),
+            };
+            let key = keys.row(row).owned();
+            let entry = changes.entry(key.clone()).or_insert_with(|| {
+                order.push(key);
+                (Vec::new(), Vec::new())
+            });
+            if add { entry.0.push(row as u32) } else { entry.1.push(row as u32) }
+        }
+        let (mut out_keys, mut out_values, mut out_ops) = (Vec::new(), Vec::new(), Vec::new());
+        for key in order {
+            let Some((added, retracted)) = changes.remove(&key) else { continue };
+            let mut group = match self.groups.remove(&key) {
+                Some(g) => g,
+                None => self.fresh()?,
+            };
+            let before = if group.rows > 0 { Some(Self::values(&mut group)?) } else { None };
+            for (acc, columns) in group.accumulators.iter_mut().zip(&args) {
+                for (rows, add) in [(&added, true), (&retracted, false)] {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let indices = UInt32Array::from(rows.clone());
+                    let taken =
+                        columns.iter().map(|c| Ok(take(c.as_ref(), &indices, None)?)).collect::<Result<Vec<_>>>()?;
+                    if add { acc.update_batch(&taken)? } else { acc.retract_batch(&taken)? }
+                }
+            }
+            group.rows += added.len() as i64 - retracted.len() as i64;
+            let after = if group.rows > 0 { Some(Self::values(&mut group)?) } else { None };
+            let mut emit = |values: Vec<ScalarValue>, op: &'static str| {
+                out_keys.push(key.clone());
+                out_values.push(values);
+                out_ops.push(op);
+            };
+            match (before, after) {
+                (None, Some(a)) => emit(a, INSERT),
+                (Some(b), Some(a)) if b != a => {
+                    emit(b, UPDATE_BEFORE);
+                    emit(a, UPDATE_AFTER);
+                }
+                (Some(b), None) => emit(b, DELETE),
+                _ => {}
+            }
+            // A key whose rows are all retracted is forgotten (a retraction of
+            // a row never seen leaves nothing behind either).
+            if group.rows > 0 {
+                self.groups.insert(key, group);
+            }
+        }
+        self.results(out_keys, out_values, out_ops)
+    }
+
+    fn results(&self, keys: Vec<OwnedRow>, values: Vec<Vec<ScalarValue>>, ops: Vec<&str>) -> Result<RecordBatch> {
+        if keys.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.output)));
+        }
+        let mut columns = self.rows.convert_rows(keys.iter().map(OwnedRow::row))?;
+        for (j, f) in self.output.fields().iter().skip(self.key_indices.len()).take(self.aggregates.len()).enumerate() {
+            let cells = values.iter().map(|v| v[j].clone());
+            let array = ScalarValue::iter_to_array(cells)?;
+            let array = if array.data_type() == f.data_type() {
+                array
+            } else {
+                datafusion::arrow::compute::cast(&array, f.data_type())?
+            };
+            columns.push(array);
+        }
+        columns.push(Arc::new(StringArray::from(ops)));
+        Ok(RecordBatch::try_new(Arc::clone(&self.output), columns)?)
+    }
+
+    /// How many state values each aggregate's (sliding) accumulator has.
+    fn state_widths(&self) -> Result<Vec<usize>> {
+        let mut group = self.fresh()?;
+        group.accumulators.iter_mut().map(|a| Ok(a.state()?.len())).collect()
+    }
+}
+
+impl Operator for GroupAggregate {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        out.emit(self.apply(&batch)?);
+        Ok(())
+    }
+
+    fn state_size(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        if self.groups.is_empty() {
+            return Ok(None);
+        }
+        // Keys, the row count, then each accumulator's state values.
+        let widths = self.state_widths()?;
+        let keys: Vec<OwnedRow> = self.groups.keys().cloned().collect();
+        let mut rows = Vec::with_capacity(keys.len());
+        let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(keys.len()); widths.iter().sum()];
+        for key in &keys {
+            let Some(group) = self.groups.get_mut(key) else { continue };
+            rows.push(group.rows);
+            let mut column = 0;
+            for acc in &mut group.accumulators {
+                for value in acc.state()? {
+                    states[column].push(value);
+                    column += 1;
+                }
+            }
+        }
+        let mut fields: Vec<Field> = self.key_indices.iter().map(|i| self.input.field(*i).clone()).collect();
+        fields.push(Field::new("__rows", DataType::Int64, false));
+        let mut columns = self.rows.convert_rows(keys.iter().map(OwnedRow::row))?;
+        columns.push(Arc::new(Int64Array::from(rows)));
+        for (i, cells) in states.into_iter().enumerate() {
+            let array = ScalarValue::iter_to_array(cells)?;
+            fields.push(Field::new(format!("__s{i}"), array.data_type().clone(), true));
+            columns.push(array);
+        }
+        Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
+    }
+
+    fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        let widths = self.state_widths()?;
+        let n = self.key_indices.len();
+        if state.num_columns() != n + 1 + widths.iter().sum::<usize>() {
+            return Err(Error::Plan("checkpointed changelog aggregate state does not fit this aggregate".into()));
+        }
+        let keys = self.rows.convert_columns(&state.columns()[..n])?;
+        let counts = state.column(n).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for row in 0..state.num_rows() {
+            let mut group = self.fresh()?;
+            group.rows = counts.value(row);
+            let mut column = n + 1;
+            for (acc, width) in group.accumulators.iter_mut().zip(&widths) {
+                let width = *width;
+                let cells: Vec<ArrayRef> =
+                    state.columns()[column..column + width].iter().map(|c| c.slice(row, 1)).collect();
+                acc.merge_batch(&cells)?;
+                column += width;
+            }
+            self.groups.insert(keys.row(row).owned(), group);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The running aggregate over a changelog against a model: random inserts,
+//! updates and deletes of a keyed table, fed in random batches (with a
+//! checkpoint and restore at a random point), must leave — once the
+//! aggregate's own changelog is applied — exactly the counts and sums of
+//! the final table per category.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use proptest::prelude::*;
+use rill_streams::{Aggregate, GroupAggregate, Operator, Output, agg};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("category", DataType::Int64, false),
+        Field::new("amount", DataType::Int64, false),
+        Field::new("__op", DataType::Utf8, false),
+    ]))
+}
+
+fn aggregates() -> Vec<Aggregate> {
+    vec![agg::count("amount").alias("n"), agg::sum("amount").alias("total")]
+}
+
+/// One change to the table: (id, Some((category, amount))) to set, None to delete.
+fn changelog(actions: &[(i64, Option<(i64, i64)>)]) -> (Vec<(i64, i64, i64, &'static str)>, BTreeMap<i64, (i64, i64)>) {
+    let mut table: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (id, set) in actions {
+        match (table.get(id).copied(), set) {
+            (None, Some((c, a))) => rows.push((*id, *c, *a, "+I")),
+            (Some((c0, a0)), Some((c, a))) => {
+                rows.push((*id, c0, a0, "-U"));
+                rows.push((*id, *c, *a, "+U"));
+            }
+            (Some((c0, a0)), None) => rows.push((*id, c0, a0, "-D")),
+            (None, None) => continue,
+        }
+        match set {
+            Some(v) => table.insert(*id, *v),
+            None => table.remove(id),
+        };
+    }
+    (rows, table)
+}
+
+fn batch(rows: &[(i64, i64, i64, &'static str)]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+        ],
+    )
+    .unwrap()
+}
+
+/// Applies the aggregate's changelog to a table category → (n, total).
+fn apply(results: &mut BTreeMap<i64, (i64, i64)>, out: &RecordBatch) {
+    let category = out.column(0).as_primitive::<Int64Type>();
+    let n = out.column(1).as_primitive::<Int64Type>();
+    let total = out.column(2).as_primitive::<Int64Type>();
+    let op = out.column(3).as_string::<i32>();
+    for i in 0..out.num_rows() {
+        let k = category.value(i);
+        match op.value(i) {
+            "+I" => assert!(results.insert(k, (n.value(i), total.value(i))).is_none(), "+I of a key already there"),
+            "+U" => assert!(results.insert(k, (n.value(i), total.value(i))).is_none(), "+U without its -U"),
+            "-U" | "-D" => {
+                let had = results.remove(&k);
+                assert_eq!(had, Some((n.value(i), total.value(i))), "a retraction names the row it retracts");
+            }
+            other => panic!("unknown kind {other}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn applied_results_equal_the_final_table_aggregated(
+        actions in prop::collection::vec((0i64..8, prop::option::weighted(0.8, (0i64..3, 0i64..100))), 1..80),
+        cuts in prop::collection::vec(1usize..12, 1..20),
+        restore_at in 0usize..20,
+    ) {
+        let (rows, table) = changelog(&actions);
+        let mut op = GroupAggregate::new(schema(), &["category"], &aggregates()).unwrap();
+        let mut results = BTreeMap::new();
+        let (mut start, mut step) = (0, 0);
+        while start < rows.len() {
+            let end = (start + cuts[step % cuts.len()]).min(rows.len());
+            let mut out = Output::default();
+            op.process(0, batch(&rows[start..end]), &mut out).unwrap();
+            for b in &out.rows {
+                apply(&mut results, b);
+            }
+            if step == restore_at {
+                let state = op.snapshot().unwrap();
+                op = GroupAggregate::new(schema(), &["category"], &aggregates()).unwrap();
+                if let Some(s) = state {
+                    op.restore(&s).unwrap();
+                }
+            }
+            start = end;
+            step += 1;
+        }
+        let mut want: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for (c, a) in table.values() {
+            let e = want.entry(*c).or_default();
+            e.0 += 1;
+            e.1 += a;
+        }
+        prop_assert_eq!(results, want);
+    }
+}
+
+#[test]
+fn min_and_max_over_a_changelog_are_refused_by_name() {
+    let err = GroupAggregate::new(schema(), &["category"], &[agg::max("amount").alias("top")]).unwrap_err();
+    assert!(err.to_string().contains("top over a changelog"), "{err}");
+}
