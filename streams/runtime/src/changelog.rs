@@ -10,8 +10,10 @@
 //! Only aggregates whose accumulators retract any value exactly are taken
 //! (COUNT, SUM, AVG); MIN and MAX would need every value kept.
 //!
-//! It owns the row kinds and the retracting aggregate; decoding changelog
-//! formats is [`crate::decode`]'s.
+//! [`LastRow`] turns appended rows into a changelog: the latest row per key.
+//!
+//! It owns the row kinds and the operators that make or consume
+//! changelogs; decoding changelog formats is [`crate::decode`]'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -286,6 +288,148 @@ impl Operator for GroupAggregate {
                 column += width;
             }
             self.groups.insert(keys.row(row).owned(), group);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the latest row per key (by an event-time column; a later arrival
+/// wins a tie) and emits a changelog: `+I` for a key's first row, `-U` of
+/// the row kept and `+U` of the new one when a later row replaces it. A
+/// key is forgotten once event time passes its row's time plus the TTL.
+pub struct LastRow {
+    input: SchemaRef,
+    output: SchemaRef,
+    key_indices: Vec<usize>,
+    time_index: usize,
+    rows: RowConverter,
+    /// The row kept per key, with its time.
+    kept: HashMap<OwnedRow, (i64, RecordBatch)>,
+    ttl: i64,
+    watermark: i64,
+}
+
+impl std::fmt::Debug for LastRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastRow").field("keys", &self.kept.len()).finish_non_exhaustive()
+    }
+}
+
+impl LastRow {
+    /// The latest row of `input` per `keys` by `time`, each key kept `ttl` ms of event time.
+    pub fn new(input: SchemaRef, keys: &[&str], time: &str, ttl: i64) -> Result<Self> {
+        let index = |name: &str| {
+            input.index_of(name).map_err(|_| Error::Plan(format!("column '{name}' is not in the input schema")))
+        };
+        if keys.is_empty() {
+            return Err(Error::Plan("keeping the last row needs at least one key column".into()));
+        }
+        if ttl <= 0 {
+            return Err(Error::Plan(format!("the state TTL must be positive, got {ttl} ms")));
+        }
+        if input.index_of(OP_COLUMN).is_ok() {
+            return Err(Error::Plan("keeping the last row of a changelog is not supported".into()));
+        }
+        let key_indices = keys.iter().map(|k| index(k)).collect::<Result<Vec<_>>>()?;
+        let time_index = index(time)?;
+        let rows = RowConverter::new(
+            key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
+        )?;
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+        Ok(Self {
+            output: Arc::new(Schema::new(fields)),
+            input,
+            key_indices,
+            time_index,
+            rows,
+            kept: HashMap::new(),
+            ttl,
+            watermark: i64::MIN,
+        })
+    }
+
+    fn apply(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let keys: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+        let keys = self.rows.convert_columns(&keys)?;
+        let times = crate::window_agg::event_times(batch.column(self.time_index))?;
+        // Rows out, each from `batch` (source 0) or a row kept before (source i > 0).
+        let mut sources: Vec<RecordBatch> = vec![batch.clone()];
+        let (mut picks, mut ops): (Vec<(usize, usize)>, Vec<&str>) = (Vec::new(), Vec::new());
+        for (row, ts) in times.iter().enumerate() {
+            let Some(ts) = *ts else { continue };
+            let key = keys.row(row).owned();
+            let this = batch.slice(row, 1);
+            match self.kept.get(&key) {
+                Some((kept, _)) if *kept > ts => continue,
+                Some((_, old)) => {
+                    sources.push(old.clone());
+                    picks.push((sources.len() - 1, 0));
+                    ops.push(UPDATE_BEFORE);
+                    picks.push((0, row));
+                    ops.push(UPDATE_AFTER);
+                }
+                None => {
+                    picks.push((0, row));
+                    ops.push(INSERT);
+                }
+            }
+            self.kept.insert(key, (ts, this));
+        }
+        let mut columns = Vec::with_capacity(self.output.fields().len());
+        for c in 0..self.input.fields().len() {
+            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+            columns.push(datafusion::arrow::compute::interleave(&arrays, &picks)?);
+        }
+        columns.push(Arc::new(StringArray::from(ops)));
+        Ok(RecordBatch::try_new(Arc::clone(&self.output), columns)?)
+    }
+}
+
+impl Operator for LastRow {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        out.emit(self.apply(&batch)?);
+        Ok(())
+    }
+
+    fn advance(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        let horizon = self.watermark.saturating_sub(self.ttl);
+        self.kept.retain(|_, (ts, _)| *ts >= horizon);
+        Ok(())
+    }
+
+    fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
+    }
+
+    fn state_size(&self) -> usize {
+        self.kept.len()
+    }
+
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        if self.kept.is_empty() {
+            return Ok(None);
+        }
+        let rows: Vec<RecordBatch> = self.kept.values().map(|(_, b)| b.clone()).collect();
+        Ok(Some(datafusion::arrow::compute::concat_batches(&self.input, &rows)?))
+    }
+
+    fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        if state.schema().fields() != self.input.fields() {
+            return Err(Error::Plan("checkpointed last rows do not fit this operator's input".into()));
+        }
+        let keys: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(state.column(*i))).collect();
+        let keys = self.rows.convert_columns(&keys)?;
+        let times = crate::window_agg::event_times(state.column(self.time_index))?;
+        for (row, ts) in times.into_iter().enumerate() {
+            if let Some(ts) = ts {
+                self.kept.insert(keys.row(row).owned(), (ts, state.slice(row, 1)));
+            }
         }
         Ok(())
     }

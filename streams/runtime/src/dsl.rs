@@ -49,7 +49,7 @@ use datafusion::logical_expr::Expr;
 use rill_state::StateConfig;
 use rill_time::WindowSpec;
 
-use crate::changelog::GroupAggregate;
+use crate::changelog::{GroupAggregate, LastRow};
 use crate::dataflow::{Dataflow, Kind, Node};
 use crate::decode::DeadLetter;
 use crate::dedup::Dedup;
@@ -423,6 +423,17 @@ impl Stream {
             .and_then(|t| Dedup::new(&self.schema, keys, &t, millis(within)))
             .map(|d| Box::new(d.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
         self.op("dedup", built)
+    }
+
+    /// The latest row per `keys` by event time, as a changelog (`+I`, then
+    /// `-U`/`+U` whenever a later row replaces it); a key is forgotten
+    /// `ttl` of event time after its row.
+    pub fn keep_last(self, keys: &[&str], ttl: Duration) -> Stream {
+        let built = self
+            .time("keeping the last row")
+            .and_then(|t| LastRow::new(Arc::clone(&self.schema), keys, &t, millis(ttl)))
+            .map(|l| Box::new(l) as Box<dyn Operator>);
+        self.op("keep_last", built)
     }
 
     /// The rows of this stream and of `others` (same column names and

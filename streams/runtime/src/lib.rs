@@ -30,7 +30,7 @@ pub mod source;
 pub mod topn;
 pub mod window_agg;
 
-pub use changelog::{GroupAggregate, OP_COLUMN};
+pub use changelog::{GroupAggregate, LastRow, OP_COLUMN};
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dataflow::{Dataflow, NodeMetrics, Snapshot};
 pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, SourceRecord};

@@ -125,3 +125,46 @@ fn min_and_max_over_a_changelog_are_refused_by_name() {
     let err = GroupAggregate::new(schema(), &["category"], &[agg::max("amount").alias("top")]).unwrap_err();
     assert!(err.to_string().contains("top over a changelog"), "{err}");
 }
+
+#[test]
+fn the_last_row_per_key_replaces_older_ones_ignores_stale_ones_and_survives_a_restore() {
+    use rill_streams::LastRow;
+    let input =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("t", DataType::Int64, false)]));
+    let rows = |pairs: &[(i64, i64)]| {
+        RecordBatch::try_new(
+            Arc::clone(&input),
+            vec![
+                Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.0))),
+                Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.1))),
+            ],
+        )
+        .unwrap()
+    };
+    let changes = |op: &mut LastRow, pairs: &[(i64, i64)]| {
+        let mut out = Output::default();
+        op.process(0, rows(pairs), &mut out).unwrap();
+        let mut seen = Vec::new();
+        for b in &out.rows {
+            for i in 0..b.num_rows() {
+                let k = b.column(0).as_primitive::<Int64Type>().value(i);
+                let t = b.column(1).as_primitive::<Int64Type>().value(i);
+                seen.push(format!("{}({k},{t})", b.column(2).as_string::<i32>().value(i)));
+            }
+        }
+        seen
+    };
+    let mut op = LastRow::new(Arc::clone(&input), &["k"], "t", 1_000).unwrap();
+    // A key twice in one batch: its first row, then the replacement.
+    assert_eq!(changes(&mut op, &[(1, 10), (2, 5), (1, 12)]), ["+I(1,10)", "+I(2,5)", "-U(1,10)", "+U(1,12)"]);
+    // Older than the row kept: nothing; equal time: the later arrival wins.
+    assert_eq!(changes(&mut op, &[(1, 11), (2, 5)]), ["-U(2,5)", "+U(2,5)"]);
+    let state = op.snapshot().unwrap().unwrap();
+    let mut op = LastRow::new(Arc::clone(&input), &["k"], "t", 1_000).unwrap();
+    op.restore(&state).unwrap();
+    assert_eq!(changes(&mut op, &[(1, 20)]), ["-U(1,12)", "+U(1,20)"]);
+    // Past its TTL a key is forgotten: its next row is new again.
+    op.advance(1_010, &mut Output::default()).unwrap();
+    assert_eq!(op.state_size(), 1, "key 2 (time 5) is past 5 + 1000 < 1010; key 1 (time 20) is not");
+    assert_eq!(changes(&mut op, &[(2, 1_200)]), ["+I(2,1200)"]);
+}

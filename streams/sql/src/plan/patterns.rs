@@ -2,7 +2,8 @@
 //! nodes DataFusion plans for them: a rank over partitions, kept up to N.
 //!
 //! Deduplication keeps each key's first row, the key remembered for
-//! `table.exec.state.ttl` of event time (the dedup operator):
+//! `table.exec.state.ttl` of event time (the dedup operator) — or, with
+//! `ORDER BY ts DESC`, its last row, as a changelog of updates:
 //!
 //! ```sql
 //! SELECT … FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts ASC) AS rn FROM t)
@@ -23,6 +24,7 @@
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator, Projection, Window};
+use rill_streams::OP_COLUMN;
 use rill_streams::dsl::WindowDef;
 
 use super::{Changes, Conv, Planner, col, resolve, stream_names};
@@ -125,6 +127,7 @@ impl Planner<'_> {
         let keys: Vec<&str> =
             partition.iter().map(String::as_str).filter(|p| *p != "window_start" && *p != "window_end").collect();
         // Rows whose columns are the window node's: its input's, then the rank.
+        let mut changes = Changes::Append;
         let stream = if windowed && order.asc {
             return Err(self.error(
                 "window top-N ranks by ORDER BY … DESC (the largest first); order by a negated column for the smallest",
@@ -164,22 +167,36 @@ impl Planner<'_> {
                 None => self.checked(c.stream.ranked_top_n_per_window(n, &order_by.name, &keys, Some("__rank")))?,
             }
         } else {
-            self.dedup(&r, c, &partition, order.asc)?
+            let (stream, kind) = self.dedup(&r, c, &partition, &order_by.name, order.asc)?;
+            changes = kind;
+            stream
         };
         // The projection above the rank, over those rows.
         let rows = stream.schema();
-        let exprs: Vec<Expr> = r
+        let mut exprs: Vec<Expr> = r
             .projection
             .expr
             .iter()
             .zip(stream_names(&r.projection.schema))
             .map(|(e, name)| resolve(&e.clone().unalias(), &r.window.schema, &rows).alias(name))
             .collect();
-        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None, changes: Changes::Append }))
+        if changes == Changes::Retractions {
+            exprs.push(col(OP_COLUMN));
+        }
+        Ok(Some(Conv { stream: self.checked(stream.select(exprs))?, window: None, changes }))
     }
 
-    /// The dedup operator for `ROW_NUMBER() … = 1`, its rows followed by the rank (1).
-    fn dedup(&mut self, r: &Ranked<'_>, c: Conv, keys: &[String], asc: bool) -> Result<rill_streams::Stream> {
+    /// Deduplication (`ROW_NUMBER() … = 1`): the first row per key (the
+    /// dedup operator, appended rows) or, ordered descending, the last (a
+    /// changelog); its rows followed by the rank (1), then the row kind.
+    fn dedup(
+        &mut self,
+        r: &Ranked<'_>,
+        c: Conv,
+        keys: &[String],
+        order_by: &str,
+        asc: bool,
+    ) -> Result<(rill_streams::Stream, Changes)> {
         if r.function != "row_number" {
             return Err(self.error(
                 "RANK() ranks rows per window: PARTITION BY window_start, window_end of a window TVF or aggregate",
@@ -189,12 +206,6 @@ impl Planner<'_> {
             return Err(self
                 .error("ROW_NUMBER() … WHERE rn = 1 keeps the first row per key; other ranks are not supported yet"));
         }
-        if !asc {
-            return Err(self.error(
-                "ORDER BY … DESC keeps each key's last row, which needs updates (a changelog): not supported yet; \
-                 ORDER BY the time attribute ASC keeps the first",
-            ));
-        }
         let Some(ttl) = self.sql.duration("table.exec.state.ttl")? else {
             return Err(self.error(
                 "deduplication remembers keys for a while: SET 'table.exec.state.ttl' = '1 h' (or another length)",
@@ -203,15 +214,36 @@ impl Planner<'_> {
         if c.window.is_some() {
             return Err(self.error("deduplicating a window TVF's rows is not supported; deduplicate the table first"));
         }
+        match c.stream.event_time() {
+            Some(t) if t == order_by => {}
+            Some(t) => {
+                return Err(
+                    self.error(format!("deduplication orders by the rows' time attribute ({t}), not {order_by}"))
+                );
+            }
+            None => {
+                return Err(self.error("deduplication needs a time attribute: declare WATERMARK FOR … in the table"));
+            }
+        }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let which = if asc { "first" } else { "last" };
         self.lines.push(format!(
-            "  dedup: first row per [{}] for {} ms of event time",
+            "  dedup: {which} row per [{}] for {} ms of event time{}",
             keys.join(", "),
-            ttl.as_millis()
+            ttl.as_millis(),
+            if asc { "" } else { " (a changelog: updates as later rows come)" }
         ));
-        let stream = self.checked(c.stream.dedup(&key_refs, ttl))?;
-        let mut exprs: Vec<Expr> = stream.schema().fields().iter().map(|f| col(f.name())).collect();
+        let (stream, changes) = if asc {
+            (self.checked(c.stream.dedup(&key_refs, ttl))?, Changes::Append)
+        } else {
+            (self.checked(c.stream.keep_last(&key_refs, ttl))?, Changes::Retractions)
+        };
+        let mut exprs: Vec<Expr> =
+            stream.schema().fields().iter().filter(|f| f.name() != OP_COLUMN).map(|f| col(f.name())).collect();
         exprs.push(datafusion::prelude::lit(1u64).alias("__rank"));
-        self.checked(stream.select(exprs))
+        if changes == Changes::Retractions {
+            exprs.push(col(OP_COLUMN));
+        }
+        Ok((self.checked(stream.select(exprs))?, changes))
     }
 }
