@@ -59,6 +59,7 @@ use crate::rows::{FilterRows, Project};
 use crate::runner::{RunReport, Runner, RunnerConfig, TopicInput};
 use crate::sink::Sink;
 use crate::source::SourceInput;
+use crate::temporal::TemporalJoin;
 use crate::topn::{TopNWindows, WindowTopN};
 use crate::window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows};
 use crate::{Error, Result};
@@ -548,6 +549,15 @@ impl Stream {
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), bounds)
             .map(|j| Box::new(j) as Box<dyn Operator>);
         self.join_with(other, "interval_join", built)
+    }
+
+    /// Each row with the version of `table` (rows per key, or a changelog)
+    /// its key had at the row's event time (`event_time`; the row waits for
+    /// the watermark), or when it arrives (processing time): a temporal join.
+    pub fn temporal_join(self, table: &Stream, keys: &[&str], table_keys: &[&str], event_time: bool) -> Stream {
+        let built = TemporalJoin::new(&self.side(keys), &table.side(table_keys), event_time)
+            .map(|j| Box::new(j) as Box<dyn Operator>);
+        self.join_with(table, "temporal_join", built)
     }
 
     /// Pairs of rows with equal keys in the same window of `windows` (tumbling or hopping).

@@ -27,6 +27,7 @@ pub mod rows;
 pub mod runner;
 pub mod sink;
 pub mod source;
+pub mod temporal;
 pub mod topn;
 pub mod window_agg;
 
@@ -44,6 +45,7 @@ pub use rows::{FilterRows, Project};
 pub use runner::{DeadLetterPolicy, JobStatus, Member, RunReport, Runner, RunnerConfig, TopicInput};
 pub use sink::{CollectSink, FnSink, RetryingSink, Sink};
 pub use source::{Polled, Source, SourceInput, VecSource};
+pub use temporal::TemporalJoin;
 pub use window_agg::{Aggregate, WindowAggregate, WindowAggregateConfig, Windows, agg};
 
 /// Errors of the streaming runtime.

@@ -26,8 +26,12 @@ fn aggregates() -> Vec<Aggregate> {
     vec![agg::count("amount").alias("n"), agg::sum("amount").alias("total")]
 }
 
-/// One change to the table: (id, Some((category, amount))) to set, None to delete.
-fn changelog(actions: &[(i64, Option<(i64, i64)>)]) -> (Vec<(i64, i64, i64, &'static str)>, BTreeMap<i64, (i64, i64)>) {
+/// A changelog row: id, category, amount, kind.
+type Change = (i64, i64, i64, &'static str);
+
+/// The changelog of `actions` — (id, Some((category, amount))) to set, None
+/// to delete — and the table they leave (id → (category, amount)).
+fn changelog(actions: &[(i64, Option<(i64, i64)>)]) -> (Vec<Change>, BTreeMap<i64, (i64, i64)>) {
     let mut table: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     let mut rows = Vec::new();
     for (id, set) in actions {
@@ -48,7 +52,7 @@ fn changelog(actions: &[(i64, Option<(i64, i64)>)]) -> (Vec<(i64, i64, i64, &'st
     (rows, table)
 }
 
-fn batch(rows: &[(i64, i64, i64, &'static str)]) -> RecordBatch {
+fn batch(rows: &[Change]) -> RecordBatch {
     RecordBatch::try_new(
         schema(),
         vec![

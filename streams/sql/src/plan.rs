@@ -67,6 +67,8 @@ struct Planner<'a> {
     views: HashMap<String, LogicalPlan>,
     /// Window TVFs by placeholder.
     windows: HashMap<String, WindowTvf>,
+    /// Tables read FOR SYSTEM_TIME AS OF, by name.
+    as_of: HashMap<String, crate::query::AsOf>,
     /// Tag sets to push down per source table (`None`: a scan without one).
     tags: HashMap<String, Vec<Option<BTreeSet<String>>>>,
     /// SQL92 conditions on properties to push down per source table (`None`: a scan without one).
@@ -97,6 +99,7 @@ pub(crate) async fn plan(sql: &SqlJob, fed: bool) -> Result<Planned> {
         sources: HashMap::new(),
         views: HashMap::new(),
         windows: HashMap::new(),
+        as_of: HashMap::new(),
         tags: HashMap::new(),
         props: HashMap::new(),
         runner: None,
@@ -300,6 +303,9 @@ impl Planner<'_> {
             }
             self.register(&w.placeholder, Arc::new(Schema::new(fields)))?;
             self.windows.insert(w.placeholder.clone(), w.clone());
+        }
+        for a in &q.as_of {
+            self.as_of.insert(a.table.clone(), a.clone());
         }
         let state = self.ctx.state();
         let plan = state.create_logical_plan(&q.text).await.map_err(|e| self.df_error(e))?;

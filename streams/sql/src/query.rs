@@ -34,6 +34,17 @@ pub(crate) struct WindowTvf {
     pub at: Position,
 }
 
+/// A table read as of a time: `JOIN rates FOR SYSTEM_TIME AS OF o.ts`.
+#[derive(Debug, Clone)]
+pub(crate) struct AsOf {
+    /// The versioned table.
+    pub table: String,
+    /// The probe side's time column (`ts` of `o.ts`).
+    pub time: String,
+    /// Where `FOR SYSTEM_TIME` is written.
+    pub at: Position,
+}
+
 /// A query ready for DataFusion.
 #[derive(Debug, Clone)]
 pub(crate) struct Query {
@@ -41,6 +52,8 @@ pub(crate) struct Query {
     pub text: String,
     /// Its window TVFs.
     pub windows: Vec<WindowTvf>,
+    /// Its tables read as of a time (temporal joins).
+    pub as_of: Vec<AsOf>,
     /// Where it starts.
     pub at: Location,
 }
@@ -52,6 +65,7 @@ pub(crate) fn query(src: &Source, stmt: &Statement, from: usize, counter: &mut u
     };
     let at = first.span.start;
     let mut windows = Vec::new();
+    let mut as_of = Vec::new();
     let mut cuts = Vec::new();
     let mut i = from;
     while i < stmt.tokens.len() {
@@ -64,11 +78,41 @@ pub(crate) fn query(src: &Source, stmt: &Statement, from: usize, counter: &mut u
             cuts.push((stmt.tokens[i].span.start, end, placeholder));
             windows.push(tvf);
             i += used;
+        } else if stmt.word(i).as_deref() == Some("FOR") && stmt.word(i + 1).as_deref() == Some("SYSTEM_TIME") {
+            // FOR SYSTEM_TIME AS OF [alias.]column, cut out; the join is planned as usual.
+            let Some(table) = i.checked_sub(1).and_then(|j| match &stmt.tokens[j].token {
+                Token::Word(w) => Some(w.value.clone()),
+                _ => None,
+            }) else {
+                return Err(src.error(stmt.tokens[i].span.start, "FOR SYSTEM_TIME AS OF follows a table name"));
+            };
+            let start = stmt.tokens[i].span.start;
+            if stmt.word(i + 2).as_deref() != Some("AS") || stmt.word(i + 3).as_deref() != Some("OF") {
+                return Err(src.error(start, "expected FOR SYSTEM_TIME AS OF <time column>"));
+            }
+            // [alias.]column: the last word is the column.
+            let word = |k: usize| match stmt.tokens.get(k).map(|t| &t.token) {
+                Some(Token::Word(w)) => Some(w.value.clone()),
+                _ => None,
+            };
+            let mut j = i + 4;
+            let Some(mut time) = word(j) else {
+                return Err(src.error(start, "FOR SYSTEM_TIME AS OF takes a time column (o.ts or a PROCTIME() column)"));
+            };
+            j += 1;
+            while stmt.tokens.get(j).is_some_and(|t| t.token == Token::Period) {
+                let Some(next) = word(j + 1) else { break };
+                time = next;
+                j += 2;
+            }
+            cuts.push((start, stmt.tokens[j - 1].span.end, String::new()));
+            as_of.push(AsOf { table, time, at: src.at(start) });
+            i = j;
         } else {
             i += 1;
         }
     }
-    Ok(Query { text: src.isolate(at, stmt.end, &cuts), windows, at })
+    Ok(Query { text: src.isolate(at, stmt.end, &cuts), windows, as_of, at })
 }
 
 /// `TABLE ( TUMBLE|HOP|CUMULATE|SESSION (` at `i`.

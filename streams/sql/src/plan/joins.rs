@@ -19,8 +19,11 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, JoinType, Operator};
 use datafusion::scalar::ScalarValue;
 
+use rill_streams::{OP_COLUMN, Stream};
+
 use super::{Changes, Conv, Planner, col, resolve, stream_names};
-use crate::Result;
+use crate::query::AsOf;
+use crate::{Error, Result};
 
 /// Which input of a join an expression reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +142,24 @@ impl Planner<'_> {
             }
             true
         });
+        let as_of = super::sources::scan_below(&j.right).and_then(|t| self.as_of.get(&t).cloned());
+        if as_of.is_none()
+            && let Some(t) = super::sources::scan_below(&j.left).filter(|t| self.as_of.contains_key(t))
+        {
+            return Err(self.error(format!("put the table read FOR SYSTEM_TIME AS OF ({t}) on the right of the join")));
+        }
         let mut left = self.convert(&j.left)?;
         let mut right = self.convert(&j.right)?;
-        for c in [&left, &right] {
+        for (c, versioned) in [(&left, false), (&right, as_of.is_some())] {
             if c.window.is_some() {
                 return Err(self.error("join a window TVF's aggregated rows, not the TVF itself"));
             }
-            if c.changes != Changes::Append {
-                return Err(self.error("joining updates or a changelog is not supported yet"));
+            // A versioned table may be a changelog: its rows are its versions.
+            if c.changes == Changes::Upserts || (c.changes == Changes::Retractions && !versioned) {
+                return Err(self.error(
+                    "joining updates or a changelog is not supported yet (except as the table of a temporal join: \
+                     FOR SYSTEM_TIME AS OF)",
+                ));
             }
         }
         // Conditions on one side go below the join.
@@ -162,8 +175,12 @@ impl Planner<'_> {
         let (left_names, right_names) = names.split_at(ls.fields().len());
         for (c, wanted) in [(&mut left, left_names), (&mut right, right_names)] {
             let schema = c.stream.schema();
-            if schema.fields().iter().map(|f| f.name()).ne(wanted.iter()) {
-                let exprs = schema.fields().iter().zip(wanted).map(|(f, n)| col(f.name()).alias(n)).collect();
+            if schema.fields().iter().map(|f| f.name()).take(wanted.len()).ne(wanted.iter()) {
+                let mut exprs: Vec<Expr> =
+                    schema.fields().iter().zip(wanted).map(|(f, n)| col(f.name()).alias(n)).collect();
+                if c.changes == Changes::Retractions {
+                    exprs.push(col(OP_COLUMN));
+                }
                 c.stream = self.checked(c.stream.clone().select(exprs))?;
             }
         }
@@ -177,6 +194,16 @@ impl Planner<'_> {
                 (Some(l), Some(r)) => keys.push((l, r)),
                 _ => return Err(self.error(format!("cannot find the join columns of {l} = {r}"))),
             }
+        }
+        if let Some(as_of) = as_of {
+            let stream = self.temporal(&as_of, left.stream, right.stream, &keys)?;
+            let mut stream = self.checked(stream)?;
+            for e in &cond.rest {
+                let predicate = resolve(e, &j.schema, &stream.schema());
+                self.lines.push(format!("  filter: {predicate}"));
+                stream = self.checked(stream.filter(predicate))?;
+            }
+            return Ok(Conv { stream, window: None, changes: Changes::Append });
         }
         // Time bounds between the two sides' event times.
         let (lt, rt) = (left.stream.event_time().map(str::to_owned), right.stream.event_time().map(str::to_owned));
@@ -245,6 +272,63 @@ impl Planner<'_> {
             stream = self.checked(stream.filter(predicate))?;
         }
         Ok(Conv { stream, window: None, changes: Changes::Append })
+    }
+}
+
+impl Planner<'_> {
+    /// `probe JOIN table FOR SYSTEM_TIME AS OF probe.time`: in event time when
+    /// that is the probe's time attribute, in processing time for a
+    /// PROCTIME() column; the table has a primary key among the join keys.
+    fn temporal(&mut self, as_of: &AsOf, probe: Stream, table: Stream, keys: &[(String, String)]) -> Result<Stream> {
+        let err = |m: String| Error::At { at: as_of.at.clone(), message: m };
+        let def = self.sql.tables.iter().find(|t| t.name == as_of.table).ok_or_else(|| {
+            err(format!(
+                "'{}' read FOR SYSTEM_TIME AS OF is not a declared table (views are not versioned)",
+                as_of.table
+            ))
+        })?;
+        if def.primary_key.is_empty() {
+            return Err(err(format!(
+                "a table read FOR SYSTEM_TIME AS OF is versioned by its key: declare PRIMARY KEY (…) NOT ENFORCED in '{}'",
+                def.name
+            )));
+        }
+        let plain = |name: &str| name.rsplit_once('.').map_or(name, |(_, n)| n).to_owned();
+        let table_keys: Vec<String> = keys.iter().map(|(_, r)| plain(r)).collect();
+        if let Some(missing) = def.primary_key.iter().find(|k| !table_keys.contains(k)) {
+            return Err(err(format!(
+                "the join must give the whole primary key of '{}': {} is not in the ON condition",
+                def.name, missing
+            )));
+        }
+        let probe_time = probe.event_time().map(plain);
+        let event_time = match probe_time {
+            Some(t) if t == as_of.time => true,
+            _ => {
+                let proc = self.sql.tables.iter().any(|t| {
+                    t.name != def.name
+                        && t.column(&as_of.time).is_some_and(|c| c.kind == crate::ddl::ColumnKind::ProcTime)
+                });
+                if !proc {
+                    return Err(err(format!(
+                        "FOR SYSTEM_TIME AS OF {}: not the time attribute of the other side{}",
+                        as_of.time,
+                        probe.event_time().map(|t| format!(" (which is {t})")).unwrap_or_default()
+                    )));
+                }
+                false
+            }
+        };
+        let (lk, rk): (Vec<&str>, Vec<&str>) = keys.iter().map(|(l, r)| (l.as_str(), r.as_str())).unzip();
+        let key_text: Vec<String> = keys.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        self.lines.push(format!(
+            "  temporal join with {} as of {} ({}) on {}",
+            def.name,
+            as_of.time,
+            if event_time { "event time" } else { "processing time" },
+            key_text.join(", ")
+        ));
+        Ok(probe.temporal_join(&table, &lk, &rk, event_time))
     }
 }
 

@@ -453,7 +453,7 @@ impl Planner<'_> {
 }
 
 /// The table scanned right below `plan` (through aliases), if any.
-fn scan_below(plan: &LogicalPlan) -> Option<String> {
+pub(super) fn scan_below(plan: &LogicalPlan) -> Option<String> {
     match plan {
         LogicalPlan::TableScan(s) => Some(s.table_name.table().to_owned()),
         LogicalPlan::SubqueryAlias(a) => scan_below(&a.input),
