@@ -29,6 +29,9 @@ pub struct ProduceArgs {
     /// Take each message's key from this field of its JSON line.
     #[arg(long, value_name = "FIELD")]
     key_field: Option<String>,
+    /// The FIFO message group of every message: they stay in order, on one queue.
+    #[arg(long, value_name = "GROUP")]
+    message_group: Option<String>,
     /// A property of every message (repeat for several).
     #[arg(long = "property", value_name = "KEY=VALUE", value_parser = property)]
     properties: Vec<(String, String)>,
@@ -61,6 +64,9 @@ impl ProduceArgs {
         }
         for (k, v) in &self.properties {
             m = m.with_property(k.as_str(), v.as_str());
+        }
+        if let Some(group) = &self.message_group {
+            m = m.with_message_group(group.as_str());
         }
         if self.tag_field.is_none() && self.key_field.is_none() {
             return Ok(m);

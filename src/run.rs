@@ -31,6 +31,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     runtime.block_on(async move {
         let mut job = rill_sql::SqlJob::load(&args.file)?;
         job.connectors_mut().register_source("nexmark", std::sync::Arc::new(rill_nexmark::sql::NexmarkConnector));
+        rill_mysql::register(job.connectors_mut());
         for (key, value) in &args.settings {
             job.set_setting(key, value)?;
         }

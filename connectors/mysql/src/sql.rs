@@ -1,0 +1,198 @@
+//! The sink's connection thread (statements for upserts, deletes and the
+//! table) and the `mysql` connector SQL job files name.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Pool, TxOpts, Value};
+use rill_sql::{Connectors, OptionSpec, Options, SinkConnector, TableDef, opt};
+use rill_streams::Sink;
+
+use crate::{Change, Command, Error, MysqlSink, MysqlSinkConfig, Result};
+
+/// Rows per statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `url` with its password hidden, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Runs the commands of one sink until it is dropped.
+pub(crate) fn serve(config: &MysqlSinkConfig, commands: &mpsc::Receiver<Command>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            for Command::Write { done, .. } in commands.iter() {
+                let _ = done.send(Err(Error::Database(format!("cannot start a runtime: {e}"))));
+            }
+            return;
+        }
+    };
+    let mut pool: Option<Pool> = None;
+    let mut created = false;
+    for Command::Write { columns, changes, done } in commands.iter() {
+        let pool = pool.get_or_insert_with(|| Pool::new(config.url.as_str()));
+        let result = runtime.block_on(async {
+            if config.auto_create && !created {
+                create(pool, config, &columns).await?;
+                created = true;
+            }
+            write(pool, config, &columns, &changes).await
+        });
+        let _ = done.send(result);
+    }
+    if let Some(pool) = pool {
+        let _ = runtime.block_on(pool.disconnect());
+    }
+}
+
+fn db(e: mysql_async::Error) -> Error {
+    Error::Database(e.to_string())
+}
+
+async fn create(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String)]) -> Result<()> {
+    let mut defs: Vec<String> = columns.iter().map(|(name, ty)| format!("{} {ty}", quote(name))).collect();
+    let key: Vec<String> = config.key.iter().map(|k| quote(k)).collect();
+    defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    let statement = format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(&config.table), defs.join(", "));
+    let mut conn = pool.get_conn().await.map_err(db)?;
+    conn.query_drop(statement).await.map_err(db)
+}
+
+/// Every change in one transaction: upserts, then deletes (one change per key, so order does not matter).
+async fn write(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String)], changes: &[Change]) -> Result<()> {
+    let mut conn = pool.get_conn().await.map_err(db)?;
+    let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(db)?;
+    let names: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
+    let others: Vec<String> = columns
+        .iter()
+        .filter(|(c, _)| !config.key.contains(c))
+        .map(|(c, _)| format!("{0} = VALUES({0})", quote(c)))
+        .collect();
+    let upserts: Vec<&Vec<Value>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert(v) => Some(v),
+            Change::Delete(_) => None,
+        })
+        .collect();
+    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+    for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+        let head = if others.is_empty() { "INSERT IGNORE INTO" } else { "INSERT INTO" };
+        let mut statement = format!(
+            "{head} {} ({}) VALUES {}",
+            quote(&config.table),
+            names.join(", "),
+            vec![row.as_str(); chunk.len()].join(", ")
+        );
+        if !others.is_empty() {
+            statement.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", others.join(", ")));
+        }
+        let params: Vec<Value> = chunk.iter().flat_map(|v| v.iter().cloned()).collect();
+        tx.exec_drop(statement, Params::Positional(params)).await.map_err(db)?;
+    }
+    let deletes: Vec<&Vec<Value>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete(k) => Some(k),
+            Change::Upsert(_) => None,
+        })
+        .collect();
+    let key: Vec<String> = config.key.iter().map(|k| quote(k)).collect();
+    let one = format!("({})", vec!["?"; key.len()].join(", "));
+    for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
+        let statement = format!(
+            "DELETE FROM {} WHERE ({}) IN ({})",
+            quote(&config.table),
+            key.join(", "),
+            vec![one.as_str(); chunk.len()].join(", ")
+        );
+        let params: Vec<Value> = chunk.iter().flat_map(|v| v.iter().cloned()).collect();
+        tx.exec_drop(statement, Params::Positional(params)).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// Options of the `mysql` sink.
+const OPTIONS: &[OptionSpec] = &[
+    opt("connector", true, &[]),
+    opt("url", true, &[]),
+    opt("table-name", true, &[]),
+    opt("username", false, &[]),
+    opt("password", false, &[]),
+    opt("sink.buffer-flush.max-rows", false, &[]),
+    opt("sink.auto-create", false, &["true", "false"]),
+];
+
+/// The `mysql` connector SQL job files name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MysqlConnector;
+
+/// Adds the MySQL connectors to `connectors`.
+pub fn register(connectors: &mut Connectors) {
+    connectors.register_sink("mysql", Arc::new(MysqlConnector));
+}
+
+impl SinkConnector for MysqlConnector {
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn build(&self, table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
+        let url = options.get("url").unwrap_or_default();
+        // Flink's JDBC form works too.
+        let mut url = url.strip_prefix("jdbc:").unwrap_or(url).to_owned();
+        if let (Some(user), Some(scheme)) = (options.get("username"), url.find("://")) {
+            let password = options.get("password").map(|p| format!(":{p}")).unwrap_or_default();
+            url.insert_str(scheme + 3, &format!("{user}{password}@"));
+        }
+        let max_buffered = match options.get("sink.buffer-flush.max-rows") {
+            None => 10_000,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("'sink.buffer-flush.max-rows' = '{v}' is not a positive whole number"))?,
+        };
+        if table.primary_key.is_empty() {
+            return Err(format!(
+                "the mysql sink writes upserts by key: declare PRIMARY KEY (…) NOT ENFORCED in '{}'",
+                table.name
+            ));
+        }
+        let config = MysqlSinkConfig {
+            url,
+            table: options.get("table-name").unwrap_or(&table.name).to_owned(),
+            key: table.primary_key.clone(),
+            max_buffered,
+            auto_create: options.get("sink.auto-create") == Some("true"),
+        };
+        Ok(Box::new(MysqlSink::new(config).map_err(|e| e.to_string())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_messages() {
+        assert_eq!(redact("mysql://root:secret@db:3306/test"), "mysql://root:***@db:3306/test");
+        assert_eq!(redact("mysql://root@db:3306/test"), "mysql://root@db:3306/test");
+    }
+}
