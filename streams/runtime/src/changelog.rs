@@ -27,7 +27,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
 
 use crate::operator::{Operator, Output};
-use crate::window_agg::{Aggregate, physical_aggregates};
+use crate::window_agg::{Aggregate, aggregate_arguments, physical_aggregates};
 use crate::{Error, Result};
 
 /// Name of the row-kind column of a changelog.
@@ -126,16 +126,7 @@ impl GroupAggregate {
         let ops = batch.column(self.op_index).as_string::<i32>();
         let keys: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect();
         let keys = self.rows.convert_columns(&keys)?;
-        let args: Vec<Vec<ArrayRef>> = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
+        let args = aggregate_arguments(&self.aggregates, batch)?;
         // Rows added and retracted per key, keys in order of first change.
         let mut order: Vec<OwnedRow> = Vec::new();
         let mut changes: HashMap<OwnedRow, (Vec<u32>, Vec<u32>)> = HashMap::new();

@@ -291,17 +291,7 @@ impl WindowAggregate {
         let times = event_times(batch.column(self.time_index))?;
         let key_columns: Vec<ArrayRef> = self.key_indices.iter().map(|i| Arc::clone(batch.column(*i))).collect();
         let keys = self.rows.convert_columns(&self.key_columns(key_columns, batch.num_rows()))?;
-        // Each aggregate's arguments, evaluated (with the casts coercion added).
-        let args: Vec<Vec<ArrayRef>> = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
+        let args = aggregate_arguments(&self.aggregates, batch)?;
         // Row indices per group, in arrival order; late rows apart.
         let mut per_group: HashMap<usize, Vec<u32>> = HashMap::new();
         let mut late = Vec::new();
@@ -614,6 +604,22 @@ pub(crate) fn physical_aggregates(input: &SchemaRef, aggregates: &[Aggregate]) -
         out.push(expr);
     }
     Ok(out)
+}
+
+/// Each aggregate's arguments evaluated over `batch` (with the casts coercion added).
+pub(crate) fn aggregate_arguments(
+    aggregates: &[AggregateFunctionExpr],
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    aggregates
+        .iter()
+        .map(|a| {
+            a.expressions()
+                .iter()
+                .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
 }
 
 /// Event times of a time column (null for a null cell).

@@ -159,3 +159,45 @@ fn debezium_events_become_changelog_rows_with_their_kind_and_metadata() {
     assert!(reasons[1].0 == 7 && reasons[1].1.contains("unknown Debezium op 'x'"), "{reasons:?}");
     assert!(reasons[2].0 == 8 && reasons[2].1.contains("auction"), "a missing NOT NULL column is named: {reasons:?}");
 }
+
+mod arbitrary_bodies {
+    use super::*;
+    use proptest::prelude::*;
+    use rill_streams::Format;
+
+    fn formats() -> [Format; 4] {
+        [Format::Json, Format::Csv { delimiter: b',' }, Format::Raw, Format::DebeziumJson]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Bodies come from anyone who can send to a topic: whatever the
+        /// bytes, decoding returns rows or dead letters, never a panic,
+        /// and every message is accounted for.
+        #[test]
+        fn any_bytes_decode_or_are_set_aside(
+            bodies in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    "[{}\\[\\]\":,a-z0-9 ]{0,48}".prop_map(String::into_bytes),
+                    Just(br#"{"before": null, "after": {"auction": 1, "price": 2}, "op": "c"}"#.to_vec()),
+                ],
+                1..8,
+            ),
+        ) {
+            for format in formats() {
+                let d = decoder().with_format(format);
+                let records: Vec<SourceRecord> = bodies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| SourceRecord { body: bytes::Bytes::copy_from_slice(b), ..record(i as u64, "") })
+                    .collect();
+                let out = d.decode(&records).unwrap();
+                let dead: std::collections::HashSet<u64> = out.dead.iter().map(|d| d.offset).collect();
+                // A message gives one row (two for a changelog update) unless it is a dead letter.
+                prop_assert!(out.batch.num_rows() >= records.len() - dead.len());
+                prop_assert!(out.batch.num_rows() <= 2 * (records.len() - dead.len()));
+            }
+        }
+    }
+}
