@@ -309,7 +309,33 @@ impl Planner<'_> {
         }
         let state = self.ctx.state();
         let plan = state.create_logical_plan(&q.text).await.map_err(|e| self.df_error(e))?;
-        state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(|e| self.df_error(e))
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| self.df_error(e))?;
+        // Only the columns used above each node flow (joins keep less state); nothing else is rewritten.
+        use datafusion::optimizer::OptimizerRule;
+        let pruned = datafusion::optimizer::optimize_projections::OptimizeProjections::new()
+            .rewrite(plan.clone(), &datafusion::optimizer::OptimizerContext::new());
+        // Not where that drops a window TVF's time column, which DataFusion does not see used.
+        // Nor for temporal joins or a state TTL, whose time columns it does not see either.
+        let ttl = self.sql.setting("table.exec.state.ttl").is_some();
+        Ok(match pruned {
+            Ok(t) if q.as_of.is_empty() && !ttl && self.keeps_window_times(&t.data) => t.data,
+            _ => plan,
+        })
+    }
+
+    /// Whether every window TVF scan in `plan` still reads its time column.
+    fn keeps_window_times(&self, plan: &LogicalPlan) -> bool {
+        if let LogicalPlan::TableScan(s) = plan
+            && let Some(w) = self.windows.get(s.table_name.table())
+            && let Some(projection) = &s.projection
+        {
+            let schema = s.source.schema();
+            return projection.iter().any(|i| *schema.field(*i).name() == w.time);
+        }
+        plan.inputs().into_iter().all(|p| self.keeps_window_times(p))
     }
 
     /// The table behind a window placeholder, or the name itself.
@@ -333,8 +359,18 @@ impl Planner<'_> {
                     None => self.relation(&name)?,
                 };
                 if let Some(projection) = &s.projection {
+                    // A window TVF's columns come later, with its window step.
                     let schema = s.source.schema();
-                    let keep: Vec<Expr> = projection.iter().map(|i| col(schema.field(*i).name())).collect();
+                    let have = conv.stream.schema();
+                    let mut keep: Vec<Expr> = projection
+                        .iter()
+                        .map(|i| schema.field(*i).name())
+                        .filter(|n| have.index_of(n).is_ok())
+                        .map(|n| col(n))
+                        .collect();
+                    if conv.changes == Changes::Retractions {
+                        keep.push(col(OP_COLUMN));
+                    }
                     conv.stream = self.checked(conv.stream.select(keep))?;
                 }
                 Ok(conv)

@@ -206,6 +206,7 @@ fn window_tvf(src: &Source, stmt: &Statement, placeholder: String) -> Result<(Wi
 /// `90 s`, `250 ms`, `5 min`.
 pub(crate) fn format_ms(ms: i64) -> String {
     match ms {
+        0 => "0".to_owned(),
         m if m % 3_600_000 == 0 => format!("{} h", m / 3_600_000),
         m if m % 60_000 == 0 => format!("{} min", m / 60_000),
         m if m % 1_000 == 0 => format!("{} s", m / 1_000),

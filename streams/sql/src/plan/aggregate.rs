@@ -146,11 +146,13 @@ impl Planner<'_> {
             }
             None => {
                 if stream.event_time().is_none() {
-                    return Err(self.error(
-                        "a GROUP BY without a window updates its results as event time moves, and these rows have \
-                         none: declare WATERMARK FOR <column> in the table (below a window aggregate, \
-                         select its window_time)",
-                    ));
+                    // One global window per key: no row is ever late, so any
+                    // time does; results still go out as the watermark moves.
+                    let mut all: Vec<Expr> = stream.schema().fields().iter().map(|f| col(f.name())).collect();
+                    let zero = datafusion::scalar::ScalarValue::TimestampMillisecond(Some(0), None);
+                    all.push(datafusion::prelude::lit(zero).alias("__time"));
+                    stream = self.checked(stream.select(all))?;
+                    stream = self.checked(stream.with_event_time("__time"))?;
                 }
                 self.lines.push(format!(
                     "  running aggregate (updates per key), keys [{}]: {}",

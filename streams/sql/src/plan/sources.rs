@@ -268,7 +268,7 @@ impl Planner<'_> {
             _ => String::new(),
         };
         let time = match (&def.watermark, &proc_time) {
-            (Some((c, d)), _) => format!("event time {c} (watermark {c} - {})", format_ms(*d).replace("0 ms", "0")),
+            (Some((c, d)), _) => format!("event time {c} (watermark {c} - {})", format_ms(*d)),
             (None, Some(p)) => format!("processing time {p}"),
             (None, None) => "no time attribute".into(),
         };
