@@ -384,6 +384,28 @@ impl Planner<'_> {
                 if let LogicalPlan::Join(j) = f.input.as_ref() {
                     return self.join(j, Some(&f.predicate));
                 }
+                // Columns picked from a join (pruning puts them between): the condition is the join's.
+                if let LogicalPlan::Projection(p) = f.input.as_ref()
+                    && let LogicalPlan::Join(j) = p.input.as_ref()
+                    && p.expr.iter().all(|e| matches!(e.clone().unalias(), Expr::Column(_)))
+                {
+                    let through = f
+                        .predicate
+                        .clone()
+                        .transform(|e| {
+                            Ok(match e {
+                                Expr::Column(c) => match p.schema.maybe_index_of_column(&c) {
+                                    Some(i) => Transformed::yes(p.expr[i].clone().unalias()),
+                                    None => Transformed::no(Expr::Column(c)),
+                                },
+                                other => Transformed::no(other),
+                            })
+                        })
+                        .map(|t| t.data)
+                        .map_err(|e| self.df_error(e))?;
+                    let joined = self.join(j, Some(&through))?;
+                    return self.project(p, joined);
+                }
                 let c = self.convert(&f.input)?;
                 if c.changes == Changes::Upserts {
                     return Err(self.error(
@@ -398,30 +420,7 @@ impl Planner<'_> {
             }
             LogicalPlan::Projection(p) => {
                 let c = self.convert(&p.input)?;
-                if c.window.is_some() {
-                    return Err(self.error(
-                        "a window TVF's rows can only be aggregated (GROUP BY window_start, window_end, …) for now",
-                    ));
-                }
-                let input = c.stream.schema();
-                let mut exprs: Vec<Expr> = p
-                    .expr
-                    .iter()
-                    .zip(stream_names(&p.schema))
-                    .map(|(e, name)| resolve(&e.clone().unalias(), p.input.schema(), &input).alias(name))
-                    .collect();
-                if c.changes == Changes::Retractions {
-                    exprs.push(col(OP_COLUMN));
-                }
-                let shown: Vec<String> = exprs
-                    .iter()
-                    .map(|e| match e {
-                        Expr::Alias(a) if a.expr.schema_name().to_string() == a.name => a.expr.to_string(),
-                        other => other.to_string(),
-                    })
-                    .collect();
-                self.lines.push(format!("  select: {}", shown.join(", ")));
-                Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None, changes: c.changes })
+                self.project(p, c)
             }
             LogicalPlan::Aggregate(a) => self.window_aggregate(a),
             LogicalPlan::Union(u) => {
@@ -448,6 +447,34 @@ impl Planner<'_> {
                 other.display().to_string().split(':').next().unwrap_or("this operation")
             ))),
         }
+    }
+
+    /// `p`'s columns computed over `c`, its input converted.
+    fn project(&mut self, p: &datafusion::logical_expr::Projection, c: Conv) -> Result<Conv> {
+        if c.window.is_some() {
+            return Err(
+                self.error("a window TVF's rows can only be aggregated (GROUP BY window_start, window_end, …) for now")
+            );
+        }
+        let input = c.stream.schema();
+        let mut exprs: Vec<Expr> = p
+            .expr
+            .iter()
+            .zip(stream_names(&p.schema))
+            .map(|(e, name)| resolve(&e.clone().unalias(), p.input.schema(), &input).alias(name))
+            .collect();
+        if c.changes == Changes::Retractions {
+            exprs.push(col(OP_COLUMN));
+        }
+        let shown: Vec<String> = exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Alias(a) if a.expr.schema_name().to_string() == a.name => a.expr.to_string(),
+                other => other.to_string(),
+            })
+            .collect();
+        self.lines.push(format!("  select: {}", shown.join(", ")));
+        Ok(Conv { stream: self.checked(c.stream.select(exprs))?, window: None, changes: c.changes })
     }
 
     /// A table's or view's rows.
