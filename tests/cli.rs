@@ -186,6 +186,19 @@ fn bench_nexmark_reports_every_query_beside_flink_and_the_target() {
     assert!(q5["ratio_vs_flink"].as_f64().unwrap() > 0.0 && q5["results"].as_u64().unwrap() > 0, "{q5}");
     assert!(report["generator_events_per_sec_per_core"].as_f64().unwrap() > 0.0);
 
+    // With --sql each query's job file runs beside the DSL version, with the same results.
+    let out = rill()
+        .args(["bench", "nexmark", "--sql", "--query", "q3,q5", "--json", "--events", "20000", "--chunk", "2000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for c in report["cases"].as_array().unwrap() {
+        assert_eq!(c["sql_results"], c["results"], "{c}");
+        assert!(c["ratio_sql_vs_dsl"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["ratio_sql_vs_dsl_with_generator"].as_f64().unwrap() > 0.0, "{c}");
+    }
+
     let bad = rill().args(["bench", "nexmark", "--query", "q6"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(
