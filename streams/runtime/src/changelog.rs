@@ -7,8 +7,9 @@
 //! are added, removed ones retracted (`retract_batch`), and each batch's
 //! effect on a key goes out as a change of the result row: `+I` for a new
 //! key, `-U`/`+U` when its values change, `-D` when its last row is gone.
-//! Only aggregates whose accumulators retract any value exactly are taken
-//! (COUNT, SUM, AVG); MIN and MAX would need every value kept.
+//! Only aggregates that retract any value exactly are taken: COUNT, SUM,
+//! AVG (DataFusion's sliding accumulators) and MIN, MAX (every value kept
+//! with its count).
 //!
 //! [`LastRow`] turns appended rows into a changelog: the latest row per key.
 //!
@@ -41,8 +42,10 @@ pub const UPDATE_AFTER: &str = "+U";
 /// A deleted row.
 pub const DELETE: &str = "-D";
 
-/// Functions whose accumulators retract exactly.
-const RETRACTABLE: &[&str] = &["count", "sum", "avg"];
+mod extreme;
+
+/// Functions whose accumulators retract exactly (MIN and MAX by keeping every value).
+const RETRACTABLE: &[&str] = &["count", "sum", "avg", "min", "max"];
 
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
@@ -58,6 +61,8 @@ pub struct GroupAggregate {
     rows: RowConverter,
     aggregates: Vec<AggregateFunctionExpr>,
     groups: HashMap<OwnedRow, Group>,
+    /// Per aggregate: `Some((max, type))` for MIN / MAX, kept by value.
+    extremes: Vec<Option<(bool, DataType)>>,
 }
 
 impl std::fmt::Debug for GroupAggregate {
@@ -83,8 +88,8 @@ impl GroupAggregate {
         for a in aggregates {
             if !RETRACTABLE.contains(&a.function.name()) || a.distinct {
                 return Err(Error::Plan(format!(
-                    "{} over a changelog would need every value kept to retract one: not supported yet; \
-                     COUNT, SUM and AVG are",
+                    "{} over a changelog is not supported yet (it must retract any value exactly); \
+                     COUNT, SUM, AVG, MIN and MAX are",
                     a.name
                 )));
             }
@@ -94,6 +99,16 @@ impl GroupAggregate {
             key_indices.iter().map(|i| SortField::new(input.field(*i).data_type().clone())).collect(),
         )?;
         let exprs = physical_aggregates(&input, aggregates)?;
+        let extremes = aggregates
+            .iter()
+            .map(|a| match a.function.name() {
+                name @ ("min" | "max") => {
+                    let t = input.field_with_name(&a.column)?.data_type().clone();
+                    Ok(Some((name == "max", t)))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
         fields.extend(exprs.iter().map(|a| a.field().as_ref().clone().with_nullable(true)));
         fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
@@ -105,6 +120,7 @@ impl GroupAggregate {
             rows,
             aggregates: exprs,
             groups: HashMap::new(),
+            extremes,
         })
     }
 
@@ -112,7 +128,11 @@ impl GroupAggregate {
         let accumulators = self
             .aggregates
             .iter()
-            .map(AggregateFunctionExpr::create_sliding_accumulator)
+            .zip(&self.extremes)
+            .map(|(a, extreme)| match extreme {
+                Some((max, t)) => Ok(Box::new(extreme::Extreme::new(t, *max)?) as Box<dyn Accumulator>),
+                None => a.create_sliding_accumulator(),
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         Ok(Group { accumulators, rows: 0 })
     }

@@ -21,8 +21,10 @@ CREATE TABLE orders (
   'scan.bounded' = 'true'
 );
 
-CREATE TABLE per_category (category STRING, orders BIGINT, revenue DOUBLE, PRIMARY KEY (category) NOT ENFORCED)
+CREATE TABLE per_category (
+  category STRING, orders BIGINT, revenue DOUBLE, biggest DOUBLE, PRIMARY KEY (category) NOT ENFORCED
+)
 WITH ('connector' = 'filesystem', 'path' = '${OUT}/out');
 
 INSERT INTO per_category
-SELECT category, COUNT(*), SUM(amount) FROM orders WHERE amount < 100 GROUP BY category;
+SELECT category, COUNT(*), SUM(amount), MAX(amount) FROM orders WHERE amount < 100 GROUP BY category;
