@@ -304,6 +304,12 @@ impl Operator for GroupAggregate {
     }
 }
 
+/// Row `row` of `batch` in buffers of its own: a slice would keep the whole
+/// batch alive for as long as the row is kept.
+pub(crate) fn own_row(batch: &RecordBatch, row: usize) -> Result<RecordBatch> {
+    Ok(datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(vec![row as u32]))?)
+}
+
 /// Keeps the latest row per key (by an event-time column; a later arrival
 /// wins a tie) and emits a changelog: `+I` for a key's first row, `-U` of
 /// the row kept and `+U` of the new one when a later row replaces it. A
@@ -370,7 +376,7 @@ impl LastRow {
         for (row, ts) in times.iter().enumerate() {
             let Some(ts) = *ts else { continue };
             let key = keys.row(row).owned();
-            let this = batch.slice(row, 1);
+            let this = own_row(batch, row)?;
             match self.kept.get(&key) {
                 Some((kept, _)) if *kept > ts => continue,
                 Some((_, old)) => {
@@ -439,7 +445,7 @@ impl Operator for LastRow {
         let times = crate::window_agg::event_times(state.column(self.time_index))?;
         for (row, ts) in times.into_iter().enumerate() {
             if let Some(ts) = ts {
-                self.kept.insert(keys.row(row).owned(), (ts, state.slice(row, 1)));
+                self.kept.insert(keys.row(row).owned(), (ts, own_row(state, row)?));
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 
-use crate::changelog::{DELETE, OP_COLUMN, UPDATE_BEFORE};
+use crate::changelog::{DELETE, OP_COLUMN, UPDATE_BEFORE, own_row};
 use crate::join::JoinSide;
 use crate::operator::{Operator, Output};
 use crate::window_agg::event_times;
@@ -154,7 +154,7 @@ impl TemporalJoin {
                 // The row after an update comes as its own +U.
                 Some(UPDATE_BEFORE) => continue,
                 Some(DELETE) => None,
-                _ => Some(data.slice(row, 1)),
+                _ => Some(own_row(&data, row)?),
             };
             let key = keys.row(row).owned();
             self.versions.entry(key.clone()).or_default().insert(time, version);
@@ -324,7 +324,7 @@ impl Operator for TemporalJoin {
         let deleted = state.column(2).as_boolean();
         for row in 0..state.num_rows() {
             let ts = time.value(row);
-            let one = state.slice(row, 1);
+            let one = own_row(state, row)?;
             if side.value(row) == 0 {
                 let columns = one.columns()[3..3 + np].to_vec();
                 self.pending.entry(ts).or_default().push(RecordBatch::try_new(Arc::clone(&self.probe), columns)?);
