@@ -373,15 +373,26 @@ impl LastRow {
         // Rows out, each from `batch` (source 0) or a row kept before (source i > 0).
         let mut sources: Vec<RecordBatch> = vec![batch.clone()];
         let (mut picks, mut ops): (Vec<(usize, usize)>, Vec<&str>) = (Vec::new(), Vec::new());
+        // The row of this batch each key ends up with; copied out once, at the end.
+        let mut latest: HashMap<OwnedRow, (i64, usize)> = HashMap::new();
         for (row, ts) in times.iter().enumerate() {
             let Some(ts) = *ts else { continue };
             let key = keys.row(row).owned();
-            let this = own_row(batch, row)?;
-            match self.kept.get(&key) {
-                Some((kept, _)) if *kept > ts => continue,
-                Some((_, old)) => {
-                    sources.push(old.clone());
-                    picks.push((sources.len() - 1, 0));
+            let before = match latest.get(&key) {
+                Some(&(kept, _)) if kept > ts => continue,
+                Some(&(_, old_row)) => Some((0, old_row)),
+                None => match self.kept.get(&key) {
+                    Some((kept, _)) if *kept > ts => continue,
+                    Some((_, old)) => {
+                        sources.push(old.clone());
+                        Some((sources.len() - 1, 0))
+                    }
+                    None => None,
+                },
+            };
+            match before {
+                Some(pick) => {
+                    picks.push(pick);
                     ops.push(UPDATE_BEFORE);
                     picks.push((0, row));
                     ops.push(UPDATE_AFTER);
@@ -391,7 +402,10 @@ impl LastRow {
                     ops.push(INSERT);
                 }
             }
-            self.kept.insert(key, (ts, this));
+            latest.insert(key, (ts, row));
+        }
+        for (key, (ts, row)) in latest {
+            self.kept.insert(key, (ts, own_row(batch, row)?));
         }
         let mut columns = Vec::with_capacity(self.output.fields().len());
         for c in 0..self.input.fields().len() {

@@ -189,6 +189,15 @@ fn resolve(e: &Expr, input: &DFSchema, stream: &Schema) -> Expr {
         .unwrap_or_else(|_| e.clone())
 }
 
+/// `e` without the casts around it.
+pub(super) fn uncast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Cast(c) => uncast(&c.expr),
+        Expr::TryCast(c) => uncast(&c.expr),
+        other => other,
+    }
+}
+
 /// The declared table `name`, if it is one.
 fn def_of<'a>(sql: &'a SqlJob, name: &str) -> Option<&'a TableDef> {
     sql.tables.iter().find(|t| t.name == name)

@@ -21,7 +21,7 @@ use datafusion::scalar::ScalarValue;
 
 use rill_streams::{OP_COLUMN, Stream};
 
-use super::{Changes, Conv, Planner, col, resolve, stream_names};
+use super::{Changes, Conv, Planner, col, resolve, stream_names, uncast};
 use crate::query::AsOf;
 use crate::{Error, Result};
 
@@ -48,15 +48,6 @@ fn side_of(e: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
         (true, false) => Side::Left,
         (false, true) => Side::Right,
         (false, false) => Side::Neither,
-    }
-}
-
-/// `e` without the casts around it.
-fn uncast(e: &Expr) -> &Expr {
-    match e {
-        Expr::Cast(c) => uncast(&c.expr),
-        Expr::TryCast(c) => uncast(&c.expr),
-        other => other,
     }
 }
 

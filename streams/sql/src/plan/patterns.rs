@@ -27,17 +27,8 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator, 
 use rill_streams::OP_COLUMN;
 use rill_streams::dsl::WindowDef;
 
-use super::{Changes, Conv, Planner, col, resolve, stream_names};
+use super::{Changes, Conv, Planner, col, resolve, stream_names, uncast};
 use crate::Result;
-
-/// `e` without the casts around it.
-fn uncast(e: &Expr) -> &Expr {
-    match e {
-        Expr::Cast(c) => uncast(&c.expr),
-        Expr::TryCast(c) => uncast(&c.expr),
-        other => other,
-    }
-}
 
 /// The plan below `plan`, through aliases.
 fn unaliased(plan: &LogicalPlan) -> &LogicalPlan {
