@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
+use rill_bench::cdc::{CdcBenchOptions, CdcBenchReport};
 use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
 use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
 use rill_bench::nexmark::{NexmarkBenchOptions, NexmarkBenchReport};
@@ -30,6 +31,22 @@ pub enum BenchCommand {
     Nexmark(NexmarkArgs),
     /// Keyed state of millions of keys within a memory budget (spilling) against all in memory.
     State(StateArgs),
+    /// MySQL/MariaDB change capture into the broker: snapshot and binlog rows/s beside the database's own rates.
+    Cdc(CdcArgs),
+}
+
+/// Options of `rill bench cdc`.
+#[derive(Debug, clap::Args)]
+pub struct CdcArgs {
+    /// Scratch directory (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Rows in the table for the snapshot, and changes for the binlog (at most 5,000,000).
+    #[arg(long, default_value_t = 200_000)]
+    rows: u64,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench state`.
@@ -248,6 +265,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let report = rill_bench::filter::run(&opts, &mut progress("filter"))?;
             emit(&report, a.common.json, FilterBenchReport::to_table)
+        }
+        BenchCommand::Cdc(a) => {
+            let scratch = format!("rill-bench-cdc-{}", std::process::id());
+            let opts = CdcBenchOptions {
+                dir: a.dir.map_or_else(|| std::env::temp_dir().join(&scratch), |d| d.join(&scratch)),
+                rows: a.rows,
+            };
+            let report = rill_bench::cdc::run(&opts, &mut progress("cdc"))?;
+            emit(&report, a.json, CdcBenchReport::to_table)
         }
         BenchCommand::Timer(a) => {
             let scratch = a.dir.map(|d| d.join(format!("rill-bench-timer-{}", std::process::id())));

@@ -11,6 +11,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench;
 mod config;
+mod connect;
 mod metrics;
 mod nexmark;
 mod produce;
@@ -58,6 +59,8 @@ enum Command {
     Run(run::RunArgs),
     /// Send the lines of a file (or standard input) to a topic, one message per line.
     Produce(produce::ProduceArgs),
+    /// Run the connectors of a YAML file (sources → topics, topics → sinks) with a REST API.
+    Connect(connect::ConnectArgs),
 }
 
 /// When appends are acknowledged.
@@ -175,5 +178,6 @@ fn run() -> Result<()> {
         Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Run(args) => run::run(args),
         Command::Produce(args) => produce::run(args),
+        Command::Connect(args) => connect::run(args),
     }
 }

@@ -32,6 +32,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let mut job = rill_sql::SqlJob::load(&args.file)?;
         job.connectors_mut().register_source("nexmark", std::sync::Arc::new(rill_nexmark::sql::NexmarkConnector));
         rill_mysql::register(job.connectors_mut());
+        rill_mysql_cdc::register(job.connectors_mut());
         for (key, value) in &args.settings {
             job.set_setting(key, value)?;
         }

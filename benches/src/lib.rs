@@ -10,6 +10,7 @@
 //! commands of the `rill` binary call into it. Every run is bounded both in
 //! message count and in time.
 
+pub mod cdc;
 pub mod e2e;
 pub mod filter;
 pub mod local;

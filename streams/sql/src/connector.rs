@@ -65,6 +65,15 @@ pub trait SourceConnector: Send + Sync {
     fn options(&self) -> &'static [OptionSpec];
     /// Whether a table with these options has an end (a job reading only such tables stops there).
     fn bounded(&self, options: &Options) -> bool;
+    /// Whether its rows are a changelog (a last `__op` column of `+I`/`-U`/`+U`/`-D`).
+    fn changelog(&self) -> bool {
+        false
+    }
+    /// The column its sources add after the table's for event time when the
+    /// table declares no TIMESTAMP column (none: such a table is an error).
+    fn implicit_time(&self) -> Option<&'static str> {
+        None
+    }
     /// A source of rows with `schema` (the table's physical columns) for `table`, given its checked options.
     fn build(
         &self,
@@ -138,6 +147,16 @@ impl Connectors {
         self.sinks.insert(name.to_owned(), connector);
     }
 
+    /// The options of the sink connector `name`, if there is one.
+    pub fn sink_options(&self, name: &str) -> Option<&'static [OptionSpec]> {
+        self.sinks.get(name).map(|c| c.options())
+    }
+
+    /// The sink connectors' names.
+    pub fn sink_names(&self) -> Vec<&str> {
+        self.sinks.keys().map(String::as_str).collect()
+    }
+
     /// The names SQL can give, for messages.
     fn names(&self, kind: ConnectorKind) -> Vec<String> {
         match kind {
@@ -202,8 +221,37 @@ fn check(
     connector: &str,
     vars: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Options> {
-    let mut values = BTreeMap::new();
+    let mut pairs = Vec::new();
     for (key, value, at) in &table.options {
+        let value = substitute(value, vars).map_err(|message| crate::Error::At { at: at.clone(), message })?;
+        pairs.push((key.clone(), value));
+    }
+    validate(specs, connector, &pairs).map_err(|e| {
+        let at = e.key.as_ref().and_then(|k| table.options.iter().find(|o| &o.0 == k)).map(|o| o.2.clone());
+        let message = if e.key.is_none() { format!("table '{}' {}", table.name, e.message) } else { e.message };
+        crate::Error::At { at: at.unwrap_or_else(|| table.at.clone()), message }
+    })
+}
+
+/// A mistake in a connector's options: the option it is about (none for a missing one) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    /// The option given wrongly, if the mistake is in one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks `pairs` (key, value) against a connector's `specs`: unknown keys
+/// (with the nearest valid one), values outside a spec's list, missing
+/// required options. The same checks for SQL tables and connect files.
+pub fn validate(
+    specs: &[OptionSpec],
+    connector: &str,
+    pairs: &[(String, String)],
+) -> std::result::Result<Options, OptionError> {
+    let mut values = BTreeMap::new();
+    for (key, value) in pairs {
         // `#` in a spec's key stands for a column name (`fields.#.kind`).
         let matches = |spec: &str| match spec.split_once('#') {
             Some((before, after)) => {
@@ -211,31 +259,25 @@ fn check(
             }
             None => spec == key,
         };
+        let wrong = |message: String| OptionError { key: Some(key.clone()), message };
         let Some(spec) = specs.iter().find(|s| matches(s.key)) else {
             let valid: Vec<&str> = specs.iter().map(|s| s.key).collect();
             let hint = closest(key, &valid).map(|c| format!("did you mean '{c}'? ")).unwrap_or_default();
-            return Err(crate::Error::At {
-                at: at.clone(),
-                message: format!(
-                    "unknown option '{key}' for connector '{connector}'; {hint}valid options: {}",
-                    valid.join(", ")
-                ),
-            });
+            return Err(wrong(format!(
+                "unknown option '{key}' for connector '{connector}'; {hint}valid options: {}",
+                valid.join(", ")
+            )));
         };
-        let value = substitute(value, vars).map_err(|message| crate::Error::At { at: at.clone(), message })?;
         if !spec.values.is_empty() && !spec.values.contains(&value.as_str()) {
-            return Err(crate::Error::At {
-                at: at.clone(),
-                message: format!("option '{key}' is '{value}'; it takes one of: {}", spec.values.join(", ")),
-            });
+            return Err(wrong(format!("option '{key}' is '{value}'; it takes one of: {}", spec.values.join(", "))));
         }
-        values.insert(key.clone(), value);
+        values.insert(key.clone(), value.clone());
     }
     for spec in specs.iter().filter(|s| s.required) {
         if !values.contains_key(spec.key) {
-            return Err(crate::Error::At {
-                at: table.at.clone(),
-                message: format!("table '{}' needs option '{}' for connector '{connector}'", table.name, spec.key),
+            return Err(OptionError {
+                key: None,
+                message: format!("needs option '{}' for connector '{connector}'", spec.key),
             });
         }
     }
@@ -244,7 +286,7 @@ fn check(
 
 /// `${NAME}` replaced by the variable's value, `${NAME:-default}` by the
 /// default when it is unset; any other unset one is an error.
-pub(crate) fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -264,7 +306,7 @@ pub(crate) fn substitute(value: &str, vars: &dyn Fn(&str) -> Option<String>) -> 
 }
 
 /// The candidate nearest to `word` by edit distance, if near at all.
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let distance = |a: &str, b: &str| {
         let b: Vec<char> = b.chars().collect();
         let mut row: Vec<usize> = (0..=b.len()).collect();

@@ -23,6 +23,7 @@ const SETTINGS: &[&str] = &[
     "table.exec.source.idle-timeout",
     "table.exec.state.ttl",
     "rill.metrics.address",
+    "rill.dead-letters",
 ];
 
 /// A view: its name and query.

@@ -39,7 +39,10 @@ mod query;
 mod script;
 mod types;
 
-pub use connector::{ConnectorKind, Connectors, OptionSpec, Options, SinkConnector, SourceConnector, opt};
+pub use connector::{
+    ConnectorKind, Connectors, OptionError, OptionSpec, Options, SinkConnector, SourceConnector, closest, opt,
+    substitute, validate,
+};
 pub use ddl::{Column, ColumnKind, TableDef};
 pub use job::SqlJob;
 pub use script::Position;

@@ -203,10 +203,15 @@ fn def_of<'a>(sql: &'a SqlJob, name: &str) -> Option<&'a TableDef> {
     sql.tables.iter().find(|t| t.name == name)
 }
 
-/// What a table's rows are: a changelog for the changelog formats.
-fn changes_of(def: Option<&TableDef>) -> Changes {
+/// What a table's rows are: a changelog for the changelog formats and connectors.
+fn changes_of(sql: &SqlJob, def: Option<&TableDef>) -> Changes {
+    let changelog_connector = def
+        .and_then(|d| d.option("connector"))
+        .and_then(|(name, _)| sql.connectors.source_connector(name))
+        .is_some_and(|c| c.changelog());
     match def.and_then(|d| d.option("format")) {
         Some(("debezium-json", _)) => Changes::Retractions,
+        _ if changelog_connector => Changes::Retractions,
         _ => Changes::Append,
     }
 }
@@ -494,7 +499,7 @@ impl Planner<'_> {
         }
         if let Some(s) = self.sources.get(name) {
             self.lines.push(format!("  source {name} (read once, shared)"));
-            let changes = changes_of(def_of(self.sql, name));
+            let changes = changes_of(self.sql, def_of(self.sql, name));
             return Ok(Conv { stream: s.clone(), window: None, changes });
         }
         let def =
@@ -505,7 +510,7 @@ impl Planner<'_> {
             _ => self.source(def)?,
         };
         self.sources.insert(name.to_owned(), stream.clone());
-        Ok(Conv { stream, window: None, changes: changes_of(Some(def)) })
+        Ok(Conv { stream, window: None, changes: changes_of(self.sql, Some(def)) })
     }
 
     /// Casts the rows to `target`'s columns (by position) and writes them to its sink.

@@ -87,11 +87,12 @@ pub(super) fn spawn_source(
 ) {
     tasks.spawn(async move {
         let mut empty_polls = 0;
+        let mut sent_position: Option<String> = None;
         loop {
-            let (polled, position, finished) = {
+            let (polled, position, finished, schema) = {
                 let mut s = source.lock().await;
                 let polled = s.poll().await;
-                (polled, s.position(), s.finished())
+                (polled, s.position(), s.finished(), s.schema())
             };
             let item = match polled {
                 Err(e) => {
@@ -103,6 +104,11 @@ pub(super) fn spawn_source(
                     Fetched::SourceRows { source: index, position, batch }
                 }
                 Ok(None) if finished => Fetched::SourceEnd { source: index, position },
+                // No rows, but the source moved on (past a snapshot's end, past others' changes):
+                // checkpoints take the new position.
+                Ok(None) if sent_position.as_ref() != Some(&position) => {
+                    Fetched::SourceRows { source: index, position, batch: RecordBatch::new_empty(schema) }
+                }
                 Ok(None) => {
                     // Nothing yet (a rate, a quiet upstream): ask again in a while.
                     empty_polls += 1;
@@ -110,6 +116,9 @@ pub(super) fn spawn_source(
                     continue;
                 }
             };
+            if let Fetched::SourceRows { position, .. } = &item {
+                sent_position = Some(position.clone());
+            }
             let end = matches!(item, Fetched::SourceEnd { .. });
             if out.send(item).await.is_err() {
                 return;

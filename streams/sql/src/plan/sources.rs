@@ -301,7 +301,7 @@ impl Planner<'_> {
 
     /// A table's physical columns and its event-time column: the watermark's,
     /// or else its first timestamp column.
-    fn physical(&self, def: &TableDef, connector: &str) -> Result<(SchemaRef, String)> {
+    fn physical(&self, def: &TableDef, connector: &str, implicit: Option<&str>) -> Result<(SchemaRef, String)> {
         let mut data = Vec::new();
         for c in &def.columns {
             match &c.kind {
@@ -325,6 +325,7 @@ impl Planner<'_> {
                 .iter()
                 .find(|f| matches!(f.data_type(), DataType::Timestamp(..)))
                 .map(|f| f.name().clone())
+                .or_else(|| implicit.map(str::to_owned))
                 .ok_or_else(|| Error::At {
                     at: def.at.clone(),
                     message: format!("a {connector} table needs a TIMESTAMP(3) column: it is the rows' event time"),
@@ -340,10 +341,13 @@ impl Planner<'_> {
         let Some(connector) = self.sql.connectors.source_connector(&name).cloned() else {
             return self.source(def);
         };
-        let (schema, time) = self.physical(def, &name)?;
+        let implicit = connector.implicit_time();
+        let (schema, time) = self.physical(def, &name, implicit)?;
+        let hidden_time = schema.index_of(&time).is_err();
         let delay = def.watermark.as_ref().map_or(0, |w| w.1);
-        let source =
-            connector.build(def, schema, &options).map_err(|message| Error::At { at: def.at.clone(), message })?;
+        let source = connector
+            .build(def, SchemaRef::clone(&schema), &options)
+            .map_err(|message| Error::At { at: def.at.clone(), message })?;
         let bounded = connector.bounded(&options);
         let idle = self.sql.duration("table.exec.source.idle-timeout")?.map(|d| d.as_millis() as i64);
         let input = rill_streams::SourceInput {
@@ -352,8 +356,15 @@ impl Planner<'_> {
             watermarks: WatermarkConfig { max_out_of_orderness: delay, idle_timeout: idle },
             inner: source,
         };
-        let stream = self.job.connector(input);
-        let stream = self.checked(stream)?;
+        let mut stream = self.checked(self.job.connector(input))?;
+        if hidden_time {
+            // The connector's own time column moves the job on, unseen by the query.
+            let mut keep: Vec<Expr> = schema.fields().iter().map(|f| col(f.name())).collect();
+            if connector.changelog() {
+                keep.push(col(OP_COLUMN));
+            }
+            stream = self.checked(stream.select(keep))?;
+        }
         let stream = self.with_computed(def, stream)?;
         self.bounded.push(bounded);
         let kind = if bounded { "bounded" } else { "unbounded" };
@@ -367,7 +378,7 @@ impl Planner<'_> {
 
     /// The stream of a table whose rows the caller pushes (see [`crate::SqlJob::build_fed`]).
     pub(super) fn fed_source(&mut self, def: &TableDef) -> Result<Stream> {
-        let (schema, time) = self.physical(def, "fed")?;
+        let (schema, time) = self.physical(def, "fed", None)?;
         let stream = self.checked(self.job.source(&def.name, schema, &time))?;
         let stream = self.with_computed(def, stream)?;
         self.lines.push(format!("  source {}: fed by the caller, event time {time}", def.name));
@@ -385,6 +396,17 @@ impl Planner<'_> {
     /// Job-wide settings from `SET`s.
     fn settings(&self, config: &mut RunnerConfig) -> Result<()> {
         config.checkpoint_dir = Some(self.sql.checkpoint_dir());
+        match self.sql.setting("rill.dead-letters") {
+            None => {}
+            Some((v, _)) if v == "skip" => config.dead_letters = rill_streams::DeadLetterPolicy::Skip,
+            Some((v, _)) if v == "fail" => config.dead_letters = rill_streams::DeadLetterPolicy::Fail,
+            Some((v, at)) => {
+                return Err(Error::At {
+                    at: at.clone(),
+                    message: format!("'rill.dead-letters' = '{v}'; it takes one of: skip, fail"),
+                });
+            }
+        }
         if let Some(d) = self.sql.duration("execution.checkpointing.interval")? {
             config.checkpoint_interval = d;
         }

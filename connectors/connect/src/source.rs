@@ -1,0 +1,216 @@
+//! Source tasks: a record source (a database's change log, …) read,
+//! transformed, and sent to the broker; its position is stored only after
+//! the broker acknowledged every record before it, so a restart resends
+//! at most the last unacknowledged batch and never skips one (sinks are
+//! idempotent by key, so results are exactly-once). Records that cannot
+//! be handled go to the connector's dead-letter topic with the reason, or
+//! stop it, as its error policy says.
+//!
+//! It owns the source side of the runtime; the registry of record sources
+//! is [`Sources`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_client::{ClientConfig, Message, Producer};
+use rill_sql::{OptionSpec, Options};
+use tokio::sync::watch;
+
+use crate::config::{ConnectorConfig, Tolerance};
+use crate::offsets::Offsets;
+use crate::runtime::{Control, Status};
+use crate::transform::{Outcome, Transforms};
+
+/// One record for the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Message key (the row's primary key).
+    pub key: Option<String>,
+    /// Tag (the table).
+    pub tag: Option<String>,
+    /// FIFO message group (changes of one row stay in order).
+    pub group: Option<String>,
+    /// Values a `topic:` template may name (`{db}`, `{table}`).
+    pub vars: Vec<(&'static str, String)>,
+    /// When it happened at the origin (ms since the epoch), for lag.
+    pub origin_ms: Option<i64>,
+    /// The payload (JSON).
+    pub body: Vec<u8>,
+}
+
+/// A future of a record source.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Records from outside the broker, with a position to resume from.
+pub trait RecordSource: Send {
+    /// Begins after `position` (a stored one) or where the source is configured to.
+    fn open(&mut self, position: Option<String>) -> Pending<'_, ()>;
+    /// The next records; none when a short wait brought none.
+    fn poll(&mut self) -> Pending<'_, Vec<Record>>;
+    /// Where the records returned so far end.
+    fn position(&self) -> String;
+}
+
+/// A source connector the connect file can name.
+pub trait RecordSourceConnector: Send + Sync {
+    /// The options it takes (`connector` included), as in SQL.
+    fn options(&self) -> &'static [OptionSpec];
+    /// A source for these checked options.
+    fn build(&self, options: &Options) -> Result<Box<dyn RecordSource>, String>;
+}
+
+/// The record sources the connect file can name.
+#[derive(Clone)]
+pub struct Sources {
+    by_name: BTreeMap<String, Arc<dyn RecordSourceConnector>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        let mut s = Self { by_name: BTreeMap::new() };
+        s.register("mysql-cdc", Arc::new(crate::cdc::CdcConnector));
+        s
+    }
+}
+
+impl Sources {
+    /// Adds (or replaces) the source `name`.
+    pub fn register(&mut self, name: &str, connector: Arc<dyn RecordSourceConnector>) {
+        self.by_name.insert(name.to_owned(), connector);
+    }
+
+    /// The source `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn RecordSourceConnector>> {
+        self.by_name.get(name)
+    }
+
+    /// Every name.
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+}
+
+/// `template` with `{name}`s filled in from `vars`.
+fn topic_of(template: &str, vars: &[(&'static str, String)]) -> String {
+    let mut topic = template.to_owned();
+    for (k, v) in vars {
+        topic = topic.replace(&format!("{{{k}}}"), v);
+    }
+    topic
+}
+
+/// Runs one source connector until told to stop or it fails.
+pub(crate) async fn run(
+    config: ConnectorConfig,
+    mut source: Box<dyn RecordSource>,
+    broker: String,
+    offsets: Arc<Offsets>,
+    status: Arc<parking_lot::Mutex<Status>>,
+    mut control: watch::Receiver<Control>,
+) -> Result<(), String> {
+    let transforms = Transforms::new(&config.transforms)?;
+    let template = config.topic.clone().unwrap_or_default();
+    let producer = Producer::connect(ClientConfig::new(&broker)).await.map_err(|e| format!("broker {broker}: {e}"))?;
+    source.open(offsets.get(&config.name)).await?;
+    let dlq = config.dead_letter_topic();
+    // A poll is never cut short (it returns within a short wait), so no record it took is lost.
+    while crate::runtime::runnable(&mut control, &status).await {
+        let records = source.poll().await?;
+        if records.is_empty() {
+            // Nothing pending: the position may still have moved (the snapshot's end, skipped tables).
+            let position = source.position();
+            offsets.put(&config.name, &position).map_err(|e| e.to_string())?;
+            let mut s = status.lock();
+            s.lag_ms = Some(0);
+            s.position = Some(position);
+            continue;
+        }
+        let mut batches: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        let (mut sent, mut dead, mut origin) = (0u64, 0u64, None);
+        for mut r in records {
+            origin = r.origin_ms.or(origin);
+            let original = r.body.clone();
+            match transforms.apply(&mut r.body) {
+                Ok(Outcome::Dropped) => {}
+                Ok(Outcome::Keep(routed)) => {
+                    let topic = routed.unwrap_or_else(|| topic_of(&template, &r.vars));
+                    let mut m = Message::new(&topic, r.body);
+                    m.tag = r.tag;
+                    m.keys = r.key.into_iter().collect();
+                    m.message_group = r.group;
+                    batches.entry(topic).or_default().push(m);
+                    sent += 1;
+                }
+                Err(reason) if config.errors.tolerance == Tolerance::All => {
+                    let mut m = Message::new(&dlq, original);
+                    m.keys = r.key.into_iter().collect();
+                    m.properties.insert("rill.error".into(), reason);
+                    m.properties.insert("rill.connector".into(), config.name.clone());
+                    batches.entry(dlq.clone()).or_default().push(m);
+                    dead += 1;
+                }
+                Err(reason) => {
+                    return Err(format!("record with key {:?}: {reason} (errors.tolerance is none)", r.key));
+                }
+            }
+        }
+        for (topic, messages) in batches {
+            send(&producer, &topic, messages).await?;
+        }
+        // Every record before the position is acknowledged: store it.
+        let position = source.position();
+        offsets.put(&config.name, &position).map_err(|e| e.to_string())?;
+        let mut s = status.lock();
+        s.records += sent;
+        s.dead_letters += dead;
+        s.position = Some(position);
+        s.lag_ms = origin.map(|o| (now_ms() - o).max(0));
+    }
+    Ok(())
+}
+
+/// Sends `messages` in batches, retrying a failed batch a few times with backoff.
+async fn send(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
+    for chunk in messages.chunks(256) {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match producer.send_batch(chunk.to_vec()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(topic, error = %e, "send failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(format!("sending to topic {topic}: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_route_by_table() {
+        let vars = vec![("db", "shop".to_owned()), ("table", "orders".to_owned())];
+        assert_eq!(topic_of("cdc-{db}-{table}", &vars), "cdc-shop-orders");
+        assert_eq!(topic_of("all", &vars), "all");
+    }
+}
