@@ -211,7 +211,10 @@ pub fn parse(path: &Path, text: &str) -> Result<ConnectFile> {
         let message = e.inner().to_string();
         // The library appends the place to its message (it is already in front) and may lead with the path.
         let message = message.split(" at line ").next().unwrap_or(&message);
-        let message = message.strip_prefix(&format!("{yaml_path}: ")).unwrap_or(message);
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if yaml_path.starts_with(head) => rest,
+            _ => message,
+        };
         Error::Config(format!("{}{at}: {yaml_path}: {message}", path.display()))
     })?;
     let mut seen = std::collections::BTreeSet::new();
@@ -222,6 +225,15 @@ pub fn parse(path: &Path, text: &str) -> Result<ConnectFile> {
         };
         if !seen.insert(c.name.clone()) {
             return Err(Error::Config(format!("{}: a second connector named '{}'", at("name"), c.name)));
+        }
+        for (j, column) in c.columns.iter().enumerate() {
+            if column.matches('(').count() != column.matches(')').count() {
+                return Err(Error::Config(format!(
+                    "{}.columns[{j}]: '{column}' has unbalanced parentheses; quote a column whose type holds a comma \
+                     (\"amount DECIMAL(10, 2)\")",
+                    at("columns")
+                )));
+            }
         }
         match (&c.source, &c.sink) {
             (Some(_), Some(_)) | (None, None) => {
@@ -257,7 +269,7 @@ connectors:
   - name: orders-to-mysql
     sink: mysql
     topics: [cdc-orders]
-    columns: [id BIGINT, amount DECIMAL(10, 2)]
+    columns: [id BIGINT, \"amount DECIMAL(10, 2)\"]
     primary-key: [id]
     config:
       url: mysql://root@127.0.0.1:3306/test
@@ -276,7 +288,10 @@ connectors:
     fn mistakes_name_the_place_and_the_path() {
         let bad = FILE.replace("primary-key", "primary-keys");
         let e = parse(Path::new("c.yaml"), &bad).unwrap_err().to_string();
-        assert!(e.starts_with("c.yaml:13:5: connectors[1]: unknown field `primary-keys`"), "{e}");
+        assert!(e.starts_with("c.yaml:13:5: connectors[1].primary-keys: unknown field `primary-keys`"), "{e}");
+        let bad = FILE.replace("\"amount DECIMAL(10, 2)\"", "amount DECIMAL(10, 2)");
+        let e = parse(Path::new("c.yaml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("c.yaml:12:5: connectors[1].columns[1]: 'amount DECIMAL(10' has unbalanced"), "{e}");
         let bad = FILE.replace("topics: [cdc-orders]", "topics: 7");
         let e = parse(Path::new("c.yaml"), &bad).unwrap_err().to_string();
         assert!(e.contains("c.yaml:11:13: connectors[1].topics: invalid type: integer `7`"), "{e}");
