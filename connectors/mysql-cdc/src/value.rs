@@ -171,7 +171,9 @@ fn fraction(micros: u32) -> String {
 
 /// `"seconds[.micros]"` since the epoch as UTC text; the zero timestamp is null.
 fn timestamp_from_epoch(text: &str) -> Json {
-    let (secs, micros) = text.split_once('.').unwrap_or((text, "0"));
+    let (secs, fraction_digits) = text.split_once('.').unwrap_or((text, ""));
+    // A fraction of fewer than six digits is tenths, hundredths…: pad it to microseconds.
+    let micros: String = fraction_digits.chars().chain(std::iter::repeat('0')).take(6).collect();
     let (Ok(secs), Ok(micros)) = (secs.parse::<i64>(), micros.parse::<u32>()) else { return Json::Null };
     if secs == 0 && micros == 0 {
         return Json::Null;
