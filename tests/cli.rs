@@ -237,6 +237,30 @@ fn bench_state_spills_beyond_its_budget_and_still_catches_every_duplicate() {
 }
 
 #[test]
+fn bench_cdc_reports_snapshot_and_binlog_beside_their_anchors() {
+    if !rill_mysql_cdc::mariadb_available() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and no mariadbd on this machine");
+        eprintln!("\n*** SKIPPED: mariadbd is not installed ***\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill().args(["bench", "cdc", "--json", "--rows", "3000", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let phases: Vec<&str> = cases.iter().map(|c| c["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["snapshot", "binlog"]);
+    for c in cases {
+        assert_eq!(c["rows"], 3000, "{c}");
+        let (rate, anchor) = (c["rows_per_sec"].as_f64().unwrap(), c["anchor_rows_per_sec"].as_f64().unwrap());
+        assert!(rate > 0.0 && anchor > 0.0, "{c}");
+        assert!((c["ratio_vs_anchor"].as_f64().unwrap() - rate / anchor).abs() < 1e-9, "{c}");
+        assert!((c["ratio_vs_target"].as_f64().unwrap() - rate / 100_000.0).abs() < 1e-9, "{c}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scratch directory goes with the run");
+}
+
+#[test]
 fn run_explains_a_sql_job_and_places_its_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("orders.sql");
