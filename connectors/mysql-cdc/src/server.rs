@@ -47,12 +47,16 @@ impl LocalMariaDb {
             .tempdir()
             .map_err(|e| Error::Server(format!("cannot make a data directory: {e}")))?;
         let data = dir.path().join("data");
+        // A temp dir of its own: servers bootstrapping at once in a shared /tmp trip over each other's files.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::Server(format!("cannot make {}: {e}", tmp.display())))?;
         let output = Command::new(install)
             .arg("--no-defaults")
             .arg("--user=root")
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::Server(format!("mariadb-install-db: {e}")))?;
@@ -94,6 +98,7 @@ impl LocalMariaDb {
             .arg("--no-defaults")
             .arg("--user=root")
             .arg(format!("--datadir={}", self.data().display()))
+            .arg(format!("--tmpdir={}", self.dir.path().join("tmp").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.path().join("mysqld.pid").display()))
             .arg("--bind-address=127.0.0.1")
