@@ -31,7 +31,7 @@ pub enum BenchCommand {
     Nexmark(NexmarkArgs),
     /// Keyed state of millions of keys within a memory budget (spilling) against all in memory.
     State(StateArgs),
-    /// MySQL/MariaDB change capture into the broker: snapshot and binlog rows/s beside the database's own rates.
+    /// MySQL/MariaDB change capture into the broker and the sinks out of it (MySQL, search index): rows/s beside their anchors.
     Cdc(CdcArgs),
 }
 

@@ -30,9 +30,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let mut job = rill_sql::SqlJob::load(&args.file)?;
+        *job.connectors_mut() = rill_connect::connectors();
         job.connectors_mut().register_source("nexmark", std::sync::Arc::new(rill_nexmark::sql::NexmarkConnector));
-        rill_mysql::register(job.connectors_mut());
-        rill_mysql_cdc::register(job.connectors_mut());
         for (key, value) in &args.settings {
             job.set_setting(key, value)?;
         }

@@ -106,3 +106,25 @@ fn order_analytics_sums_revenue_per_category_and_five_minutes_of_the_pushed_down
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains("books || games || music"), "{text}");
 }
+
+/// `examples/cdc-to-es-and-mysql`: the example program (built with the
+/// tests) starts its own MariaDB and search server, runs its job and exits
+/// non-zero unless the index and the summary agree with MariaDB's own
+/// computation after the snapshot and after every change.
+#[test]
+fn cdc_to_es_and_mysql_keeps_the_index_and_the_summary_true() {
+    if !common::servers_available(true) {
+        return;
+    }
+    // target/<profile>/deps/<this test> → target/<profile>/examples/<example>
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("cdc-to-es-and-mysql");
+    assert!(example.is_file(), "{} was not built with the tests", example.display());
+    let out = std::process::Command::new(&example).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // 8 orders in the snapshot; 2 added, 1 deleted after.
+    assert!(stdout.contains("== after the snapshot\nsearch index 'orders' (8 documents):"), "{stdout}");
+    assert!(stdout.contains("search index 'orders' (9 documents):"), "{stdout}");
+    assert!(stderr.contains("agree with MariaDB after every step"), "{stderr}");
+}

@@ -1,17 +1,23 @@
 //! `rill bench cdc`: rows per second from a MariaDB table into the broker
 //! through the connect runtime's `mysql-cdc` source (envelopes built,
 //! sent, acknowledged, positions stored), for the snapshot and for the
-//! binlog, each beside an anchor measured in the same run on the same
-//! server: a plain `SELECT *` of the table (what reading the rows costs
-//! the database alone) and the database's own write rate of the changes
-//! (whether capture keeps up with the writer). The server is a private
-//! MariaDB started for the run; the broker runs in this process.
+//! binlog, then from the broker's topic into MySQL and into a search index
+//! through the connect runtime's sinks (envelopes decoded, upserts
+//! committed / documents acknowledged at checkpoints). Each phase stands
+//! beside an anchor measured in the same run on the same servers: a plain
+//! `SELECT *` of the table (what reading the rows costs the database
+//! alone), the database's own write rate of the changes (whether capture —
+//! and the MySQL sink — keep up with a writer), and plain `_bulk` requests
+//! of the same documents (what indexing costs the search server alone).
+//! The servers are a private MariaDB and an `osmem-server` started for the
+//! run; the broker runs in this process.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use rill_connect::{ConnectorConfig, Control, Runtime};
+use rill_elasticsearch::server::LocalSearch;
 use rill_mysql_cdc::LocalMariaDb;
 use serde::Serialize;
 
@@ -34,11 +40,11 @@ pub struct CdcBenchOptions {
 /// One phase's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct CdcCase {
-    /// `snapshot` or `binlog`.
+    /// `snapshot`, `binlog`, `sink mysql` or `sink elasticsearch`.
     pub phase: &'static str,
-    /// Rows captured.
+    /// Rows captured or written.
     pub rows: u64,
-    /// Captured rows per second into the broker.
+    /// Rows per second into the broker (capture) or out of it (sinks).
     pub rows_per_sec: f64,
     /// What it is compared with.
     pub anchor: &'static str,
@@ -46,8 +52,8 @@ pub struct CdcCase {
     pub anchor_rows_per_sec: f64,
     /// rows_per_sec / anchor_rows_per_sec.
     pub ratio_vs_anchor: f64,
-    /// rows_per_sec / the 100,000 rows/s target.
-    pub ratio_vs_target: f64,
+    /// rows_per_sec / the 100,000 rows/s target (capture phases; the target is for them).
+    pub ratio_vs_target: Option<f64>,
 }
 
 /// Everything one run measured.
@@ -72,14 +78,11 @@ impl CdcBenchReport {
                     thousands(c.rows_per_sec),
                     format!("{} {}", c.anchor, thousands(c.anchor_rows_per_sec)),
                     format!("{:.2}", c.ratio_vs_anchor),
-                    format!("{:.2}", c.ratio_vs_target),
+                    c.ratio_vs_target.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
                 ]
             })
             .collect();
-        table(
-            &["phase", "rows", "rows/s into the broker", "anchor rows/s", "ratio vs anchor", "ratio vs 100k target"],
-            &rows,
-        )
+        table(&["phase", "rows", "rows/s", "anchor rows/s", "ratio vs anchor", "ratio vs 100k target"], &rows)
     }
 }
 
@@ -92,11 +95,12 @@ pub fn run(opts: &CdcBenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Cdc
     if opts.rows == 0 || opts.rows > 5_000_000 {
         return Err(Error::Options { option: "--rows", reason: "between 1 and 5,000,000".into() });
     }
-    progress("starting a MariaDB with the binlog on");
+    progress("starting a MariaDB with the binlog on and an OpenSearch-compatible server");
     let mysql = LocalMariaDb::start().map_err(work)?;
+    let search = LocalSearch::start().map_err(work)?;
     let broker = LocalBroker::start(&opts.dir, false)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(work)?;
-    let report = runtime.block_on(measure(opts, &mysql, &broker.addr.to_string(), progress));
+    let report = runtime.block_on(measure(opts, &mysql, &search, &broker.addr.to_string(), progress));
     broker.shutdown()?;
     let _ = std::fs::remove_dir_all(&opts.dir);
     report
@@ -127,27 +131,77 @@ async fn write(url: &str, first: u64, rows: u64) -> Result<f64> {
     Ok(rows as f64 / secs.max(1e-9))
 }
 
-/// Waits (10 minutes at most) until the connector has sent `want` records; returns when it had.
-async fn sent(connect: &Runtime, want: u64) -> Result<Instant> {
+/// Waits (10 minutes at most) until `count` reaches `want` (connector `name` failing ends the wait); returns when it did.
+async fn reached<F, C>(connect: &Runtime, name: &str, want: u64, mut count: C) -> Result<Instant>
+where
+    C: FnMut() -> F,
+    F: std::future::Future<Output = u64>,
+{
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let s = connect.status("bench-cdc").ok_or_else(|| work("the connector is gone"))?;
-        if let Some(e) = s.error {
-            return Err(work(e));
+        if let Some(e) = connect.status(name).and_then(|s| s.error) {
+            return Err(work(format!("{name}: {e}")));
         }
-        if s.records >= want {
+        let n = count().await;
+        if n >= want {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
-            return Err(work(format!("only {} of {want} rows reached the broker in 10 minutes", s.records)));
+            return Err(work(format!("{name}: only {n} of {want} rows in 10 minutes")));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Records the capture connector has sent.
+fn records(connect: &Runtime) -> u64 {
+    connect.status("bench-cdc").map_or(0, |s| s.records)
+}
+
+/// Rows of `table` at `url` (0 before it exists).
+async fn rows_in(url: &str, table: &str) -> u64 {
+    let Ok(mut conn) = mysql_async::Conn::from_url(url).await else { return 0 };
+    let n: Option<u64> = conn.query_first(format!("SELECT COUNT(*) FROM {table}")).await.ok().flatten();
+    let _ = conn.disconnect().await;
+    n.unwrap_or(0)
+}
+
+/// A sink connector reading the captured topic (as a connect file would declare it).
+fn sink(name: &str, connector: &str, config: serde_json::Value) -> Result<ConnectorConfig> {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "sink": connector, "topics": ["bench-cdc"], "format": "debezium-json",
+        "columns": ["id BIGINT NOT NULL", "category STRING", "amount DECIMAL(10, 2)", "note STRING"],
+        "primary-key": ["id"], "config": config
+    }))
+    .map_err(work)
+}
+
+/// The anchor of the search sink: `rows` documents like the sink's in plain `_bulk` requests of 1,000; returns rows/s.
+async fn plain_bulk(search: &LocalSearch, rows: u64) -> Result<f64> {
+    let started = Instant::now();
+    let mut id = 0;
+    while id < rows {
+        let end = (id + 1000).min(rows);
+        let mut body = String::new();
+        for i in id..end {
+            body.push_str(&format!("{{\"index\":{{\"_index\":\"plain\",\"_id\":\"{i}\"}}}}\n"));
+            body.push_str(&format!(
+                "{{\"id\":{i},\"category\":\"category-{}\",\"amount\":{}.{:02},\"note\":\"a note of some length for row {i}\"}}\n",
+                i % 50,
+                i % 997,
+                i % 100
+            ));
+        }
+        search.bulk(body).await.map_err(work)?;
+        id = end;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
 async fn measure(
     opts: &CdcBenchOptions,
     mysql: &LocalMariaDb,
+    search: &LocalSearch,
     broker: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<CdcBenchReport> {
@@ -182,7 +236,7 @@ async fn measure(
     .map_err(work)?;
     let started = Instant::now();
     connect.start(config).await.map_err(work)?;
-    let done = sent(&connect, opts.rows).await?;
+    let done = reached(&connect, "bench-cdc", opts.rows, || async { records(&connect) }).await?;
     let snapshot_rate = opts.rows as f64 / done.duration_since(started).as_secs_f64().max(1e-9);
 
     progress("binlog → broker (changes written while capture is paused, then caught up)");
@@ -190,24 +244,54 @@ async fn measure(
     let write_rate = write(&url, opts.rows, opts.rows).await?;
     let started = Instant::now();
     connect.control("bench-cdc", Control::Run);
-    let done = sent(&connect, 2 * opts.rows).await?;
+    let done = reached(&connect, "bench-cdc", 2 * opts.rows, || async { records(&connect) }).await?;
     let binlog_rate = opts.rows as f64 / done.duration_since(started).as_secs_f64().max(1e-9);
-    connect.shutdown().await;
+    connect.control("bench-cdc", Control::Pause);
 
-    let case = |phase, rate: f64, anchor, anchor_rate: f64| CdcCase {
+    // The topic now holds every row twice over (snapshot, then binlog inserts): 2 × rows keys.
+    let all = 2 * opts.rows;
+    progress("broker → MySQL (upserts of every captured row)");
+    let mut conn = mysql_async::Conn::from_url(mysql.url("test")).await.map_err(work)?;
+    conn.query_drop("CREATE DATABASE copy").await.map_err(work)?;
+    conn.disconnect().await.map_err(work)?;
+    let copy = mysql.url("copy");
+    let config = sink(
+        "bench-mysql",
+        "mysql",
+        serde_json::json!({"url": copy, "table-name": "orders_copy", "sink.auto-create": "true"}),
+    )?;
+    let started = Instant::now();
+    connect.start(config).await.map_err(work)?;
+    let done = reached(&connect, "bench-mysql", all, || rows_in(&copy, "orders_copy")).await?;
+    let mysql_rate = all as f64 / done.duration_since(started).as_secs_f64().max(1e-9);
+    connect.control("bench-mysql", Control::Pause);
+
+    progress("broker → search index (documents by key)");
+    let config = sink("bench-es", "elasticsearch", serde_json::json!({"hosts": search.url(), "index": "copy"}))?;
+    let started = Instant::now();
+    connect.start(config).await.map_err(work)?;
+    let done = reached(&connect, "bench-es", all, || async { search.count("copy").await.unwrap_or(0) }).await?;
+    let es_rate = all as f64 / done.duration_since(started).as_secs_f64().max(1e-9);
+    connect.shutdown().await;
+    progress("anchor: plain _bulk requests of the same documents");
+    let bulk_rate = plain_bulk(search, all).await?;
+
+    let case = |phase, rows, rate: f64, anchor, anchor_rate: f64, target: bool| CdcCase {
         phase,
-        rows: opts.rows,
+        rows,
         rows_per_sec: rate,
         anchor,
         anchor_rows_per_sec: anchor_rate,
         ratio_vs_anchor: rate / anchor_rate.max(1e-9),
-        ratio_vs_target: rate / TARGET_ROWS_PER_SEC,
+        ratio_vs_target: target.then(|| rate / TARGET_ROWS_PER_SEC),
     };
     Ok(CdcBenchReport {
         bench: "cdc",
         cases: vec![
-            case("snapshot", snapshot_rate, "plain SELECT *", select_rate),
-            case("binlog", binlog_rate, "MariaDB writing the changes", write_rate),
+            case("snapshot", opts.rows, snapshot_rate, "plain SELECT *", select_rate, true),
+            case("binlog", opts.rows, binlog_rate, "MariaDB writing the changes", write_rate, true),
+            case("sink mysql", all, mysql_rate, "MariaDB writing the changes", write_rate, false),
+            case("sink elasticsearch", all, es_rate, "plain _bulk requests", bulk_rate, false),
         ],
     })
 }

@@ -80,3 +80,24 @@ pub fn wait_for_brokers(addr: &str, n: usize) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether the servers a test starts can be: MariaDB (`mariadbd`) and,
+/// when `search`, `osmem-server`. Without them the test is to say so
+/// loudly and pass — except in CI (`CI=true`), where this panics.
+pub fn servers_available(search: bool) -> bool {
+    let mariadb = rill_mysql_cdc::mariadb_available();
+    let osmem = !search || rill_elasticsearch::server::binary().is_some();
+    if mariadb && osmem {
+        return true;
+    }
+    let missing = if mariadb {
+        "osmem-server"
+    } else if osmem {
+        "mariadbd"
+    } else {
+        "mariadbd and osmem-server"
+    };
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and no {missing} on this machine");
+    eprintln!("\n*** SKIPPED: {missing} is not installed (scripts/test installs it) ***\n");
+    false
+}

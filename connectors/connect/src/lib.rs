@@ -27,7 +27,7 @@ pub mod transform;
 pub use cdc::CdcConnector;
 pub use config::{ConnectFile, ConnectorConfig};
 pub use offsets::Offsets;
-pub use runtime::{Control, Runtime, Status, sink_connectors};
+pub use runtime::{Control, Runtime, Status, connectors};
 pub use source::{Pending, Record, RecordSource, RecordSourceConnector, Sources};
 
 /// Errors of the connect runtime.

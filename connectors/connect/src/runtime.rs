@@ -75,10 +75,13 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The SQL connectors a sink's job can name.
-pub fn sink_connectors() -> rill_sql::Connectors {
+/// Every SQL connector Rill has: the built-in ones, MySQL (sink and CDC
+/// source) and Elasticsearch / OpenSearch — what sink jobs and `rill run` name.
+pub fn connectors() -> rill_sql::Connectors {
     let mut c = rill_sql::Connectors::default();
     rill_mysql::register(&mut c);
+    rill_mysql_cdc::register(&mut c);
+    rill_elasticsearch::register(&mut c);
     c
 }
 
@@ -94,7 +97,7 @@ impl Runtime {
             state_dir: state_dir.to_owned(),
             offsets: Arc::new(Offsets::open(state_dir)?),
             sources: Sources::default(),
-            sinks: sink_connectors(),
+            sinks: connectors(),
             tasks: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -178,7 +181,8 @@ impl Runtime {
         } else {
             let dir = crate::sink::dir(&self.state_dir, &config.name);
             let text = crate::sink::job_text(&config, &pairs, &self.broker, &dir);
-            spawn(run_sink(dir, text, Arc::clone(&status), watch), Arc::clone(&status))
+            let task = crate::sink::run(config.clone(), dir, text, self.broker.clone(), Arc::clone(&status), watch);
+            spawn(task, Arc::clone(&status))
         };
         tracing::info!(connector = config.name, "started");
         self.tasks.lock().insert(config.name.clone(), Task { config, status, control, handle });
@@ -260,40 +264,6 @@ fn spawn(
             }
         }
     })
-}
-
-/// A sink's job, run while told to run, stopped (at a checkpoint) while paused.
-async fn run_sink(
-    dir: PathBuf,
-    text: String,
-    status: Arc<Mutex<Status>>,
-    mut control: watch::Receiver<Control>,
-) -> std::result::Result<(), String> {
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join("job.sql");
-    std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-    while runnable(&mut control, &status).await {
-        let mut job = rill_sql::SqlJob::parse(&path, &text).map_err(|e| e.to_string())?;
-        *job.connectors_mut() = sink_connectors();
-        let (stop, stopped) = watch::channel(false);
-        let mut watching = control.clone();
-        let forward = tokio::spawn(async move {
-            while watching.changed().await.is_ok() {
-                if *watching.borrow() != Control::Run {
-                    stop.send_replace(true);
-                    return;
-                }
-            }
-            stop.send_replace(true);
-        });
-        let reports = job.run(stopped).await.map_err(|e| e.to_string());
-        forward.abort();
-        let reports = reports?;
-        let mut s = status.lock();
-        s.records += reports.iter().map(|r| r.messages).sum::<u64>();
-        s.dead_letters += reports.iter().map(|r| r.dead).sum::<u64>();
-    }
-    Ok(())
 }
 
 /// Waits while paused; whether to go on working (false once told to stop).

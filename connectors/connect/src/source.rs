@@ -151,10 +151,9 @@ pub(crate) async fn run(
                     sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
-                    let mut m = Message::new(&dlq, original);
+                    let origin = format!("record of source {}", config.name);
+                    let mut m = crate::sink::dead_letter(&dlq, &config.name, original, reason, origin);
                     m.keys = r.key.into_iter().collect();
-                    m.properties.insert("rill.error".into(), reason);
-                    m.properties.insert("rill.connector".into(), config.name.clone());
                     batches.entry(dlq.clone()).or_default().push(m);
                     dead += 1;
                 }
@@ -178,9 +177,45 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Sends `messages` in batches, retrying a failed batch a few times with backoff.
-async fn send(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
-    for chunk in messages.chunks(256) {
+/// Batches sent at once: messages of one group share a lane (their order
+/// holds); the lanes' batches travel concurrently.
+const LANES: usize = 4;
+
+/// Messages per batch.
+const BATCH: usize = 256;
+
+fn lane_of(group: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    group.hash(&mut h);
+    (h.finish() % LANES as u64) as usize
+}
+
+/// Sends `messages` (all acknowledged when it returns Ok) in batches over
+/// a few concurrent lanes; a failed batch is retried a few times with backoff.
+pub(crate) async fn send(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
+    if messages.len() <= BATCH {
+        return send_lane(producer, topic, messages).await;
+    }
+    let mut lanes: Vec<Vec<Message>> = (0..LANES).map(|_| Vec::new()).collect();
+    for (i, m) in messages.into_iter().enumerate() {
+        let lane = m.message_group.as_deref().map_or(i % LANES, lane_of);
+        lanes[lane].push(m);
+    }
+    let mut sending = tokio::task::JoinSet::new();
+    for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+        let (producer, topic) = (producer.clone(), topic.to_owned());
+        sending.spawn(async move { send_lane(&producer, &topic, lane).await });
+    }
+    while let Some(sent) = sending.join_next().await {
+        sent.map_err(|e| format!("sending to topic {topic}: {e}"))??;
+    }
+    Ok(())
+}
+
+/// One lane: its batches in order, each acknowledged before the next.
+async fn send_lane(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
+    for chunk in messages.chunks(BATCH) {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
@@ -206,6 +241,14 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_always_takes_the_same_lane() {
+        let lanes: Vec<usize> = (0..100).map(|i| lane_of(&format!("shop.orders:{i}"))).collect();
+        assert!(lanes.iter().all(|l| *l < LANES));
+        assert_eq!(lanes, (0..100).map(|i| lane_of(&format!("shop.orders:{i}"))).collect::<Vec<_>>());
+        assert!((0..LANES).all(|l| lanes.contains(&l)), "groups spread over every lane: {lanes:?}");
+    }
 
     #[test]
     fn topics_route_by_table() {

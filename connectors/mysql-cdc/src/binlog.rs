@@ -55,6 +55,15 @@ impl std::fmt::Debug for BinlogReader {
     }
 }
 
+/// Whether `text` is a MariaDB GTID list (`domain-server-sequence`, comma-separated).
+fn gtid_list(text: &str) -> bool {
+    !text.is_empty()
+        && text.split(',').all(|g| {
+            let parts: Vec<&str> = g.trim().split('-').collect();
+            parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
 /// Checks that the server writes a binlog change capture can read.
 pub(crate) async fn check_server(conn: &mut Conn) -> Result<()> {
     let settings: Vec<(String, String)> =
@@ -77,11 +86,27 @@ pub(crate) async fn check_server(conn: &mut Conn) -> Result<()> {
 }
 
 impl BinlogReader {
-    /// Starts the dump at `from` on `conn` (which it takes over).
+    /// Starts the dump at `from` on `conn` (which it takes over): at its
+    /// file and position, or — when the server no longer has that file
+    /// (purged, or another server after a failover) — after its last
+    /// committed GTID, which names the same transaction boundary.
     pub(crate) async fn open(mut conn: Conn, server_id: u32, from: &Position) -> Result<Self> {
         // Ask for MariaDB's own GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
         conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(bin)?;
-        let request = BinlogStreamRequest::new(server_id).with_filename(from.file.as_bytes()).with_pos(from.pos);
+        let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(bin)?;
+        let files: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        let request = match &from.gtid {
+            Some(gtid) if !files.contains(&from.file) => {
+                if !gtid_list(gtid) {
+                    return Err(Error::Config(format!("stored GTID '{gtid}' is not domain-server-sequence")));
+                }
+                tracing::info!(file = from.file, gtid, "the position's binlog file is gone; resuming after its GTID");
+                conn.query_drop(format!("SET @slave_connect_state = '{gtid}'")).await.map_err(bin)?;
+                conn.query_drop("SET @slave_gtid_strict_mode = 0").await.map_err(bin)?;
+                BinlogStreamRequest::new(server_id).with_filename(&b""[..]).with_pos(4_u64)
+            }
+            _ => BinlogStreamRequest::new(server_id).with_filename(from.file.as_bytes()).with_pos(from.pos),
+        };
         let stream = conn.get_binlog_stream(request).await.map_err(bin)?;
         tracing::info!(file = from.file, pos = from.pos, skip = from.skip, "binlog dump started");
         Ok(Self {
@@ -142,8 +167,11 @@ impl BinlogReader {
 
     fn take(&mut self, event: &Event, selection: &Selection, out: &mut Vec<ChangeEvent>) -> Result<()> {
         let header = event.header();
-        let start = self.pos;
         let end = u64::from(header.log_pos());
+        // An event starts where its end less its size says; made-up events (end 0) where the last one ended.
+        // (A dump resumed by GTID skips events, so the last end is not always the next start.)
+        let size = u64::from(header.event_size());
+        let start = if end >= size && end > 0 { end - size } else { self.pos };
         if header.event_type_raw() == MARIADB_GTID_EVENT {
             let data = event.data();
             if data.len() >= 13 {
@@ -313,5 +341,14 @@ mod tests {
     fn made_up_rotates_lose_their_checksum() {
         assert_eq!(binlog_name("binlog.000002\u{1}\u{7f}ab"), "binlog.000002");
         assert_eq!(binlog_name("mysql-bin.000123"), "mysql-bin.000123");
+    }
+
+    #[test]
+    fn only_gtid_lists_reach_the_server() {
+        assert!(gtid_list("0-1-42"));
+        assert!(gtid_list("0-1-42,1-2-7"));
+        assert!(!gtid_list("0-1-42'; DROP TABLE t; --"));
+        assert!(!gtid_list("0-1"));
+        assert!(!gtid_list(""));
     }
 }

@@ -90,10 +90,13 @@ impl CdcSource {
             .collect();
         let decoded = self.decoder.decode(&records)?;
         if let Some(dead) = decoded.dead.first() {
-            let e = &events[usize::try_from(dead.offset - records[0].offset).unwrap_or_default()];
+            let rill_streams::Origin::Message { topic, offset, .. } = &dead.origin else {
+                return Err(source_error(format!("{}: {}", dead.origin, dead.reason)));
+            };
+            let e = &events[usize::try_from(offset - records[0].offset).unwrap_or_default()];
             return Err(source_error(format!(
-                "a change of {} at {}:{} does not fit the table's columns: {}",
-                dead.topic, e.source.file, e.source.pos, dead.reason
+                "a change of {topic} at {}:{} does not fit the table's columns: {}",
+                e.source.file, e.source.pos, dead.reason
             )));
         }
         self.position = Some(position);

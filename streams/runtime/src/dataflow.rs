@@ -289,6 +289,11 @@ impl Dataflow {
         self.sinks().try_for_each(|s| s.recover(last))
     }
 
+    /// The rows sinks refused since last asked.
+    pub fn rejected(&mut self) -> Vec<crate::decode::DeadLetter> {
+        self.sinks().flat_map(|s| s.rejected()).collect()
+    }
+
     /// Tells every sink checkpoint `id` is complete.
     pub fn commit_sinks(&mut self, id: u64) -> Result<()> {
         self.sinks().try_for_each(|s| s.commit(id))

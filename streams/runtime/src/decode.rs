@@ -95,17 +95,50 @@ pub(crate) fn wall_clock_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A message that did not decode, and why.
+/// Where a dead letter came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A message that did not decode into its source's schema.
+    Message {
+        /// Topic it was read from.
+        topic: String,
+        /// Queue of the topic.
+        queue: u32,
+        /// Offset in the queue.
+        offset: u64,
+    },
+    /// A row a sink refused (the sink's name, as its connector reports it).
+    Sink(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Message { topic, queue, offset } => write!(f, "message at {topic}/{queue}/{offset}"),
+            Origin::Sink(name) => write!(f, "row refused by sink {name}"),
+        }
+    }
+}
+
+/// A message that did not decode, or a row a sink refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// Topic it was read from.
-    pub topic: String,
-    /// Queue of the topic.
-    pub queue: u32,
-    /// Offset in the queue.
-    pub offset: u64,
+    /// Where it came from.
+    pub origin: Origin,
     /// What was wrong.
     pub reason: String,
+    /// The message's body as read, or the refused row as JSON.
+    pub body: bytes::Bytes,
+}
+
+impl DeadLetter {
+    /// Topic, queue and offset of a message that did not decode (none for a refused row).
+    pub fn message(&self) -> Option<(&str, u32, u64)> {
+        match &self.origin {
+            Origin::Message { topic, queue, offset } => Some((topic, *queue, *offset)),
+            Origin::Sink(_) => None,
+        }
+    }
 }
 
 /// The outcome of decoding a batch of messages.
@@ -229,7 +262,8 @@ impl Decoder {
                     batches.push(b);
                 }
                 Err(reason) => {
-                    dead.push(DeadLetter { topic: r.topic.clone(), queue: r.queue, offset: r.offset, reason })
+                    let origin = Origin::Message { topic: r.topic.clone(), queue: r.queue, offset: r.offset };
+                    dead.push(DeadLetter { origin, reason, body: r.body.clone() });
                 }
             }
         }

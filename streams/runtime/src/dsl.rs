@@ -246,7 +246,7 @@ impl Job {
         self.with(|b| b.error.as_ref().map(ToString::to_string))
     }
 
-    /// Where messages that do not decode go (logged at WARN without one).
+    /// Where messages that do not decode and rows sinks refuse go (logged at WARN without one).
     pub fn dead_letters(&self, out: impl FnMut(DeadLetter) + Send + 'static) {
         self.with(|b| b.dead = Some(Box::new(out)));
     }

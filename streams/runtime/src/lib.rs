@@ -34,7 +34,7 @@ pub mod window_agg;
 pub use changelog::{GroupAggregate, LastRow, OP_COLUMN};
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use dataflow::{Dataflow, NodeMetrics, Snapshot};
-pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, SourceRecord};
+pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, Origin, SourceRecord};
 pub use dedup::Dedup;
 pub use dsl::{Job, Stream};
 pub use file_sink::JsonFileSink;

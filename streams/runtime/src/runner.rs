@@ -3,8 +3,8 @@
 //! Each source of the job reads one topic: every queue of it (or this
 //! process's share, see [`Member`]) is pulled by offset in a task of its
 //! own, message bodies are decoded into the source's schema there (bad ones
-//! go to the dead-letter output with their coordinates, or fail the job,
-//! per policy), and event time advances per queue from bounded
+//! go to the dead-letter output with their coordinates, as do rows a sink
+//! refuses, or fail the job, per policy), and event time advances per queue from bounded
 //! out-of-orderness, with an idle timeout so a silent queue does not hold
 //! the job back. The dataflow itself runs in the job's one loop.
 //!
@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{Dataflow, NodeMetrics};
-use crate::decode::{DeadLetter, Decoded, Decoder};
+use crate::decode::{DeadLetter, Decoded, Decoder, Origin};
 use crate::source::{Source, SourceInput};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
@@ -63,7 +63,7 @@ pub struct TopicInput {
     pub start: StartFrom,
 }
 
-/// What to do with a message that does not decode.
+/// What to do with a message that does not decode or a row a sink refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeadLetterPolicy {
     /// Send it to the dead-letter output and go on (counted).
@@ -86,7 +86,7 @@ pub struct RunnerConfig {
     pub checkpoint_interval: Duration,
     /// Messages per pull.
     pub batch: u32,
-    /// Undecodable messages.
+    /// Undecodable messages and refused rows.
     pub dead_letters: DeadLetterPolicy,
     /// Processing time: event time is the wall clock (sources read a
     /// `proc_time` metadata column, see [`crate::Metadata::ProcessingTime`])
@@ -170,7 +170,7 @@ impl RunnerConfig {
 pub struct RunReport {
     /// Messages read.
     pub messages: u64,
-    /// Messages that did not decode.
+    /// Dead letters: messages that did not decode, rows sinks refused.
     pub dead: u64,
     /// Checkpoints completed.
     pub checkpoints: u64,
@@ -183,7 +183,7 @@ pub struct RunReport {
 pub struct JobStatus {
     /// Messages read so far.
     pub messages: u64,
-    /// Messages that did not decode so far.
+    /// Dead letters so far.
     pub dead: u64,
     /// Checkpoints completed.
     pub checkpoints: u64,
@@ -304,7 +304,7 @@ impl Runner {
         self
     }
 
-    /// Where undecodable messages go (logged at WARN without one).
+    /// Where undecodable messages and rows sinks refused go (logged at WARN without one).
     pub fn dead_letters(mut self, out: impl FnMut(DeadLetter) + Send + 'static) -> Self {
         self.dead = Some(std::sync::Mutex::new(Box::new(out)));
         self
@@ -491,14 +491,16 @@ impl Runner {
                     flow.watermark(&names[i], w)?;
                 }
             }
+            self.set_aside(&mut report, flow.rejected())?;
             if self.config.until_caught_up && queues.iter().all(|q| q.at_end) && sources.iter().all(|s| s.at_end) {
                 // The input is bounded and read: event time ends, every open window fires.
                 flow.finish()?;
                 break;
             }
             if store.is_some() && last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-                last_checkpoint_ms =
-                    self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, &sources, next_id).await?;
+                last_checkpoint_ms = self
+                    .checkpoint(&mut flow, &mut report, store.as_ref(), &reader, &queues, &sources, next_id)
+                    .await?;
                 report.checkpoints += 1;
                 next_id += 1;
                 last_checkpoint = Instant::now();
@@ -512,7 +514,7 @@ impl Runner {
         tasks.abort_all();
         if store.is_some() {
             last_checkpoint_ms =
-                self.checkpoint(&mut flow, store.as_ref(), &reader, &queues, &sources, next_id).await?;
+                self.checkpoint(&mut flow, &mut report, store.as_ref(), &reader, &queues, &sources, next_id).await?;
             report.checkpoints += 1;
         }
         self.publish(&flow, &report, last_checkpoint_ms);
@@ -520,6 +522,25 @@ impl Runner {
             m.stop().await;
         }
         Ok(report)
+    }
+
+    /// Hands dead letters (undecodable messages, rows sinks refused) to the
+    /// job's output for them — or fails the job with the first, per policy.
+    pub(super) fn set_aside(&self, report: &mut RunReport, dead: Vec<DeadLetter>) -> Result<()> {
+        report.dead += dead.len() as u64;
+        for d in dead {
+            if self.config.dead_letters == DeadLetterPolicy::Fail {
+                return Err(match d.origin {
+                    Origin::Message { .. } => Error::Source(format!("{}: {}", d.origin, d.reason)),
+                    Origin::Sink(_) => Error::Sink(format!("{}: {}", d.origin, d.reason)),
+                });
+            }
+            match self.dead.as_ref().map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+                Some(mut out) => out(d),
+                None => tracing::warn!(origin = %d.origin, reason = %d.reason, "dead letter"),
+            }
+        }
+        Ok(())
     }
 
     /// Pushes one queue's decoded rows into the flow: dead letters out (or
@@ -535,21 +556,7 @@ impl Runner {
         decoded: Decoded,
         now: i64,
     ) -> Result<()> {
-        report.dead += decoded.dead.len() as u64;
-        for d in decoded.dead {
-            if self.config.dead_letters == DeadLetterPolicy::Fail {
-                return Err(Error::Source(format!(
-                    "message at {}/{}/{} does not fit the schema: {}",
-                    d.topic, d.queue, d.offset, d.reason
-                )));
-            }
-            match self.dead.as_mut().map(|m| m.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-                Some(out) => out(d),
-                None => {
-                    tracing::warn!(topic = %d.topic, queue = d.queue, offset = d.offset, reason = %d.reason, "message does not fit the schema")
-                }
-            }
-        }
+        self.set_aside(report, decoded.dead)?;
         for ts in event_times(decoded.batch.column(time_column))?.into_iter().flatten() {
             marks[q.input].observe(q.mark, ts, now);
         }

@@ -15,6 +15,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::Result;
+use crate::decode::DeadLetter;
 
 /// Where results go (see the module docs).
 pub trait Sink: Send {
@@ -33,6 +34,11 @@ pub trait Sink: Send {
     fn recover(&mut self, _last: Option<u64>) -> Result<()> {
         Ok(())
     }
+    /// Rows the sink refused since last asked (a document the index
+    /// rejects), each with its reason: they become the job's dead letters.
+    fn rejected(&mut self) -> Vec<DeadLetter> {
+        Vec::new()
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -47,6 +53,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn recover(&mut self, last: Option<u64>) -> Result<()> {
         (**self).recover(last)
+    }
+    fn rejected(&mut self) -> Vec<DeadLetter> {
+        (**self).rejected()
     }
 }
 
@@ -123,6 +132,10 @@ impl<S: Sink> Sink for RetryingSink<S> {
     fn recover(&mut self, last: Option<u64>) -> Result<()> {
         self.pending.clear();
         self.inner.recover(last)
+    }
+
+    fn rejected(&mut self) -> Vec<DeadLetter> {
+        self.inner.rejected()
     }
 }
 

@@ -65,13 +65,13 @@ fn bad_messages_are_set_aside_with_reason_and_coordinates() {
     let out = d.decode(&records).unwrap();
     assert_eq!(out.batch.num_rows(), 2);
     assert_eq!(out.batch.column(0).as_primitive::<Int64Type>().values(), &[1, 7], "good ones kept, in order");
-    let dead: Vec<u64> = out.dead.iter().map(|d| d.offset).collect();
+    let dead: Vec<u64> = out.dead.iter().map(|d| d.message().unwrap().2).collect();
     assert_eq!(dead, [2, 3, 4, 5, 6]);
     for d in &out.dead {
-        assert_eq!((d.topic.as_str(), d.queue), ("bids", 3));
+        assert_eq!(d.message().map(|m| (m.0, m.1)), Some(("bids", 3)));
         assert!(!d.reason.is_empty());
     }
-    let reason = |o: u64| out.dead.iter().find(|d| d.offset == o).unwrap().reason.clone();
+    let reason = |o: u64| out.dead.iter().find(|d| d.message().unwrap().2 == o).unwrap().reason.clone();
     assert!(reason(3).to_lowercase().contains("two") || reason(3).to_lowercase().contains("int"), "{}", reason(3));
     assert!(reason(4).contains("price"), "{}", reason(4));
     assert!(reason(5).contains("more than one"), "{}", reason(5));
@@ -92,7 +92,7 @@ fn csv_bodies_decode_one_record_each_and_bad_ones_are_set_aside() {
         .unwrap();
     assert_eq!(out.batch.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
     assert!(out.batch.column(1).is_null(1), "an empty field of a nullable column is null");
-    let dead: Vec<u64> = out.dead.iter().map(|d| d.offset).collect();
+    let dead: Vec<u64> = out.dead.iter().map(|d| d.message().unwrap().2).collect();
     assert_eq!(dead, vec![3, 4], "a wrong type and two lines in one body: {:?}", out.dead);
     assert!(out.dead[1].reason.contains("more than one CSV line"), "{}", out.dead[1].reason);
 }
@@ -153,7 +153,7 @@ fn debezium_events_become_changelog_rows_with_their_kind_and_metadata() {
     assert_eq!(offsets, [1, 2, 2, 3, 5]);
     let regions: Vec<Option<&str>> = b.column(6).as_string::<i32>().iter().collect();
     assert_eq!(regions, [Some("r1"), Some("r2"), Some("r2"), Some("r0"), Some("r2")]);
-    let reasons: Vec<(u64, &str)> = out.dead.iter().map(|d| (d.offset, d.reason.as_str())).collect();
+    let reasons: Vec<(u64, &str)> = out.dead.iter().map(|d| (d.message().unwrap().2, d.reason.as_str())).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].0 == 6 && reasons[0].1.contains("without its before image"), "{reasons:?}");
     assert!(reasons[1].0 == 7 && reasons[1].1.contains("unknown Debezium op 'x'"), "{reasons:?}");
@@ -193,7 +193,7 @@ mod arbitrary_bodies {
                     .map(|(i, b)| SourceRecord { body: bytes::Bytes::copy_from_slice(b), ..record(i as u64, "") })
                     .collect();
                 let out = d.decode(&records).unwrap();
-                let dead: std::collections::HashSet<u64> = out.dead.iter().map(|d| d.offset).collect();
+                let dead: std::collections::HashSet<u64> = out.dead.iter().map(|d| d.message().unwrap().2).collect();
                 // A message gives one row (two for a changelog update) unless it is a dead letter.
                 prop_assert!(out.batch.num_rows() >= records.len() - dead.len());
                 prop_assert!(out.batch.num_rows() <= 2 * (records.len() - dead.len()));

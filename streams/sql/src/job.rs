@@ -295,7 +295,7 @@ impl SqlJob {
 }
 
 /// `10 s`, `10s`, `500 ms`, `2 min`, `1 h`, or plain milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);

@@ -44,7 +44,7 @@ pub use connector::{
     substitute, validate,
 };
 pub use ddl::{Column, ColumnKind, TableDef};
-pub use job::SqlJob;
+pub use job::{SqlJob, parse_duration};
 pub use script::Position;
 
 /// Errors of SQL jobs.

@@ -7,15 +7,17 @@ use std::time::Instant;
 
 use rill_client::{QueueReader, QueueRef};
 
-use super::{QueueState, Runner, SourceState};
+use super::{QueueState, RunReport, Runner, SourceState};
 use crate::Result;
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::Dataflow;
 
 impl Runner {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn checkpoint(
         &self,
         flow: &mut Dataflow,
+        report: &mut RunReport,
         store: Option<&CheckpointStore>,
         reader: &QueueReader,
         queues: &[QueueState],
@@ -27,6 +29,9 @@ impl Runner {
         let snapshot = flow.snapshot()?;
         let positions: BTreeMap<String, u64> = queues.iter().map(|q| (q.position.clone(), q.next)).collect();
         flow.prepare_sinks(id)?;
+        // Rows refused while preparing are set aside before the checkpoint
+        // covers them (or, when dead letters fail the job, it stops here).
+        self.set_aside(report, flow.rejected())?;
         let offsets: BTreeMap<String, String> = sources.iter().map(|s| (s.key.clone(), s.position.clone())).collect();
         store.save_with_sources(id, &snapshot, &positions, &offsets)?;
         flow.commit_sinks(id)?;
