@@ -76,12 +76,14 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// Every SQL connector Rill has: the built-in ones, MySQL (sink and CDC
-/// source) and Elasticsearch / OpenSearch — what sink jobs and `rill run` name.
+/// source), Elasticsearch / OpenSearch and the Parquet lake (`parquet`,
+/// `filesystem`) — what sink jobs and `rill run` name.
 pub fn connectors() -> rill_sql::Connectors {
     let mut c = rill_sql::Connectors::default();
     rill_mysql::register(&mut c);
     rill_mysql_cdc::register(&mut c);
     rill_elasticsearch::register(&mut c);
+    rill_parquet::register(&mut c);
     c
 }
 

@@ -41,9 +41,14 @@ pub(crate) fn client(config: &ElasticsearchConfig) -> Result<reqwest::Client> {
     let mut builder = crate::http_client_builder().timeout(config.request_timeout);
     if let Some(path) = &config.ca_file {
         let pem = std::fs::read(path).map_err(|e| Error::Config(format!("'tls.ca-file' {}: {e}", path.display())))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| Error::Config(format!("'tls.ca-file' {}: not a PEM certificate: {e}", path.display())))?;
-        builder = builder.add_root_certificate(certificate);
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("'tls.ca-file' {}: not PEM certificates: {e}", path.display())))?;
+        if certificates.is_empty() {
+            return Err(Error::Config(format!("'tls.ca-file' {}: holds no PEM certificate", path.display())));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
     }
     if config.insecure {
         builder = builder.danger_accept_invalid_certs(true);

@@ -31,33 +31,8 @@ pub struct IndexPattern {
     parts: Vec<Part>,
 }
 
-/// Java-style date letters (as in Elasticsearch and Flink patterns) in chrono's form.
 fn chrono_format(java: &str) -> Result<String> {
-    const TOKENS: &[(&str, &str)] =
-        &[("yyyy", "%Y"), ("yy", "%y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S")];
-    let mut out = String::new();
-    let mut rest = java;
-    'next: while let Some(c) = rest.chars().next() {
-        for (token, spec) in TOKENS {
-            if let Some(after) = rest.strip_prefix(token) {
-                out.push_str(spec);
-                rest = after;
-                continue 'next;
-            }
-        }
-        if c.is_ascii_alphabetic() {
-            return Err(Error::Config(format!(
-                "date format '{java}': '{c}' is not one of yyyy, yy, MM, dd, HH, mm, ss"
-            )));
-        }
-        if c == '%' {
-            out.push_str("%%");
-        } else {
-            out.push(c);
-        }
-        rest = &rest[c.len_utf8()..];
-    }
-    Ok(out)
+    rill_sql::date_pattern(java).map_err(Error::Config)
 }
 
 impl IndexPattern {

@@ -195,3 +195,32 @@ impl Sink for ElasticsearchSink {
         std::mem::take(&mut *self.shared.rejected.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(hosts: &[&str]) -> ElasticsearchConfig {
+        let index = IndexPattern::parse("t", &["id"]).expect("a fixed index");
+        ElasticsearchConfig::new("t", hosts.iter().map(|h| (*h).to_owned()).collect(), index, vec!["id".into()])
+    }
+
+    #[test]
+    fn mistakes_in_hosts_and_tls_options_show_at_once() {
+        let e = ElasticsearchSink::new(config(&[])).unwrap_err().to_string();
+        assert!(e.contains("'hosts' names no server"), "{e}");
+        let e = ElasticsearchSink::new(config(&["127.0.0.1:9200"])).unwrap_err().to_string();
+        assert!(e.contains("host '127.0.0.1:9200' must start with http:// or https://"), "{e}");
+        let mut c = config(&["https://127.0.0.1:9200"]);
+        c.ca_file = Some("/nonexistent/ca.pem".into());
+        let e = ElasticsearchSink::new(c).unwrap_err().to_string();
+        assert!(e.contains("'tls.ca-file' /nonexistent/ca.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("rill-es-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").expect("a scratch file");
+        let mut c = config(&["https://127.0.0.1:9200"]);
+        c.ca_file = Some(dir.clone());
+        let e = ElasticsearchSink::new(c).map(|_| ()).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(e.contains("'tls.ca-file'"), "{e}");
+    }
+}

@@ -38,22 +38,6 @@ pub fn register(connectors: &mut Connectors) {
     connectors.register_sink("opensearch", Arc::new(ElasticsearchConnector));
 }
 
-/// `2mb`, `512kb`, `1gb` or plain bytes.
-fn parse_size(text: &str) -> Option<usize> {
-    let t = text.trim().to_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: usize = n.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "b" => 1,
-        "kb" | "k" => 1 << 10,
-        "mb" | "m" => 1 << 20,
-        "gb" | "g" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(scale).filter(|n| *n > 0)
-}
-
 fn positive(options: &Options, key: &str) -> Result<Option<usize>, String> {
     options
         .get(key)
@@ -103,7 +87,7 @@ impl ElasticsearchConnector {
             config.max_actions = n;
         }
         if let Some(v) = options.get("sink.bulk-flush.max-size") {
-            config.max_bytes = parse_size(v)
+            config.max_bytes = rill_sql::parse_size(v)
                 .ok_or_else(|| format!("'sink.bulk-flush.max-size' = '{v}' is not a size such as '2mb' or '512kb'"))?;
         }
         if let Some(d) = duration(options, "sink.bulk-flush.interval")? {
@@ -136,19 +120,5 @@ impl SinkConnector for ElasticsearchConnector {
     fn build(&self, table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
         let config = Self::config(table, options)?;
         Ok(Box::new(ElasticsearchSink::new(config).map_err(|e| e.to_string())?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_take_units() {
-        assert_eq!(parse_size("2mb"), Some(2 << 20));
-        assert_eq!(parse_size("512 KB"), Some(512 << 10));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("0"), None);
-        assert_eq!(parse_size("2 parsecs"), None);
     }
 }

@@ -170,6 +170,19 @@ impl LocalMariaDb {
         self.launch()
     }
 
+    /// Stops the server (a clean shutdown); [`LocalMariaDb::start_again`] brings it back.
+    pub fn shut_down(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a stopped server again on the same data and port.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.launch()
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM is a clean shutdown for mariadbd.

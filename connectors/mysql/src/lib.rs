@@ -9,6 +9,11 @@
 //! checkpoint and writes the same changes again leaves the same table:
 //! exactly-once results without two-phase commit.
 //!
+//! A write that fails on a transient error (the connection broke — a server
+//! restarting —, a deadlock, a lock wait timeout) is tried again with
+//! doubling waits (`sink.max-retries`, default 8); the transaction it was
+//! in rolled back, so nothing is written twice.
+//!
 //! The sink talks to the database from a thread of its own (the sink
 //! contract is synchronous); it owns nothing else. In SQL:
 //!
@@ -62,6 +67,28 @@ pub struct MysqlSinkConfig {
     pub max_buffered: usize,
     /// Create the table from the rows' schema when it does not exist.
     pub auto_create: bool,
+    /// Tries again after a transient failure (a broken connection, a deadlock), with doubling waits.
+    pub max_retries: u32,
+    /// The first wait before another try.
+    pub backoff: std::time::Duration,
+    /// Tries again so far (shared with the sink's thread).
+    pub retries: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MysqlSinkConfig {
+    /// Writing to `table` (key `key`) at `url`: 10,000 changes buffered, 8 retries from 100 ms.
+    pub fn new(url: &str, table: &str, key: Vec<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            table: table.to_owned(),
+            key,
+            max_buffered: 10_000,
+            auto_create: false,
+            max_retries: 8,
+            backoff: std::time::Duration::from_millis(100),
+            retries: Arc::default(),
+        }
+    }
 }
 
 /// The last change of one key.
@@ -161,6 +188,11 @@ impl MysqlSink {
             self.buffered.insert(id, change);
         }
         Ok(())
+    }
+
+    /// Tries again after transient failures so far.
+    pub fn retries(&self) -> u64 {
+        self.config.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes the buffered changes in one transaction.

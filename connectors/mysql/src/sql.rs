@@ -9,7 +9,7 @@ use mysql_async::{Params, Pool, TxOpts, Value};
 use rill_sql::{Connectors, OptionSpec, Options, SinkConnector, TableDef, opt};
 use rill_streams::Sink;
 
-use crate::{Change, Command, Error, MysqlSink, MysqlSinkConfig, Result};
+use crate::{Change, Command, Error, MysqlSink, MysqlSinkConfig};
 
 /// Rows per statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -48,11 +48,28 @@ pub(crate) fn serve(config: &MysqlSinkConfig, commands: &mpsc::Receiver<Command>
     for Command::Write { columns, changes, done } in commands.iter() {
         let pool = pool.get_or_insert_with(|| Pool::new(config.url.as_str()));
         let result = runtime.block_on(async {
-            if config.auto_create && !created {
-                create(pool, config, &columns).await?;
-                created = true;
+            let mut delay = config.backoff;
+            let mut attempt = 0;
+            loop {
+                let tried = async {
+                    if config.auto_create && !created {
+                        create(pool, config, &columns).await?;
+                        created = true;
+                    }
+                    write(pool, config, &columns, &changes).await
+                };
+                match tried.await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if transient(&e) && attempt < config.max_retries => {
+                        config.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(table = config.table, attempt, error = %e, "write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = delay.saturating_mul(2).min(std::time::Duration::from_secs(30));
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(db(e)),
+                }
             }
-            write(pool, config, &columns, &changes).await
         });
         let _ = done.send(result);
     }
@@ -65,19 +82,35 @@ fn db(e: mysql_async::Error) -> Error {
     Error::Database(e.to_string())
 }
 
-async fn create(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String)]) -> Result<()> {
+/// Whether another try may succeed: the connection broke (the server
+/// restarting, a network hiccup), or the server asks to try again
+/// (deadlock, lock wait timeout, too many connections, shutting down).
+fn transient(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        mysql_async::Error::Server(s) => matches!(s.code, 1040 | 1053 | 1205 | 1213),
+        _ => false,
+    }
+}
+
+async fn create(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String)]) -> mysql_async::Result<()> {
     let mut defs: Vec<String> = columns.iter().map(|(name, ty)| format!("{} {ty}", quote(name))).collect();
     let key: Vec<String> = config.key.iter().map(|k| quote(k)).collect();
     defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
     let statement = format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(&config.table), defs.join(", "));
-    let mut conn = pool.get_conn().await.map_err(db)?;
-    conn.query_drop(statement).await.map_err(db)
+    let mut conn = pool.get_conn().await?;
+    conn.query_drop(statement).await
 }
 
 /// Every change in one transaction: upserts, then deletes (one change per key, so order does not matter).
-async fn write(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String)], changes: &[Change]) -> Result<()> {
-    let mut conn = pool.get_conn().await.map_err(db)?;
-    let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(db)?;
+async fn write(
+    pool: &Pool,
+    config: &MysqlSinkConfig,
+    columns: &[(String, String)],
+    changes: &[Change],
+) -> mysql_async::Result<()> {
+    let mut conn = pool.get_conn().await?;
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
     let names: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
     let others: Vec<String> = columns
         .iter()
@@ -104,7 +137,7 @@ async fn write(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String
             statement.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", others.join(", ")));
         }
         let params: Vec<Value> = chunk.iter().flat_map(|v| v.iter().cloned()).collect();
-        tx.exec_drop(statement, Params::Positional(params)).await.map_err(db)?;
+        tx.exec_drop(statement, Params::Positional(params)).await?;
     }
     let deletes: Vec<&Vec<Value>> = changes
         .iter()
@@ -123,9 +156,9 @@ async fn write(pool: &Pool, config: &MysqlSinkConfig, columns: &[(String, String
             vec![one.as_str(); chunk.len()].join(", ")
         );
         let params: Vec<Value> = chunk.iter().flat_map(|v| v.iter().cloned()).collect();
-        tx.exec_drop(statement, Params::Positional(params)).await.map_err(db)?;
+        tx.exec_drop(statement, Params::Positional(params)).await?;
     }
-    tx.commit().await.map_err(db)
+    tx.commit().await
 }
 
 /// Options of the `mysql` sink.
@@ -137,6 +170,7 @@ const OPTIONS: &[OptionSpec] = &[
     opt("password", false, &[]),
     opt("sink.buffer-flush.max-rows", false, &[]),
     opt("sink.auto-create", false, &["true", "false"]),
+    opt("sink.max-retries", false, &[]),
 ];
 
 /// The `mysql` connector SQL job files name.
@@ -175,13 +209,14 @@ impl SinkConnector for MysqlConnector {
                 table.name
             ));
         }
-        let config = MysqlSinkConfig {
-            url,
-            table: options.get("table-name").unwrap_or(&table.name).to_owned(),
-            key: table.primary_key.clone(),
-            max_buffered,
-            auto_create: options.get("sink.auto-create") == Some("true"),
-        };
+        let mut config =
+            MysqlSinkConfig::new(&url, options.get("table-name").unwrap_or(&table.name), table.primary_key.clone());
+        config.max_buffered = max_buffered;
+        config.auto_create = options.get("sink.auto-create") == Some("true");
+        if let Some(v) = options.get("sink.max-retries") {
+            config.max_retries =
+                v.trim().parse().map_err(|_| format!("'sink.max-retries' = '{v}' is not a whole number"))?;
+        }
         Ok(Box::new(MysqlSink::new(config).map_err(|e| e.to_string())?))
     }
 }

@@ -83,6 +83,60 @@ pub trait SourceConnector: Send + Sync {
     ) -> std::result::Result<Box<dyn Source>, String>;
 }
 
+/// A date pattern in Java's letters (as Elasticsearch index patterns and
+/// Flink's `DATE_FORMAT` write them: `yyyy-MM-dd`, `HH`, text in single
+/// quotes taken as it is) in chrono's (`%Y-%m-%d`, `%H`); other letters
+/// are refused, naming the letter.
+pub fn date_pattern(java: &str) -> std::result::Result<String, String> {
+    const TOKENS: &[(&str, &str)] =
+        &[("yyyy", "%Y"), ("yy", "%y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S")];
+    let mut out = String::new();
+    let mut rest = java;
+    'next: while let Some(c) = rest.chars().next() {
+        for (token, spec) in TOKENS {
+            if let Some(after) = rest.strip_prefix(token) {
+                out.push_str(spec);
+                rest = after;
+                continue 'next;
+            }
+        }
+        if c == '\'' {
+            let Some(end) = rest[1..].find('\'') else {
+                return Err(format!("date format '{java}': a quote without its end"));
+            };
+            out.push_str(&rest[1..=end].replace('%', "%%"));
+            rest = &rest[end + 2..];
+            continue;
+        }
+        if c.is_ascii_alphabetic() {
+            return Err(format!("date format '{java}': '{c}' is not one of yyyy, yy, MM, dd, HH, mm, ss"));
+        }
+        if c == '%' {
+            out.push_str("%%");
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    Ok(out)
+}
+
+/// `2mb`, `512kb`, `1gb` or plain bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim().to_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|n| *n > 0)
+}
+
 /// A sink connector.
 pub trait SinkConnector: Send + Sync {
     /// The options it takes (`connector` included).
@@ -407,6 +461,24 @@ mod tests {
         assert!(substitute("${HOST", &vars).is_err());
         assert_eq!(substitute("${PORT:-8081}/${HOST:-x}", &vars).unwrap(), "8081/127.0.0.1");
         assert_eq!(substitute("${PORT:-}", &vars).unwrap(), "");
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("2mb"), Some(2 << 20));
+        assert_eq!(parse_size("512 KB"), Some(512 << 10));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("2 parsecs"), None);
+    }
+
+    #[test]
+    fn java_date_letters_become_chrono_specs() {
+        assert_eq!(date_pattern("dt=yyyy-MM-dd/hr=HH").unwrap(), "dt=%Y-%m-%d/hr=%H");
+        assert_eq!(date_pattern("yy.MM.dd mm:ss 100%").unwrap(), "%y.%m.%d %M:%S 100%%");
+        assert!(date_pattern("yyyy-QQ").unwrap_err().contains("'Q' is not one of"));
+        assert_eq!(date_pattern("'dt='yyyy-MM-dd/'hr='HH").unwrap(), "dt=%Y-%m-%d/hr=%H");
+        assert!(date_pattern("'dt=yyyy").unwrap_err().contains("quote"));
     }
 
     #[test]
