@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{body, message, small_config};
 use rill_common::ManualClock;
-use rill_store::{DeleteReason, DiskUsage, Error, ReadStatus, StatvfsDisk, Store};
+use rill_store::{DeleteReason, DiskUsage, Error, ReadStatus, Store};
 
 const HOUR: i64 = 3_600_000;
 /// Day 20000 after the epoch, 01:00 UTC.
@@ -31,7 +31,9 @@ async fn expired_segments_go_at_the_delete_hour_and_readers_are_told_where_to_re
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let cfg = small_config(dir.path());
-    let store = Store::open_with(cfg.clone(), Arc::new(clock.clone()), Arc::new(StatvfsDisk)).unwrap();
+    // A disk with room to spare: only age decides here (the machine's own disk may be fuller than the pressure ratio).
+    let roomy = Arc::new(ScriptedDisk(Mutex::new(vec![0.10])));
+    let store = Store::open_with(cfg.clone(), Arc::new(clock.clone()), roomy).unwrap();
     let mut last = 0;
     // Old data at T0, newer data ten hours later.
     for seq in 0..150u64 {
@@ -92,7 +94,7 @@ async fn expired_segments_go_at_the_delete_hour_and_readers_are_told_where_to_re
     store.close().unwrap();
 
     // The moved minimums survive a restart.
-    let store = Store::open_with(cfg, Arc::new(clock.clone()), Arc::new(StatvfsDisk)).unwrap();
+    let store = Store::open_with(cfg, Arc::new(clock.clone()), Arc::new(ScriptedDisk(Mutex::new(vec![0.10])))).unwrap();
     assert_eq!(store.state().min_offset, min);
     assert_eq!(store.read_queue("t", 0, 0, 1).unwrap().status, ReadStatus::OffsetMoved);
     store.close().unwrap();

@@ -474,7 +474,11 @@ mod tests {
 
     #[test]
     fn java_date_letters_become_chrono_specs() {
-        assert_eq!(date_pattern("dt=yyyy-MM-dd/hr=HH").unwrap(), "dt=%Y-%m-%d/hr=%H");
+        assert_eq!(date_pattern("yyyy-MM-dd/HH").unwrap(), "%Y-%m-%d/%H");
+        assert!(
+            date_pattern("dt=yyyy").unwrap_err().contains("'d' is not one of"),
+            "letters outside quotes are pattern letters"
+        );
         assert_eq!(date_pattern("yy.MM.dd mm:ss 100%").unwrap(), "%y.%m.%d %M:%S 100%%");
         assert!(date_pattern("yyyy-QQ").unwrap_err().contains("'Q' is not one of"));
         assert_eq!(date_pattern("'dt='yyyy-MM-dd/'hr='HH").unwrap(), "dt=%Y-%m-%d/hr=%H");
