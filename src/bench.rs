@@ -9,9 +9,11 @@ use rill_bench::cdc::{CdcBenchOptions, CdcBenchReport};
 use rill_bench::e2e::{E2eBenchOptions, E2eBenchReport};
 use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
 use rill_bench::nexmark::{NexmarkBenchOptions, NexmarkBenchReport};
+use rill_bench::parquet::{ParquetBenchOptions, ParquetBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
 use rill_bench::state::{StateBenchOptions, StateBenchReport};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
+use rill_bench::tail::{TailBenchOptions, TailBenchReport};
 use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
 
 /// The benchmarks.
@@ -33,6 +35,44 @@ pub enum BenchCommand {
     State(StateArgs),
     /// MySQL/MariaDB change capture into the broker and the sinks out of it (MySQL, search index): rows/s beside their anchors.
     Cdc(CdcArgs),
+    /// 200-byte log lines from a file to acknowledged broker messages through the file-tail source: MiB/s beside a plain read.
+    Tail(TailArgs),
+    /// JSON events into committed, partitioned Parquet through the lake sink: MB/s beside a plain Parquet writer.
+    Parquet(ParquetArgs),
+}
+
+/// Options of `rill bench tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Scratch directory (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// MiB of lines to write and follow (at most 8,192).
+    #[arg(long, default_value_t = 512)]
+    mib: u64,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `rill bench parquet`.
+#[derive(Debug, clap::Args)]
+pub struct ParquetArgs {
+    /// Scratch directory for the lake (removed afterwards) [default: a temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// MB of JSON events (at most 10,000).
+    #[arg(long, default_value_t = 512)]
+    mb: u64,
+    /// Events per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Events between checkpoints (files are closed and committed at each).
+    #[arg(long, default_value_t = 1_000_000)]
+    checkpoint_every: usize,
+    /// Print one JSON object with every figure instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `rill bench cdc`.
@@ -274,6 +314,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let report = rill_bench::cdc::run(&opts, &mut progress("cdc"))?;
             emit(&report, a.json, CdcBenchReport::to_table)
+        }
+        BenchCommand::Tail(a) => {
+            let scratch = format!("rill-bench-tail-{}", std::process::id());
+            let dir = a.dir.map_or_else(|| std::env::temp_dir().join(&scratch), |d| d.join(&scratch));
+            let report = rill_bench::tail::run(&TailBenchOptions { dir, mib: a.mib }, &mut progress("tail"))?;
+            emit(&report, a.json, TailBenchReport::to_table)
+        }
+        BenchCommand::Parquet(a) => {
+            let scratch = format!("rill-bench-parquet-{}", std::process::id());
+            let dir = a.dir.map_or_else(|| std::env::temp_dir().join(&scratch), |d| d.join(&scratch));
+            let opts = ParquetBenchOptions { dir, mb: a.mb, batch: a.batch, checkpoint_every: a.checkpoint_every };
+            let report = rill_bench::parquet::run(&opts, &mut progress("parquet"));
+            emit(&report?, a.json, ParquetBenchReport::to_table)
         }
         BenchCommand::Timer(a) => {
             let scratch = a.dir.map(|d| d.join(format!("rill-bench-timer-{}", std::process::id())));

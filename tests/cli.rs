@@ -265,6 +265,48 @@ fn bench_cdc_reports_capture_and_sinks_beside_their_anchors() {
 }
 
 #[test]
+fn bench_tail_reports_file_to_broker_beside_a_plain_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill().args(["bench", "tail", "--json", "--mib", "4", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plain read, lines counted", "tailer alone", "file-tail → broker, acknowledged"]);
+    assert!(cases.iter().all(|c| c["lines"] == 4 * 1024 * 1024 / 200), "{report}");
+    let (plain, sent) = (cases[0]["mib_per_sec"].as_f64().unwrap(), cases[2]["mib_per_sec"].as_f64().unwrap());
+    assert!(plain > 0.0 && sent > 0.0, "{report}");
+    assert!((report["ratio_vs_plain_read"].as_f64().unwrap() - sent / plain).abs() < 1e-9, "{report}");
+    assert!((report["ratio_vs_target"].as_f64().unwrap() - sent / 150.0).abs() < 1e-9, "{report}");
+    assert!((report["ratio_vs_vector_reported"].as_f64().unwrap() - sent / 76.7).abs() < 1e-9, "{report}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scratch directory goes with the run");
+    let table = rill().args(["bench", "tail", "--mib", "1", "--dir"]).arg(dir.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("vs 150 MiB/s target"));
+}
+
+#[test]
+fn bench_parquet_reports_the_lake_sink_beside_a_plain_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "parquet", "--json", "--mb", "3", "--checkpoint-every", "5000", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(names, ["JSON decode alone", "decode + plain Parquet writer", "decode + lake sink, committed"]);
+    let rate = |i: usize| cases[i]["mb_per_sec"].as_f64().unwrap();
+    assert!(report["input_mb"].as_f64().unwrap() >= 3.0);
+    assert!(cases[1]["parquet_bytes"].as_u64().unwrap() > 0 && cases[2]["parquet_bytes"].as_u64().unwrap() > 0);
+    assert!((report["ratio_vs_plain_writer"].as_f64().unwrap() - rate(2) / rate(1)).abs() < 1e-9, "{report}");
+    assert!((report["ratio_vs_decode"].as_f64().unwrap() - rate(2) / rate(0)).abs() < 1e-9, "{report}");
+    assert!((report["ratio_vs_target"].as_f64().unwrap() - rate(2) / 200.0).abs() < 1e-9, "{report}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scratch directory goes with the run");
+}
+
+#[test]
 fn run_explains_a_sql_job_and_places_its_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("orders.sql");

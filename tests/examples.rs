@@ -128,3 +128,65 @@ fn cdc_to_es_and_mysql_keeps_the_index_and_the_summary_true() {
     assert!(stdout.contains("search index 'orders' (9 documents):"), "{stdout}");
     assert!(stderr.contains("agree with MariaDB after every step"), "{stderr}");
 }
+
+/// Runs the example program `name` (built with the tests); returns its stdout and stderr.
+fn run_program(name: &str) -> (String, String) {
+    // target/<profile>/deps/<this test> → target/<profile>/examples/<example>
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(example.is_file(), "{} was not built with the tests", example.display());
+    let out = std::process::Command::new(&example).output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// `examples/logs-to-es-and-lake`: logs rotated twice while the job follows
+/// them; the program exits non-zero unless the index and the lake hold
+/// exactly what was written.
+#[test]
+fn logs_to_es_and_lake_indexes_problems_and_lakes_every_event() {
+    if !common::servers_available(true) {
+        return;
+    }
+    let (stdout, stderr) = run_program("logs-to-es-and-lake");
+    // 1,200 events: every 10th a warning, every 25th an error (48), some both (24 counted as errors).
+    assert!(stdout.contains("search index 'logs-2026.11.25': 144 warnings and errors"), "{stdout}");
+    assert!(
+        stdout.contains("  at rill.example.Client.call(Client.java:"),
+        "the stack trace stays with its error: {stdout}"
+    );
+    assert!(stdout.contains("service=auth/dt=2026-11-25/hr=13"), "{stdout}");
+    assert!(stderr.contains("exactly what was written, across two rotations"), "{stderr}");
+}
+
+/// `examples/iot-mqtt`: readings over the machine's Mosquitto into
+/// per-device minutes; the program exits non-zero unless they agree with
+/// what it published.
+#[test]
+fn iot_mqtt_aggregates_each_device_per_minute() {
+    if std::net::TcpStream::connect("127.0.0.1:1883").is_err() {
+        assert!(std::env::var("CI").is_err(), "Mosquitto on 127.0.0.1:1883 is needed in CI: run ./scripts/test");
+        eprintln!("\n*** SKIPPED iot-mqtt example: no Mosquitto on 127.0.0.1:1883 ***\n");
+        return;
+    }
+    let (stdout, stderr) = run_program("iot-mqtt");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("2026-11-25T13:0")).collect();
+    assert_eq!(rows.len(), 9, "3 devices × 3 minutes: {stdout}");
+    assert!(rows.iter().all(|r| r.split_whitespace().nth(2) == Some("12")), "12 readings a minute: {stdout}");
+    assert!(stderr.contains("agree with the readings published"), "{stderr}");
+}
+
+/// `examples/frontend-monitoring` (run.sh): beacons POSTed over HTTP into
+/// per-page minutes in MySQL and a lake; the program exits non-zero unless
+/// both agree with the sample beacons.
+#[test]
+fn frontend_monitoring_over_http_fills_mysql_and_the_lake() {
+    if !common::servers_available(false) {
+        return;
+    }
+    let (stdout, stderr) = run_program("frontend-monitoring");
+    assert!(stdout.contains("MySQL table report.page_stats:"), "{stdout}");
+    assert!(stderr.contains("agree with the beacons sent"), "{stderr}");
+}

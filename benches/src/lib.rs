@@ -15,10 +15,12 @@ pub mod e2e;
 pub mod filter;
 pub mod local;
 pub mod nexmark;
+pub mod parquet;
 pub mod produce;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod tail;
 pub mod timer;
 
 /// Errors of a benchmark run.

@@ -5,7 +5,8 @@
 -- watermark trails the newest beacon by 5 s, so a beacon up to 5 s late
 -- still counts).
 --
--- examples/frontend-monitoring/run.sh runs it on a broker of its own.
+-- examples/frontend-monitoring/run-from-topic.sh runs it on a broker of its own
+-- (run.sh runs http-job.sql: the same metrics from beacons over HTTP).
 SET 'pipeline.name' = 'frontend-monitoring';
 
 CREATE TABLE beacons (

@@ -37,3 +37,22 @@ python_venv() {
   RILL_OSMEM="$("$venv/bin/python" -c 'import osmem_server; print(osmem_server.resolve_binary())')"
   export RILL_OSMEM
 }
+
+# An MQTT broker on 127.0.0.1:1883 (the machine's Mosquitto, or one
+# started here with a config and store under the cache dir).
+mosquitto_up() {
+  mqtt_open() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+  mqtt_open && return 0
+  need_debs mosquitto:mosquitto mosquitto_pub:mosquitto-clients
+  local mosquitto; mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  [ -x "$mosquitto" ] || { say "mosquitto is not installed; the MQTT tests will say so"; return 1; }
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/rill/mosquitto"
+  mkdir -p "$dir"
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest file %s/mosquitto.log\n' \
+    "$dir" "$dir" >"$dir/mosquitto.conf"
+  say "starting mosquitto on 127.0.0.1:1883"
+  "$mosquitto" -d -c "$dir/mosquitto.conf"
+  for _ in $(seq 1 50); do mqtt_open && return 0; sleep 0.1; done
+  say "mosquitto did not start; see $dir/mosquitto.log"
+  return 1
+}

@@ -59,8 +59,11 @@ impl RecordSource for CdcRecords {
                         group: Some(format!("{}:{key}", e.shape.qualified())),
                         key: Some(key),
                         tag: Some(e.shape.table.clone()),
-                        vars: vec![("db", e.shape.db.clone()), ("table", e.shape.table.clone())],
+                        vars: vec![("db".to_owned(), e.shape.db.clone()), ("table".to_owned(), e.shape.table.clone())],
                         origin_ms: Some(e.source.ts_ms),
+                        properties: Vec::new(),
+                        location: None,
+                        error: None,
                         body: e.envelope(),
                     }
                 })

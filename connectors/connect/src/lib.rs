@@ -6,9 +6,12 @@
 //!
 //! - [`config`]: the file, checked with file, line, column and YAML path.
 //! - [`Runtime`]: the running connectors and their status.
-//! - Sources: a [`RecordSource`] per connector; positions are stored
-//!   ([`Offsets`]) only after the broker acknowledged the records, so a
-//!   restart never skips one and resends at most the last batch.
+//! - Sources: a [`RecordSource`] per connector (`mysql-cdc`, `file-tail`,
+//!   `http`, `mqtt`); positions are stored ([`Offsets`]) only after the
+//!   broker acknowledged the records, so a restart never skips one and
+//!   resends at most the last batch; then the source may acknowledge
+//!   upstream (answer HTTP requests, ack MQTT messages).
+//! - The record sources are SQL table sources too ([`RecordTable`]).
 //! - Sinks: the SQL job runtime's sink connectors, fed by a job the
 //!   runtime writes (topic tables of the declared columns → the sink), so
 //!   a connector written once serves SQL, YAML and Rust; offsets commit
@@ -17,18 +20,26 @@
 
 mod cdc;
 pub mod config;
+mod http;
+mod mqtt;
 mod offsets;
 pub mod rest;
 mod runtime;
 mod sink;
 mod source;
+mod table;
+mod tail;
 pub mod transform;
 
 pub use cdc::CdcConnector;
 pub use config::{ConnectFile, ConnectorConfig};
+pub use http::HttpConnector;
+pub use mqtt::MqttConnector;
 pub use offsets::Offsets;
 pub use runtime::{Control, Runtime, Status, connectors};
 pub use source::{Pending, Record, RecordSource, RecordSourceConnector, Sources};
+pub use table::{RecordTable, TableConnector};
+pub use tail::TailConnector;
 
 /// Errors of the connect runtime.
 #[derive(Debug, thiserror::Error)]

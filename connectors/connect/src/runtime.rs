@@ -84,6 +84,7 @@ pub fn connectors() -> rill_sql::Connectors {
     rill_mysql_cdc::register(&mut c);
     rill_elasticsearch::register(&mut c);
     rill_parquet::register(&mut c);
+    crate::table::register(&mut c, &crate::source::Sources::default());
     c
 }
 

@@ -34,10 +34,16 @@ pub struct Record {
     /// FIFO message group (changes of one row stay in order).
     pub group: Option<String>,
     /// Values a `topic:` template may name (`{db}`, `{table}`).
-    pub vars: Vec<(&'static str, String)>,
+    pub vars: Vec<(String, String)>,
     /// When it happened at the origin (ms since the epoch), for lag.
     pub origin_ms: Option<i64>,
-    /// The payload (JSON).
+    /// User properties (headers such as the file and host of a log line).
+    pub properties: Vec<(&'static str, String)>,
+    /// Where it came from, named in dead letters and errors (`file app.log at byte 120`).
+    pub location: Option<String>,
+    /// Why the source could not make a proper record of it (it goes to the dead-letter topic).
+    pub error: Option<String>,
+    /// The payload (JSON, or the raw bytes read).
     pub body: Vec<u8>,
 }
 
@@ -52,6 +58,18 @@ pub trait RecordSource: Send {
     fn poll(&mut self) -> Pending<'_, Vec<Record>>;
     /// Where the records returned so far end.
     fn position(&self) -> String;
+    /// Every record returned so far is acknowledged by the broker (and
+    /// the position stored): a source whose callers wait may answer them.
+    fn acknowledged(&mut self) {}
+    /// The records up to `position` (one [`RecordSource::position`] gave)
+    /// are safe: a job's checkpoint holds them.
+    fn acknowledge_through(&mut self, _position: &str) {
+        self.acknowledged();
+    }
+    /// The connector stops: ends sessions cleanly.
+    fn close(&mut self) -> Pending<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A source connector the connect file can name.
@@ -78,6 +96,9 @@ impl Default for Sources {
     fn default() -> Self {
         let mut s = Self { by_name: BTreeMap::new() };
         s.register("mysql-cdc", Arc::new(crate::cdc::CdcConnector));
+        s.register("file-tail", Arc::new(crate::tail::TailConnector));
+        s.register("http", Arc::new(crate::http::HttpConnector));
+        s.register("mqtt", Arc::new(crate::mqtt::MqttConnector));
         s
     }
 }
@@ -100,7 +121,7 @@ impl Sources {
 }
 
 /// `template` with `{name}`s filled in from `vars`.
-fn topic_of(template: &str, vars: &[(&'static str, String)]) -> String {
+fn topic_of(template: &str, vars: &[(String, String)]) -> String {
     let mut topic = template.to_owned();
     for (k, v) in vars {
         topic = topic.replace(&format!("{{{k}}}"), v);
@@ -139,7 +160,11 @@ pub(crate) async fn run(
         for mut r in records {
             origin = r.origin_ms.or(origin);
             let original = r.body.clone();
-            match transforms.apply(&mut r.body) {
+            let outcome = match r.error.take() {
+                Some(reason) => Err(reason),
+                None => transforms.apply(&mut r.body),
+            };
+            match outcome {
                 Ok(Outcome::Dropped) => {}
                 Ok(Outcome::Keep(routed)) => {
                     let topic = routed.unwrap_or_else(|| topic_of(&template, &r.vars));
@@ -147,18 +172,26 @@ pub(crate) async fn run(
                     m.tag = r.tag;
                     m.keys = r.key.into_iter().collect();
                     m.message_group = r.group;
+                    m.properties.extend(r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)));
                     batches.entry(topic).or_default().push(m);
                     sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
-                    let origin = format!("record of source {}", config.name);
+                    let origin = match &r.location {
+                        Some(at) => format!("{at}, source {}", config.name),
+                        None => format!("record of source {}", config.name),
+                    };
                     let mut m = crate::sink::dead_letter(&dlq, &config.name, original, reason, origin);
                     m.keys = r.key.into_iter().collect();
                     batches.entry(dlq.clone()).or_default().push(m);
                     dead += 1;
                 }
                 Err(reason) => {
-                    return Err(format!("record with key {:?}: {reason} (errors.tolerance is none)", r.key));
+                    let what = match (&r.location, &r.key) {
+                        (Some(at), _) => at.clone(),
+                        (None, key) => format!("record with key {key:?}"),
+                    };
+                    return Err(format!("{what}: {reason} (errors.tolerance is none)"));
                 }
             }
         }
@@ -168,13 +201,14 @@ pub(crate) async fn run(
         // Every record before the position is acknowledged: store it.
         let position = source.position();
         offsets.put(&config.name, &position).map_err(|e| e.to_string())?;
+        source.acknowledged();
         let mut s = status.lock();
         s.records += sent;
         s.dead_letters += dead;
         s.position = Some(position);
         s.lag_ms = origin.map(|o| (now_ms() - o).max(0));
     }
-    Ok(())
+    source.close().await
 }
 
 /// Batches sent at once: messages of one group share a lane (their order
@@ -252,7 +286,7 @@ mod tests {
 
     #[test]
     fn topics_route_by_table() {
-        let vars = vec![("db", "shop".to_owned()), ("table", "orders".to_owned())];
+        let vars = vec![("db".to_owned(), "shop".to_owned()), ("table".to_owned(), "orders".to_owned())];
         assert_eq!(topic_of("cdc-{db}-{table}", &vars), "cdc-shop-orders");
         assert_eq!(topic_of("all", &vars), "all");
     }

@@ -172,7 +172,7 @@ impl ElasticsearchSink {
 
 /// An HTTP client builder with rustls' crypto provider in place (ring, the
 /// one built in; installing it twice is harmless).
-pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
 }
