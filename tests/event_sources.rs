@@ -89,22 +89,23 @@ fn append(path: &Path, text: &str) {
     std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
-/// Receives from `topic` until `n` messages came (60 s at most), acking each.
+/// Receives from `topic` until `n` messages came (60 s at most), acking each; then waits
+/// one long poll (2 s) to see that no more come.
 async fn receive(broker: &str, group: &str, topic: &str, n: usize) -> Vec<ReceivedMessage> {
     let subs = [(topic.to_owned(), FilterExpression::all())].into_iter().collect();
     let consumer =
-        SimpleConsumer::connect(ClientConfig::new(broker), group, subs, Duration::from_secs(30)).await.unwrap();
+        SimpleConsumer::connect(ClientConfig::new(broker), group, subs, Duration::from_secs(2)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = Vec::new();
     while got.len() < n {
         assert!(Instant::now() < deadline, "{} of {n} messages in {topic}", got.len());
-        for m in consumer.receive(64, Duration::from_secs(2)).await.unwrap() {
+        for m in consumer.receive(64, Duration::from_secs(30)).await.unwrap() {
             consumer.ack(&m).await.unwrap();
             got.push(m);
         }
     }
     // Nothing more than expected.
-    let extra = consumer.receive(64, Duration::from_millis(500)).await.unwrap();
+    let extra = consumer.receive(64, Duration::from_secs(30)).await.unwrap();
     assert!(extra.is_empty(), "{} messages more than the {n} expected", extra.len());
     got
 }

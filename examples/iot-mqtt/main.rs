@@ -23,7 +23,7 @@ use rill_mqtt::{MqttConfig, MqttSource};
 const DEVICES: [&str; 3] = ["boiler-1", "fridge-7", "lab-3"];
 const MINUTES: i64 = 3;
 /// 2026-11-25T13:00:00Z
-const START_MS: i64 = 1_764_075_600_000;
+const START_MS: i64 = 1_795_611_600_000;
 
 /// (count, sum of temp, max temp, min humidity) per (device, minute "2026-11-25T13:00").
 type Aggregates = BTreeMap<(String, String), (i64, f64, f64, f64)>;
@@ -48,8 +48,9 @@ fn publish(topic: &str, payload: &str) -> Result<()> {
 /// Publishes every reading in event-time order; returns the aggregates they make.
 fn publish_readings(prefix: &str) -> Result<Aggregates> {
     let mut expected = Aggregates::new();
-    // One more step than the minutes hold: a reading at the next minute's start closes the last one.
-    for step in 0..=MINUTES * 12 {
+    // Two steps more than the minutes hold: readings 5 s into the next minute close the last one
+    // (the watermark trails them by 2 s).
+    for step in 0..MINUTES * 12 + 2 {
         let ts = START_MS + step * 5_000;
         for (d, device) in DEVICES.iter().enumerate() {
             let temp = 18.0 + 4.0 * d as f64 + (step % 7) as f64 * 0.5;

@@ -29,7 +29,7 @@ const SERVICES: [&str; 3] = ["checkout", "search", "auth"];
 const PER_FILE: usize = 400;
 const FILES: usize = 3;
 /// 2026-11-25T13:00:00Z
-const START_MS: i64 = 1_764_075_600_000;
+const START_MS: i64 = 1_795_611_600_000;
 
 /// What the writer wrote: events per (service, level).
 type Written = BTreeMap<(String, String), usize>;
@@ -102,8 +102,12 @@ async fn lake(dir: &Path) -> Result<Written> {
         ctx.sql("SELECT service, level, COUNT(*) AS n FROM lake GROUP BY service, level").await?.collect().await?;
     let mut out = Written::new();
     for b in batches {
-        let text = |i: usize| datafusion::arrow::array::as_string_array(b.column(i)).clone();
-        let (service, level) = (text(0), text(1));
+        // Partition values and strings may come as dictionaries or views: read them as plain text.
+        let text = |i: usize| -> Result<datafusion::arrow::array::StringArray> {
+            let plain = datafusion::arrow::compute::cast(b.column(i), &datafusion::arrow::datatypes::DataType::Utf8)?;
+            Ok(datafusion::arrow::array::as_string_array(&plain).clone())
+        };
+        let (service, level) = (text(0)?, text(1)?);
         let n = datafusion::arrow::array::as_primitive_array::<datafusion::arrow::datatypes::Int64Type>(b.column(2));
         for r in 0..b.num_rows() {
             out.insert((service.value(r).to_owned(), level.value(r).to_owned()), n.value(r) as usize);
@@ -167,7 +171,8 @@ async fn main() -> Result<()> {
 
     println!("search index '{index}': {problems} warnings and errors; one of the errors:");
     if let Some((_, doc)) = search.documents(index).await?.into_iter().find(|(_, d)| d["level"] == "ERROR") {
-        println!("  {} {} [{}]", doc["ts"], doc["level"], doc["service"]);
+        let text = |k: &str| doc[k].as_str().unwrap_or_default().to_owned();
+        println!("  {} {} [{}]", text("ts"), text("level"), text("service"));
         for line in doc["msg"].as_str().unwrap_or_default().lines() {
             println!("    {line}");
         }
