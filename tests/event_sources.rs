@@ -8,6 +8,8 @@
 //!   the dead-letter topic with the reason and where it was.
 //! - `http` takes beacons (JSON and NDJSON) with a token and answers once
 //!   the broker has them; they are in the topic with their keys.
+//! - `file-tail` JSON lines → topic → the `parquet` sink: the lake holds
+//!   every line once, partitioned by level.
 //! - `mqtt` takes devices' messages from the machine's Mosquitto (published
 //!   with `mosquitto_pub`) into a topic per kind, keyed by device; a topic
 //!   outside the pattern is a dead letter.
@@ -292,4 +294,48 @@ fn mosquitto_pub(topic: &str, lines: &str) {
         .expect("mosquitto_pub (mosquitto-clients) is installed by ./scripts/test");
     child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// Rows and distinct `n` in the lake's committed files (level from the paths).
+async fn lake_rows(lake: &Path) -> (i64, i64) {
+    if rill_parquet::committed(lake).map(|f| f.is_empty()).unwrap_or(true) {
+        return (0, 0);
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    let parts = vec![("level".to_owned(), datafusion::arrow::datatypes::DataType::Utf8)];
+    let options = datafusion::prelude::ParquetReadOptions::default().table_partition_cols(parts);
+    ctx.register_parquet("lake", lake.to_str().unwrap(), options).await.unwrap();
+    let b = ctx.sql("SELECT COUNT(*), COUNT(DISTINCT n) FROM lake").await.unwrap().collect().await.unwrap();
+    let col = |i: usize| {
+        datafusion::arrow::array::as_primitive_array::<datafusion::arrow::datatypes::Int64Type>(b[0].column(i)).value(0)
+    };
+    (col(0), col(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tailed_json_logs_reach_a_parquet_lake_through_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let lines: String = (0..200)
+        .map(|n| format!("{{\"level\": \"{}\", \"msg\": \"event {n}\", \"n\": {n}}}\n", ["info", "warn"][n % 2]))
+        .collect();
+    append(&logs.join("app.log"), &lines);
+    let (broker, state) = start(&dir.path().join("data"), &[]);
+    let addr = state["grpc_addr"].as_str().unwrap().to_owned();
+    let lake = dir.path().join("lake");
+    let env = [("LOG_DIR", logs.display().to_string()), ("LAKE", lake.display().to_string())];
+    let connect = connect("logs_to_lake.yaml", &addr, &env, &dir.path().join("connect"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lake_rows(&lake).await.0 < 200 {
+        assert!(Instant::now() < deadline, "the lake holds {:?} of 200 rows", lake_rows(&lake).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(&connect, "-INT");
+    assert!(connect.wait_with_output().unwrap().status.success());
+    assert_eq!(lake_rows(&lake).await, (200, 200), "every line once");
+    for level in ["level=info", "level=warn"] {
+        assert!(lake.join(level).join(rill_parquet::SUCCESS).exists(), "{level}");
+    }
+    stop(broker);
 }
