@@ -103,7 +103,9 @@ impl RecordTable {
         let now = chrono::Utc::now().timestamp_millis();
         let first = self.handed;
         let mut rows = Vec::with_capacity(records.len());
-        for r in &records {
+        // Records are taken apart as they are; their locations stay for a decoding error.
+        let mut locations = Vec::with_capacity(records.len());
+        for r in records {
             if let Some(reason) = &r.error {
                 return Err(self.fail(format!("{}: {reason}", r.location.as_deref().unwrap_or("a record"))));
             }
@@ -111,19 +113,20 @@ impl RecordTable {
                 topic: self.name.clone(),
                 queue: 0,
                 offset: self.handed,
-                tag: r.tag.clone(),
+                tag: r.tag,
                 store_time: r.origin_ms.unwrap_or(now),
-                properties: r.properties.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
-                body: bytes::Bytes::from(r.body.clone()),
+                properties: r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                body: bytes::Bytes::from(r.body),
             });
+            locations.push(r.location);
             self.handed += 1;
         }
         let decoded = self.decoder.decode(&rows)?;
         if let Some(dead) = decoded.dead.first() {
             let at = match dead.message() {
-                Some((_, _, offset)) => records
-                    .get(usize::try_from(offset - first).unwrap_or(usize::MAX))
-                    .and_then(|r| r.location.clone())
+                Some((_, _, offset)) => locations
+                    .get_mut(usize::try_from(offset - first).unwrap_or(usize::MAX))
+                    .and_then(Option::take)
                     .unwrap_or_else(|| format!("record {offset}")),
                 None => dead.origin.to_string(),
             };
