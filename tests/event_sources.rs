@@ -9,7 +9,8 @@
 //! - `http` takes beacons (JSON and NDJSON) with a token and answers once
 //!   the broker has them; they are in the topic with their keys.
 //! - `file-tail` JSON lines → topic → the `parquet` sink: the lake holds
-//!   every line once, partitioned by level.
+//!   every line once, partitioned by level, a nested object as a struct
+//!   column or as its JSON text by the declared type.
 //! - `mqtt` takes devices' messages from the machine's Mosquitto (published
 //!   with `mosquitto_pub`) into a topic per kind, keyed by device; a topic
 //!   outside the pattern is a dead letter.
@@ -318,7 +319,14 @@ async fn tailed_json_logs_reach_a_parquet_lake_through_a_topic() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let lines: String = (0..200)
-        .map(|n| format!("{{\"level\": \"{}\", \"msg\": \"event {n}\", \"n\": {n}}}\n", ["info", "warn"][n % 2]))
+        .map(|n| {
+            let level = ["info", "warn"][n % 2];
+            let line = serde_json::json!({
+                "level": level, "msg": format!("event {n}"), "n": n,
+                "ctx": {"user": format!("u{}", n % 3), "ms": n * 2}, "extra": {"tags": ["a", n]}
+            });
+            format!("{line}\n")
+        })
         .collect();
     append(&logs.join("app.log"), &lines);
     let (broker, state) = start(&dir.path().join("data"), &[]);
@@ -334,6 +342,27 @@ async fn tailed_json_logs_reach_a_parquet_lake_through_a_topic() {
     signal(&connect, "-INT");
     assert!(connect.wait_with_output().unwrap().status.success());
     assert_eq!(lake_rows(&lake).await, (200, 200), "every line once");
+    // Nested objects: a struct column and a text column holding the object's JSON.
+    let ctx = datafusion::prelude::SessionContext::new();
+    let parts = vec![("level".to_owned(), datafusion::arrow::datatypes::DataType::Utf8)];
+    let options = datafusion::prelude::ParquetReadOptions::default().table_partition_cols(parts);
+    ctx.register_parquet("lake", lake.to_str().unwrap(), options).await.unwrap();
+    let b = ctx.sql("SELECT ctx, ctx['user'], ctx['ms'], extra FROM lake WHERE n = 7").await.unwrap();
+    let b = b.collect().await.unwrap();
+    assert!(matches!(b[0].schema().field(0).data_type(), datafusion::arrow::datatypes::DataType::Struct(_)));
+    let text = |i: usize| {
+        // DataFusion reads Parquet text as string views.
+        let column = datafusion::arrow::compute::cast(b[0].column(i), &datafusion::arrow::datatypes::DataType::Utf8);
+        datafusion::arrow::array::as_string_array(&column.unwrap()).value(0).to_owned()
+    };
+    assert_eq!(text(1), "u1");
+    assert_eq!(
+        datafusion::arrow::array::as_primitive_array::<datafusion::arrow::datatypes::Int32Type>(b[0].column(2))
+            .value(0),
+        14
+    );
+    let extra: serde_json::Value = serde_json::from_str(&text(3)).unwrap();
+    assert_eq!(extra, serde_json::json!({"tags": ["a", 7]}));
     for level in ["level=info", "level=warn"] {
         assert!(lake.join(level).join(rill_parquet::SUCCESS).exists(), "{level}");
     }

@@ -1,4 +1,5 @@
-//! MySQL / MariaDB connectors for Rill. The `mysql` sink writes rows as
+//! MySQL / MariaDB connectors for Rill: a sink, and tables lookup joins
+//! read by key ([`MysqlLookup`]). The `mysql` sink writes rows as
 //! upserts by primary key (`INSERT … ON DUPLICATE KEY UPDATE`) and, for a
 //! changelog (rows with a `__op` kind), deletes (`-D`); `-U` rows are
 //! skipped, as the `+U` after them carries the new row.
@@ -21,8 +22,21 @@
 //! CREATE TABLE per_category (category STRING, orders BIGINT, PRIMARY KEY (category) NOT ENFORCED)
 //! WITH ('connector' = 'mysql', 'url' = 'mysql://root@127.0.0.1:3306/test', 'table-name' = 'per_category');
 //! ```
+//!
+//! The same connector makes a table a lookup join reads, as it is when
+//! each row arrives (with an optional cache):
+//!
+//! ```sql
+//! CREATE TABLE customers (id BIGINT, name STRING, PRIMARY KEY (id) NOT ENFORCED)
+//! WITH ('connector' = 'mysql', 'url' = 'mysql://root@127.0.0.1:3306/test', 'table-name' = 'customers',
+//!       'lookup.cache' = 'PARTIAL', 'lookup.partial-cache.max-rows' = '10000',
+//!       'lookup.partial-cache.expire-after-write' = '1 min');
+//! INSERT INTO enriched SELECT o.id, c.name
+//! FROM orders AS o JOIN customers FOR SYSTEM_TIME AS OF o.proc_time AS c ON o.customer_id = c.id;
+//! ```
 
 mod convert;
+mod lookup;
 mod sql;
 
 use std::collections::HashMap;
@@ -34,6 +48,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use mysql_async::Value;
 use rill_streams::{OP_COLUMN, Sink};
 
+pub use lookup::MysqlLookup;
 pub use sql::{MysqlConnector, register};
 
 /// Errors of the MySQL connectors.

@@ -1,15 +1,17 @@
 //! The sink's connection thread (statements for upserts, deletes and the
-//! table) and the `mysql` connector SQL job files name.
+//! table), the retry loop of every statement, and the `mysql` connector
+//! SQL job files name (a sink, and a table lookup joins read).
 
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool, TxOpts, Value};
-use rill_sql::{Connectors, OptionSpec, Options, SinkConnector, TableDef, opt};
-use rill_streams::Sink;
+use rill_sql::{Connectors, LOOKUP_OPTIONS, LookupConnector, OptionSpec, Options, SinkConnector, TableDef, opt};
+use rill_streams::{Lookup, Sink};
 
-use crate::{Change, Command, Error, MysqlSink, MysqlSinkConfig};
+use crate::{Change, Command, Error, MysqlLookup, MysqlSink, MysqlSinkConfig};
 
 /// Rows per statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -28,7 +30,7 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
@@ -47,30 +49,19 @@ pub(crate) fn serve(config: &MysqlSinkConfig, commands: &mpsc::Receiver<Command>
     let mut created = false;
     for Command::Write { columns, changes, done } in commands.iter() {
         let pool = pool.get_or_insert_with(|| Pool::new(config.url.as_str()));
-        let result = runtime.block_on(async {
-            let mut delay = config.backoff;
-            let mut attempt = 0;
-            loop {
-                let tried = async {
-                    if config.auto_create && !created {
-                        create(pool, config, &columns).await?;
-                        created = true;
-                    }
-                    write(pool, config, &columns, &changes).await
-                };
-                match tried.await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if transient(&e) && attempt < config.max_retries => {
-                        config.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(table = config.table, attempt, error = %e, "write failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = delay.saturating_mul(2).min(std::time::Duration::from_secs(30));
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(db(e)),
+        let result = runtime.block_on(retrying(
+            config.max_retries,
+            config.backoff,
+            &config.retries,
+            &config.table,
+            async || {
+                if config.auto_create && !created {
+                    create(pool, config, &columns).await?;
+                    created = true;
                 }
-            }
-        });
+                write(pool, config, &columns, &changes).await
+            },
+        ));
         let _ = done.send(result);
     }
     if let Some(pool) = pool {
@@ -78,7 +69,34 @@ pub(crate) fn serve(config: &MysqlSinkConfig, commands: &mpsc::Receiver<Command>
     }
 }
 
-fn db(e: mysql_async::Error) -> Error {
+/// Runs `attempt` until it succeeds or fails for good: a transient failure
+/// is tried again up to `max_retries` times, waiting `backoff`, then twice
+/// as long each time (at most 30 s), counted in `retries`.
+pub(crate) async fn retrying<T>(
+    max_retries: u32,
+    backoff: std::time::Duration,
+    retries: &std::sync::atomic::AtomicU64,
+    table: &str,
+    mut attempt: impl AsyncFnMut() -> mysql_async::Result<T>,
+) -> Result<T, Error> {
+    let mut delay = backoff;
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && tries < max_retries => {
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(table, attempt = tries, error = %e, "mysql statement failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(std::time::Duration::from_secs(30));
+                tries += 1;
+            }
+            Err(e) => return Err(db(e)),
+        }
+    }
+}
+
+pub(crate) fn db(e: mysql_async::Error) -> Error {
     Error::Database(e.to_string())
 }
 
@@ -161,8 +179,8 @@ async fn write(
     tx.commit().await
 }
 
-/// Options of the `mysql` sink.
-const OPTIONS: &[OptionSpec] = &[
+/// Options of `mysql` tables: the connection, the sink's and the lookup's.
+const OWN_OPTIONS: &[OptionSpec] = &[
     opt("connector", true, &[]),
     opt("url", true, &[]),
     opt("table-name", true, &[]),
@@ -171,30 +189,69 @@ const OPTIONS: &[OptionSpec] = &[
     opt("sink.buffer-flush.max-rows", false, &[]),
     opt("sink.auto-create", false, &["true", "false"]),
     opt("sink.max-retries", false, &[]),
+    opt("lookup.max-retries", false, &[]),
 ];
 
-/// The `mysql` connector SQL job files name.
+/// [`OWN_OPTIONS`] and the lookup cache's.
+static OPTIONS: std::sync::LazyLock<Vec<OptionSpec>> =
+    std::sync::LazyLock::new(|| [OWN_OPTIONS, LOOKUP_OPTIONS].concat());
+
+/// The `mysql` connector SQL job files name: a sink, and a table lookup joins read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MysqlConnector;
 
 /// Adds the MySQL connectors to `connectors`.
 pub fn register(connectors: &mut Connectors) {
     connectors.register_sink("mysql", Arc::new(MysqlConnector));
+    connectors.register_lookup("mysql", Arc::new(MysqlConnector));
+}
+
+/// The connection URL of a table's options (Flink's `jdbc:` form and `username`/`password` too).
+fn url(options: &Options) -> String {
+    let url = options.get("url").unwrap_or_default();
+    let mut url = url.strip_prefix("jdbc:").unwrap_or(url).to_owned();
+    if let (Some(user), Some(scheme)) = (options.get("username"), url.find("://")) {
+        let password = options.get("password").map(|p| format!(":{p}")).unwrap_or_default();
+        url.insert_str(scheme + 3, &format!("{user}{password}@"));
+    }
+    url
+}
+
+impl LookupConnector for MysqlConnector {
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS.as_slice()
+    }
+
+    fn describe(&self, table: &TableDef, options: &Options) -> String {
+        let name = options.get("table-name").unwrap_or(&table.name);
+        format!("mysql table `{name}` at {}", redact(&url(options)))
+    }
+
+    fn build(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+        keys: &[String],
+        options: &Options,
+    ) -> std::result::Result<Box<dyn Lookup>, String> {
+        let max_retries = match options.get("lookup.max-retries") {
+            None => 3,
+            Some(v) => v.trim().parse().map_err(|_| format!("'lookup.max-retries' = '{v}' is not a whole number"))?,
+        };
+        let name = options.get("table-name").unwrap_or(&table.name);
+        let lookup = MysqlLookup::new(&url(options), name, schema, keys.to_vec(), max_retries)
+            .map_err(|e| format!("{}: {e}", self.describe(table, options)))?;
+        Ok(Box::new(lookup))
+    }
 }
 
 impl SinkConnector for MysqlConnector {
     fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
+        OPTIONS.as_slice()
     }
 
     fn build(&self, table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
-        let url = options.get("url").unwrap_or_default();
-        // Flink's JDBC form works too.
-        let mut url = url.strip_prefix("jdbc:").unwrap_or(url).to_owned();
-        if let (Some(user), Some(scheme)) = (options.get("username"), url.find("://")) {
-            let password = options.get("password").map(|p| format!(":{p}")).unwrap_or_default();
-            url.insert_str(scheme + 3, &format!("{user}{password}@"));
-        }
+        let url = url(options);
         let max_buffered = match options.get("sink.buffer-flush.max-rows") {
             None => 10_000,
             Some(v) => v

@@ -5,11 +5,13 @@
 //! take them from the path); a time column stays. It owns the path
 //! syntax; files are [`crate::files`]'.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::row::{Row, RowConverter, SortField};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::{Error, Result};
@@ -50,38 +52,98 @@ impl Partitioning {
         self.fields.is_empty() && self.time.is_none()
     }
 
-    /// The directory (relative, `/`-separated, empty when unpartitioned) of every row.
-    fn paths(&self, batch: &RecordBatch) -> Result<Vec<String>> {
-        let rows = batch.num_rows();
-        let mut paths = vec![String::new(); rows];
+    /// The rows of `batch` by directory (relative, `/`-separated), in
+    /// order. Rows are grouped by their partition values (time to the
+    /// second: patterns go no finer) first, so a directory name is made
+    /// once per group, not once per row.
+    fn rows_by_path(&self, batch: &RecordBatch) -> Result<BTreeMap<String, Vec<u32>>> {
+        let mut columns: Vec<ArrayRef> = Vec::new();
         for field in &self.fields {
             let column = batch
                 .column_by_name(field)
                 .ok_or_else(|| Error::Config(format!("partition column '{field}' is not among the rows' columns")))?;
-            let format = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())
-                .map_err(|e| Error::Config(format!("partition column '{field}': {e}")))?;
-            for (row, path) in paths.iter_mut().enumerate() {
+            columns.push(Arc::clone(column));
+        }
+        let seconds = match &self.time {
+            Some((name, _)) => {
+                let column = batch.column_by_name(name).ok_or_else(|| {
+                    Error::Config(format!("partition time column '{name}' is not among the rows' columns"))
+                })?;
+                let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                    .map_err(|e| Error::Config(format!("partition time column '{name}' is not a time: {e}")))?;
+                let seconds: Int64Array = ms
+                    .as_primitive::<TimestampMillisecondType>()
+                    .iter()
+                    .map(|t| t.map(|t| t.div_euclid(1_000)))
+                    .collect();
+                columns.push(Arc::new(seconds.clone()));
+                Some(seconds)
+            }
+            None => None,
+        };
+        let write = |e: datafusion::arrow::error::ArrowError| Error::Write(e.to_string());
+        let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+            .map_err(write)?;
+        let keys = converter.convert_columns(&columns).map_err(write)?;
+        // Each row's group, and each group's first row.
+        let mut group_of: HashMap<Row<'_>, usize> = HashMap::new();
+        let mut first_rows = Vec::new();
+        let mut groups = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let next = first_rows.len();
+            let g = *group_of.entry(keys.row(row)).or_insert(next);
+            if g == next {
+                first_rows.push(row);
+            }
+            groups.push(g);
+        }
+        let formats = self
+            .fields
+            .iter()
+            .zip(&columns)
+            .map(|(field, column)| {
+                ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())
+                    .map_err(|e| Error::Config(format!("partition column '{field}': {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut paths = Vec::with_capacity(first_rows.len());
+        for &row in &first_rows {
+            let mut path = String::new();
+            for ((field, column), format) in self.fields.iter().zip(&columns).zip(&formats) {
                 let value = (!column.is_null(row)).then(|| format.value(row).to_string());
                 path.push_str(&format!("{field}={}/", escape(value.as_deref())));
             }
-        }
-        if let Some((name, pattern)) = &self.time {
-            let column = batch.column_by_name(name).ok_or_else(|| {
-                Error::Config(format!("partition time column '{name}' is not among the rows' columns"))
-            })?;
-            let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                .map_err(|e| Error::Config(format!("partition time column '{name}' is not a time: {e}")))?;
-            let ms = ms.as_primitive::<TimestampMillisecondType>();
-            for (row, path) in paths.iter_mut().enumerate() {
-                let when = (!ms.is_null(row)).then(|| ms.value(row)).and_then(chrono::DateTime::from_timestamp_millis);
+            if let (Some((_, pattern)), Some(seconds)) = (&self.time, &seconds) {
+                let when = (!seconds.is_null(row))
+                    .then(|| seconds.value(row))
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0));
                 match when {
                     Some(t) => path.push_str(&t.format(pattern).to_string()),
                     None => path.push_str("__HIVE_DEFAULT_PARTITION__"),
                 }
                 path.push('/');
             }
+            paths.push(path);
         }
-        Ok(paths)
+        let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut slots: Vec<Option<usize>> = vec![None; paths.len()];
+        let mut lists: Vec<Vec<u32>> = Vec::new();
+        let mut names: Vec<&String> = Vec::new();
+        let mut slot_of: HashMap<&String, usize> = HashMap::new();
+        for (row, g) in groups.into_iter().enumerate() {
+            let slot = *slots[g].get_or_insert_with(|| {
+                *slot_of.entry(&paths[g]).or_insert_with(|| {
+                    names.push(&paths[g]);
+                    lists.push(Vec::new());
+                    lists.len() - 1
+                })
+            });
+            lists[slot].push(u32::try_from(row).map_err(|_| Error::Write("a batch of more than 2^32 rows".into()))?);
+        }
+        for (name, list) in names.into_iter().zip(lists) {
+            out.insert(name.clone(), list);
+        }
+        Ok(out)
     }
 
     /// `batch` split by directory, partition columns dropped from the data.
@@ -93,13 +155,8 @@ impl Partitioning {
         if self.is_none() {
             return Ok(BTreeMap::from([(String::new(), data)]));
         }
-        let mut rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for (row, path) in self.paths(batch)?.into_iter().enumerate() {
-            let row = u32::try_from(row).map_err(|_| Error::Write("a batch of more than 2^32 rows".into()))?;
-            rows.entry(path).or_default().push(row);
-        }
         let mut out = BTreeMap::new();
-        for (path, indices) in rows {
+        for (path, indices) in self.rows_by_path(batch)? {
             let part =
                 take_record_batch(&data, &UInt32Array::from(indices)).map_err(|e| Error::Write(e.to_string()))?;
             out.insert(path, part);
@@ -110,9 +167,7 @@ impl Partitioning {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::array::{StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{Field, Schema};
 
     use super::*;
@@ -159,6 +214,42 @@ mod tests {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["n", "ts"], "the partition column lives in the path only");
         assert_eq!(eu.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 4);
+    }
+
+    #[test]
+    fn rows_of_one_directory_from_many_seconds_stay_in_order() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        // 10:00:00.5, 10:59:59, 11:00:00, 10:00:01, null, 09:59:59.999 (2026-12-02)
+        let hour = 1_796_205_600_000;
+        let times = [
+            Some(hour + 500),
+            Some(hour + 3_599_000),
+            Some(hour + 3_600_000),
+            Some(hour + 1_000),
+            None,
+            Some(hour - 1),
+        ];
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..6)),
+                Arc::new(TimestampMillisecondArray::from(times.to_vec())),
+            ],
+        )
+        .unwrap();
+        let p = Partitioning { fields: vec![], time: Some(("ts".into(), "hr=%H".into())) };
+        let parts = p.split(&batch).unwrap();
+        let rows = |dir: &str| -> Vec<i64> {
+            parts[dir].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec()
+        };
+        assert_eq!(parts.len(), 4);
+        assert_eq!(rows("hr=10/"), [0, 1, 3]);
+        assert_eq!(rows("hr=11/"), [2]);
+        assert_eq!(rows("hr=09/"), [5]);
+        assert_eq!(rows("__HIVE_DEFAULT_PARTITION__/"), [4]);
     }
 
     #[test]

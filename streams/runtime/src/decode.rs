@@ -5,6 +5,10 @@
 //! with the reason and where it came from — a bad message never stops the
 //! others and is never dropped without a trace.
 //!
+//! A JSON field bound for a text column is taken as text whatever its JSON
+//! type (an object or array as its JSON text); one bound for a struct
+//! (`ROW<…>`) or list column as that.
+//!
 //! It owns decoding only; where messages come from and where dead letters
 //! go are the caller's.
 
@@ -403,25 +407,99 @@ impl Decoder {
         self.json_as(records, &self.data)
     }
 
-    /// Each body exactly one JSON object of `schema`.
+    /// Each body exactly one JSON object of `schema`. A text column takes
+    /// any JSON value as text: numbers and booleans as written, objects and
+    /// arrays as their JSON (where a ROW column would take an object as a
+    /// struct), so nested data lands as structs or strings by the column's
+    /// declared type.
     fn json_as(&self, records: &[&SourceRecord], schema: &SchemaRef) -> Result<RecordBatch, String> {
-        let mut decoder = ReaderBuilder::new(Arc::clone(schema))
-            .with_batch_size(records.len().max(1))
-            .build_decoder()
-            .map_err(|e| e.to_string())?;
-        for r in records {
-            let before = decoder.len();
-            let body = &r.body[..];
-            let used = decoder.decode(body).map_err(|e| e.to_string())?;
-            if used != body.len() || decoder.len() != before + 1 {
-                let rest = body.len() - used;
-                return Err(if decoder.len() == before {
-                    "the body is not a complete JSON object".to_owned()
-                } else {
-                    format!("the body holds more than one JSON value ({rest} bytes left)")
-                });
+        let bodies = records.iter().map(|r| &r.body[..]);
+        match json_rows(bodies, records.len(), schema) {
+            Err(e) if has_text(schema.fields()) => {
+                // Nested values bound for text columns, as their JSON text; other mistakes stay mistakes.
+                let rewritten: Vec<std::borrow::Cow<'_, [u8]>> =
+                    records.iter().map(|r| as_text(&r.body, schema.fields())).collect();
+                json_rows(rewritten.iter().map(|b| b.as_ref()), records.len(), schema).map_err(|_| e)
             }
+            decoded => decoded,
         }
-        Ok(decoder.flush().map_err(|e| e.to_string())?.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+    }
+}
+
+/// Decodes `n` bodies, each exactly one JSON object of `schema`.
+fn json_rows<'a>(bodies: impl Iterator<Item = &'a [u8]>, n: usize, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(n.max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    for body in bodies {
+        let before = decoder.len();
+        let used = decoder.decode(body).map_err(|e| e.to_string())?;
+        if used != body.len() || decoder.len() != before + 1 {
+            let rest = body.len() - used;
+            return Err(if decoder.len() == before {
+                "the body is not a complete JSON object".to_owned()
+            } else {
+                format!("the body holds more than one JSON value ({rest} bytes left)")
+            });
+        }
+    }
+    Ok(decoder.flush().map_err(|e| e.to_string())?.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
+/// Whether any of `fields`, at any depth, is text.
+fn has_text(fields: &datafusion::arrow::datatypes::Fields) -> bool {
+    fields.iter().any(|f| match f.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Struct(inner) => has_text(inner),
+        DataType::List(item) | DataType::LargeList(item) => has_text(&[Arc::clone(item)].into()),
+        _ => false,
+    })
+}
+
+/// `body` with every object or array that a text field of `fields` gets
+/// replaced by its JSON text, exactly as written (unchanged when there is
+/// none, or it is not JSON).
+fn as_text<'a>(body: &'a [u8], fields: &datafusion::arrow::datatypes::Fields) -> std::borrow::Cow<'a, [u8]> {
+    let Ok(raw) = serde_json::from_slice::<&serde_json::value::RawValue>(body) else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    match stringify(raw, &DataType::Struct(fields.clone())) {
+        Some(text) => std::borrow::Cow::Owned(text.into_bytes()),
+        None => std::borrow::Cow::Borrowed(body),
+    }
+}
+
+/// The JSON `raw` with the objects and arrays it holds where `data_type`
+/// has text turned into strings of their text; `None` when there are none.
+fn stringify(raw: &serde_json::value::RawValue, data_type: &DataType) -> Option<String> {
+    use serde_json::value::RawValue;
+    let text = raw.get();
+    let nested = text.starts_with('{') || text.starts_with('[');
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if nested => serde_json::to_string(text).ok(),
+        DataType::Struct(fields) if text.starts_with('{') => {
+            let members: Vec<(String, &RawValue)> =
+                serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text).ok()?.into_iter().collect();
+            let mut changed = false;
+            let mut out = Vec::with_capacity(members.len());
+            for (name, value) in &members {
+                let field = fields.iter().find(|f| f.name() == name);
+                let new = field.and_then(|f| stringify(value, f.data_type()));
+                changed |= new.is_some();
+                out.push(format!("{}:{}", serde_json::to_string(name).ok()?, new.as_deref().unwrap_or(value.get())));
+            }
+            changed.then(|| format!("{{{}}}", out.join(",")))
+        }
+        DataType::List(item) | DataType::LargeList(item) if text.starts_with('[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+            let new: Vec<Option<String>> = items.iter().map(|v| stringify(v, item.data_type())).collect();
+            new.iter().any(Option::is_some).then(|| {
+                let parts: Vec<&str> = items.iter().zip(&new).map(|(v, n)| n.as_deref().unwrap_or(v.get())).collect();
+                format!("[{}]", parts.join(","))
+            })
+        }
+        _ => None,
     }
 }

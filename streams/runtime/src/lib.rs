@@ -6,11 +6,12 @@
 //! A job is written with the DSL ([`dsl::Job`], [`dsl::Stream`]) and runs
 //! as a [`dataflow::Dataflow`] of [`operator::Operator`]s: row filters and
 //! projections, closures, unions, dedup, keyed event-time window
-//! aggregation, top-N per window, interval / regular / window joins, and
+//! aggregation, top-N per window, interval / regular / window / temporal
+//! joins, lookup joins against external tables, and
 //! [`sink::Sink`]s. JSON message bodies become rows of a declared schema
 //! with metadata columns and dead letters ([`decode::Decoder`]); a
 //! [`pipeline::Pipeline`] runs a window aggregation from a broker topic.
-//! State checkpoints with source offsets are still to come.
+//! State is checkpointed together with source offsets ([`checkpoint`]).
 
 pub mod changelog;
 pub mod checkpoint;
@@ -20,6 +21,7 @@ pub mod dedup;
 pub mod dsl;
 pub mod file_sink;
 pub mod join;
+pub mod lookup;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
@@ -38,6 +40,7 @@ pub use decode::{DeadLetter, Decoded, Decoder, Format, Metadata, Origin, SourceR
 pub use dedup::Dedup;
 pub use dsl::{Job, Stream};
 pub use file_sink::JsonFileSink;
+pub use lookup::{Lookup, LookupConfig, LookupJoin};
 pub use operator::{Operator, Output};
 pub use pipeline::Pipeline;
 pub use rill_state::StateConfig;
@@ -73,6 +76,9 @@ pub enum Error {
     /// Window or watermark settings were refused.
     #[error(transparent)]
     Time(#[from] rill_time::Error),
+    /// A lookup in an external table failed (after its retries).
+    #[error("lookup: {0}")]
+    Lookup(String),
     /// Keyed state could not be kept (its spill file failed).
     #[error(transparent)]
     State(#[from] rill_state::Error),

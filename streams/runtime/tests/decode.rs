@@ -201,3 +201,40 @@ mod arbitrary_bodies {
         }
     }
 }
+
+#[test]
+fn nested_json_lands_as_structs_or_as_text_by_the_declared_type() {
+    use datafusion::arrow::datatypes::Int32Type;
+    let device =
+        DataType::Struct(vec![Field::new("id", DataType::Utf8, true), Field::new("fw", DataType::Int32, true)].into());
+    let data = Arc::new(Schema::new(vec![
+        Field::new("device", device, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("tags", DataType::new_list(DataType::Utf8, true), true),
+        Field::new("code", DataType::Utf8, true),
+    ]));
+    let d = Decoder::new(data, vec![]).unwrap();
+    let out = d
+        .decode(&[
+            record(1, r#"{"device": {"id": "d1", "fw": 3}, "payload": {"t": [1, 2], "ok": true}, "tags": ["a", {"b": 1}], "code": 404}"#),
+            record(2, r#"{"device": {"id": "d2"}, "payload": "plain", "code": "E1"}"#),
+            record(3, r#"{"device": "not an object"}"#),
+        ])
+        .unwrap();
+    let b = out.batch;
+    assert_eq!(b.num_rows(), 2, "{:?}", out.dead);
+    let device = b.column(0).as_struct();
+    assert_eq!(device.column(0).as_string::<i32>().value(0), "d1");
+    assert_eq!(device.column(1).as_primitive::<Int32Type>().value(0), 3);
+    assert!(device.column(1).is_null(1));
+    let payload = b.column(1).as_string::<i32>();
+    assert_eq!(payload.value(0), r#"{"t": [1, 2], "ok": true}"#, "an object bound for text is its JSON, as written");
+    assert_eq!(payload.value(1), "plain");
+    let tags = b.column(2).as_list::<i32>().value(0);
+    let tags = tags.as_string::<i32>();
+    assert_eq!((tags.value(0), tags.value(1)), ("a", r#"{"b": 1}"#));
+    let code = b.column(3).as_string::<i32>();
+    assert_eq!((code.value(0), code.value(1)), ("404", "E1"), "a number bound for text is its digits");
+    assert_eq!(out.dead.len(), 1, "text where an object is declared is still a mistake");
+    assert!(out.dead[0].reason.contains("device") || out.dead[0].reason.contains("struct"), "{}", out.dead[0].reason);
+}

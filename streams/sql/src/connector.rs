@@ -3,8 +3,9 @@
 //! named on a mistake) and what each builds. `rocketmq` reads a topic of
 //! Rill's broker or any RocketMQ 5 endpoint, `datagen` makes rows up;
 //! `print`, `blackhole` and `filesystem` take results. Crates with more
-//! connectors add them with [`Connectors::register_source`] and
-//! [`Connectors::register_sink`].
+//! connectors add them with [`Connectors::register_source`],
+//! [`Connectors::register_sink`] and [`Connectors::register_lookup`] (tables
+//! a lookup join reads by key).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::LineDelimitedWriter;
-use rill_streams::{JsonFileSink, Sink, Source};
+use rill_streams::{JsonFileSink, Lookup, LookupConfig, Sink, Source};
 
 use crate::Result;
 use crate::ddl::TableDef;
@@ -137,6 +138,82 @@ pub fn parse_size(text: &str) -> Option<usize> {
     n.checked_mul(scale).filter(|n| *n > 0)
 }
 
+/// A connector whose tables a lookup join reads by key (`JOIN t FOR
+/// SYSTEM_TIME AS OF o.proc_time`), as they are when each row arrives.
+pub trait LookupConnector: Send + Sync {
+    /// The options it takes (`connector` and [`LOOKUP_OPTIONS`] included).
+    fn options(&self) -> &'static [OptionSpec];
+    /// What a table with these options is, for EXPLAIN (`mysql table `customers``).
+    fn describe(&self, table: &TableDef, options: &Options) -> String;
+    /// A lookup of rows with `schema` (the table's physical columns) by the
+    /// columns `keys`, given its checked options; a table that cannot be
+    /// read is refused here, before the job starts.
+    fn build(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+        keys: &[String],
+        options: &Options,
+    ) -> std::result::Result<Box<dyn Lookup>, String>;
+}
+
+/// The cache options every lookup connector takes (Flink's names; the
+/// older `lookup.cache.max-rows` / `lookup.cache.ttl` too).
+pub const LOOKUP_OPTIONS: &[OptionSpec] = &[
+    opt("lookup.cache", false, &["NONE", "PARTIAL"]),
+    opt("lookup.partial-cache.max-rows", false, &[]),
+    opt("lookup.partial-cache.expire-after-write", false, &[]),
+    opt("lookup.partial-cache.cache-missing-key", false, &["true", "false"]),
+    opt("lookup.cache.max-rows", false, &[]),
+    opt("lookup.cache.ttl", false, &[]),
+];
+
+/// The cache a table's options ask for, in `config`: none by default;
+/// `'lookup.cache' = 'PARTIAL'` with a number of keys (and maybe a time
+/// after which they are read again) keeps one. A mistake names its option.
+pub fn lookup_cache(options: &Options, config: &mut LookupConfig) -> std::result::Result<(), OptionError> {
+    let wrong = |key: &str, message: String| OptionError { key: Some(key.to_owned()), message };
+    let rows = |key: &str| -> std::result::Result<Option<usize>, OptionError> {
+        options
+            .get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| wrong(key, format!("'{key}' = '{v}' is not a positive whole number")))
+            })
+            .transpose()
+    };
+    let ttl = |key: &str| -> std::result::Result<Option<std::time::Duration>, OptionError> {
+        options
+            .get(key)
+            .map(|v| {
+                crate::job::parse_duration(v).ok_or_else(|| {
+                    wrong(key, format!("'{key}' = '{v}' is not a duration (such as 10 s, 5 min, 500 ms)"))
+                })
+            })
+            .transpose()
+    };
+    let (max_rows, expire) = match options.get("lookup.cache") {
+        Some("PARTIAL") => {
+            let max = rows("lookup.partial-cache.max-rows")?.ok_or_else(|| {
+                wrong(
+                    "lookup.cache",
+                    "'lookup.cache' = 'PARTIAL' needs 'lookup.partial-cache.max-rows' (keys kept at most)".to_owned(),
+                )
+            })?;
+            (max, ttl("lookup.partial-cache.expire-after-write")?)
+        }
+        Some(_) => (0, None),
+        None => (rows("lookup.cache.max-rows")?.unwrap_or(0), ttl("lookup.cache.ttl")?),
+    };
+    config.cache_rows = max_rows;
+    config.cache_ttl = expire;
+    config.cache_missing = options.get("lookup.partial-cache.cache-missing-key") != Some("false");
+    Ok(())
+}
+
 /// A sink connector.
 pub trait SinkConnector: Send + Sync {
     /// The options it takes (`connector` included).
@@ -163,6 +240,7 @@ impl Options {
 pub struct Connectors {
     sources: BTreeMap<String, Arc<dyn SourceConnector>>,
     sinks: BTreeMap<String, Arc<dyn SinkConnector>>,
+    lookups: BTreeMap<String, Arc<dyn LookupConnector>>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -170,13 +248,14 @@ impl std::fmt::Debug for Connectors {
         f.debug_struct("Connectors")
             .field("sources", &self.sources.keys().collect::<Vec<_>>())
             .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .field("lookups", &self.lookups.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
 impl Default for Connectors {
     fn default() -> Self {
-        let mut c = Self { sources: BTreeMap::new(), sinks: BTreeMap::new() };
+        let mut c = Self { sources: BTreeMap::new(), sinks: BTreeMap::new(), lookups: BTreeMap::new() };
         c.register_source("datagen", Arc::new(crate::datagen::DataGenConnector));
         c.register_sink("print", Arc::new(Print));
         c.register_sink("blackhole", Arc::new(Blackhole));
@@ -199,6 +278,31 @@ impl Connectors {
     /// Adds (or replaces) the sink connector `name`.
     pub fn register_sink(&mut self, name: &str, connector: Arc<dyn SinkConnector>) {
         self.sinks.insert(name.to_owned(), connector);
+    }
+
+    /// Adds (or replaces) the lookup connector `name`.
+    pub fn register_lookup(&mut self, name: &str, connector: Arc<dyn LookupConnector>) {
+        self.lookups.insert(name.to_owned(), connector);
+    }
+
+    /// The lookup connector `table` names, unless the same name also streams rows.
+    pub(crate) fn lookup_connector(&self, table: &TableDef) -> Option<Arc<dyn LookupConnector>> {
+        let (name, _) = table.option("connector")?;
+        if self.sources.contains_key(name) || name == "rocketmq" {
+            return None;
+        }
+        self.lookups.get(name).cloned()
+    }
+
+    /// The checked options of `table`, read by lookup connector `connector`.
+    pub(crate) fn lookup_options(
+        &self,
+        table: &TableDef,
+        connector: &dyn LookupConnector,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Options> {
+        let name = table.option("connector").map_or("", |(n, _)| n);
+        check(table, connector.options(), name, vars)
     }
 
     /// The options of the sink connector `name`, if there is one.
@@ -233,10 +337,18 @@ impl Connectors {
         let known = self.names(kind);
         if !known.iter().any(|k| k == name) {
             let role = if kind == ConnectorKind::Source { "read from" } else { "written to" };
+            let hint = if kind == ConnectorKind::Source && self.lookups.contains_key(name) {
+                format!(
+                    " (a {name} table is read by key in a lookup join: JOIN {} FOR SYSTEM_TIME AS OF <a PROCTIME() column> ON …)",
+                    table.name
+                )
+            } else {
+                String::new()
+            };
             return Err(crate::Error::At {
                 at: at.clone(),
                 message: format!(
-                    "table '{}' is {role}, and connector '{name}' cannot be; connectors that can: {}",
+                    "table '{}' is {role}, and connector '{name}' cannot be; connectors that can: {}{hint}",
                     table.name,
                     known.join(", ")
                 ),

@@ -4,6 +4,7 @@
 //! ```sql
 //! CREATE TABLE name (
 //!   col TYPE [NOT NULL],                       -- a field of the message body
+//!   col ROW<f TYPE, …>,                        -- a nested object (ARRAY<TYPE>: a list)
 //!   col TYPE METADATA [FROM 'key'] [VIRTUAL],  -- message metadata (tag, topic, …)
 //!   col AS expr,                               -- computed; PROCTIME() for processing time
 //!   WATERMARK FOR col AS col - INTERVAL '5' SECOND,
@@ -14,7 +15,7 @@
 //! It owns the shape of a table definition; what the options mean is the
 //! connectors'.
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -267,9 +268,8 @@ fn column(src: &Source, r: &mut Reader<'_>) -> Result<Column> {
         };
         return Ok(Column { name, kind, at });
     }
-    let type_at = r.here();
-    let data_type = r.parser.parse_data_type().map_err(|e| src.parser_error(e, type_at))?;
-    let data_type = arrow_type(&data_type.to_string()).map_err(|m| src.error(type_at, m))?;
+    let mut pending = 0;
+    let data_type = sql_type(src, r, &mut pending)?;
     let mut nullable = true;
     if r.eat(&["NOT", "NULL"]) {
         nullable = false;
@@ -282,6 +282,72 @@ fn column(src: &Source, r: &mut Reader<'_>) -> Result<Column> {
         return Ok(Column { name, kind: ColumnKind::Metadata { data_type, key }, at });
     }
     Ok(Column { name, kind: ColumnKind::Physical { data_type, nullable }, at })
+}
+
+/// A column's type: `ROW<name type, …>` / `ROW(name type, …)` (or
+/// `STRUCT<…>`) as an Arrow struct, `ARRAY<type>` as a list, any other
+/// by its name ([`arrow_type`]). `pending` counts `>` already taken by a
+/// `>>` that closed a nested type.
+fn sql_type(src: &Source, r: &mut Reader<'_>, pending: &mut usize) -> Result<DataType> {
+    let type_at = r.here();
+    if r.eat(&["ROW"]) || r.eat(&["STRUCT"]) {
+        let angle = r.eat_token(&Token::Lt);
+        if !angle {
+            r.expect_token(&Token::LParen)?;
+        }
+        let mut fields: Vec<Field> = Vec::new();
+        loop {
+            let field_at = r.here();
+            let name = r.ident("a field name")?;
+            if fields.iter().any(|f| *f.name() == name) {
+                return Err(src.error(field_at, format!("field '{name}' is declared twice")));
+            }
+            let data_type = sql_type(src, r, pending)?;
+            if *pending > 0 {
+                // A `>>` closed this type and the one around it.
+                fields.push(Field::new(name, data_type, true));
+                break;
+            }
+            let nullable = !r.eat(&["NOT", "NULL"]);
+            if matches!(r.parser.peek_token().token, Token::SingleQuotedString(_)) {
+                r.string("a field comment")?;
+            }
+            fields.push(Field::new(name, data_type, nullable));
+            if !r.eat_token(&Token::Comma) {
+                break;
+            }
+        }
+        if angle {
+            close_angle(r, pending)?;
+        } else {
+            r.expect_token(&Token::RParen)?;
+        }
+        return Ok(DataType::Struct(fields.into()));
+    }
+    if r.eat(&["ARRAY"]) {
+        r.expect_token(&Token::Lt)?;
+        let item = sql_type(src, r, pending)?;
+        close_angle(r, pending)?;
+        return Ok(DataType::List(std::sync::Arc::new(Field::new_list_field(item, true))));
+    }
+    let data_type = r.parser.parse_data_type().map_err(|e| src.parser_error(e, type_at))?;
+    arrow_type(&data_type.to_string()).map_err(|m| src.error(type_at, m))
+}
+
+/// Takes the `>` closing a nested type (or counts one taken by `>>`).
+fn close_angle(r: &mut Reader<'_>, pending: &mut usize) -> Result<()> {
+    if *pending > 0 {
+        *pending -= 1;
+        return Ok(());
+    }
+    if r.eat_token(&Token::Gt) {
+        return Ok(());
+    }
+    if r.eat_token(&Token::ShiftRight) {
+        *pending += 1;
+        return Ok(());
+    }
+    Err(r.error(format!("expected '>', found '{}'", r.parser.peek_token().token)))
 }
 
 /// `ts` or `ts - INTERVAL …`: how far behind the largest time seen the watermark stays.
@@ -350,6 +416,49 @@ mod tests {
         let src = Source::new(Path::new("t.sql"), sql);
         let stmts = split(&src)?;
         create_table(&src, &stmts[0])
+    }
+
+    fn physical(t: &TableDef, i: usize) -> DataType {
+        match &t.columns[i].kind {
+            ColumnKind::Physical { data_type, .. } => data_type.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nested_types_read_as_structs_and_lists() {
+        let t = table(
+            "CREATE TABLE e (device ROW<id STRING NOT NULL, fw ROW<major INT, minor INT>>, \
+             tags ARRAY<STRING>, spots ARRAY<ROW(x DOUBLE, y DOUBLE)>, raw STRING, \
+             deep ROW<a ROW<b ARRAY<INT>>>) WITH ('connector' = 'print');",
+        )
+        .unwrap();
+        let fw = DataType::Struct(
+            vec![Field::new("major", DataType::Int32, true), Field::new("minor", DataType::Int32, true)].into(),
+        );
+        assert_eq!(
+            physical(&t, 0),
+            DataType::Struct(vec![Field::new("id", DataType::Utf8, false), Field::new("fw", fw, true)].into())
+        );
+        assert_eq!(physical(&t, 1), DataType::new_list(DataType::Utf8, true));
+        let point = DataType::Struct(
+            vec![Field::new("x", DataType::Float64, true), Field::new("y", DataType::Float64, true)].into(),
+        );
+        assert_eq!(physical(&t, 2), DataType::new_list(point, true));
+        assert_eq!(physical(&t, 3), DataType::Utf8);
+        let b = DataType::Struct(vec![Field::new("b", DataType::new_list(DataType::Int32, true), true)].into());
+        assert_eq!(physical(&t, 4), DataType::Struct(vec![Field::new("a", b, true)].into()));
+        assert_eq!(t.columns.len(), 5, "the column list goes on after a `>>`");
+    }
+
+    #[test]
+    fn nested_type_mistakes_name_their_place() {
+        let e = table("CREATE TABLE e (d ROW<id STRING, id INT>) WITH ('connector' = 'print');").unwrap_err();
+        assert!(e.to_string().starts_with("t.sql:1:34: field 'id' is declared twice"), "{e}");
+        let e = table("CREATE TABLE e (d ROW<id MONEY>) WITH ('connector' = 'print');").unwrap_err();
+        assert!(e.to_string().starts_with("t.sql:1:26: unknown type MONEY"), "{e}");
+        let e = table("CREATE TABLE e (d ARRAY<INT) WITH ('connector' = 'print');").unwrap_err();
+        assert!(e.to_string().contains("expected '>'"), "{e}");
     }
 
     #[test]

@@ -40,8 +40,8 @@ mod script;
 mod types;
 
 pub use connector::{
-    ConnectorKind, Connectors, OptionError, OptionSpec, Options, SinkConnector, SourceConnector, closest, date_pattern,
-    opt, parse_size, substitute, validate,
+    ConnectorKind, Connectors, LOOKUP_OPTIONS, LookupConnector, OptionError, OptionSpec, Options, SinkConnector,
+    SourceConnector, closest, date_pattern, lookup_cache, opt, parse_size, substitute, validate,
 };
 pub use ddl::{Column, ColumnKind, TableDef};
 pub use job::{SqlJob, parse_duration};

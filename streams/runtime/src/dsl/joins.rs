@@ -1,11 +1,13 @@
 //! The DSL's joins of two streams: regular (optionally with a state TTL),
-//! interval, window and temporal joins.
+//! interval, window and temporal joins; and lookup joins of a stream with
+//! an external table.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Stream, WindowDef, millis};
 use crate::join::{IntervalJoin, JoinSide, WindowJoin};
+use crate::lookup::{Lookup, LookupConfig, LookupJoin};
 use crate::operator::Operator;
 use crate::temporal::TemporalJoin;
 use crate::window_agg::Windows;
@@ -67,6 +69,13 @@ impl Stream {
         let built = TemporalJoin::new(&self.side(keys), &table.side(table_keys), event_time)
             .map(|j| Box::new(j) as Box<dyn Operator>);
         self.join_with(table, "temporal_join", built)
+    }
+
+    /// Each row with the rows `lookup` finds for its `keys` when it arrives
+    /// (compared with `config.table_keys`): a lookup join.
+    pub fn lookup_join(self, lookup: Box<dyn Lookup>, keys: &[&str], config: LookupConfig) -> Stream {
+        let built = LookupJoin::new(&self.schema, keys, lookup, config).map(|j| Box::new(j) as Box<dyn Operator>);
+        self.op("lookup_join", built)
     }
 
     /// Pairs of rows with equal keys in the same window of `windows` (tumbling or hopping).

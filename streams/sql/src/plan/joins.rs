@@ -10,6 +10,9 @@
 //!   `table.exec.state.ttl` of event time when that is set (for ever
 //!   otherwise, as in Flink).
 //!
+//! - A table whose connector reads rows by key, `FOR SYSTEM_TIME AS OF` a
+//!   PROCTIME() column: a lookup join (see [`lookup`]).
+//!
 //! Conditions on one side only are applied to that side before the join;
 //! what is left of the condition filters the joined rows. A `WHERE` right
 //! above the join (`FROM a, b WHERE …`) counts as its condition.
@@ -24,6 +27,8 @@ use rill_streams::{OP_COLUMN, Stream};
 use super::{Changes, Conv, Planner, col, resolve, stream_names, uncast};
 use crate::query::AsOf;
 use crate::{Error, Result};
+
+mod lookup;
 
 /// Which input of a join an expression reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,32 +99,29 @@ struct Condition<'e> {
     rest: Vec<&'e Expr>,
 }
 
-impl Planner<'_> {
-    /// The join `j`, with `extra` (a WHERE right above it) as more of its condition.
-    pub(super) fn join(&mut self, j: &Join, extra: Option<&Expr>) -> Result<Conv> {
-        if j.join_type != JoinType::Inner {
-            return Err(self.error(format!(
-                "{} joins are not supported yet (their results would need updates); use an inner join",
-                j.join_type
-            )));
-        }
-        let (ls, rs) = (j.left.schema().as_ref(), j.right.schema().as_ref());
-        let mut conjuncts: Vec<Expr> =
-            j.on.iter()
-                .map(|(l, r)| Expr::BinaryExpr(BinaryExpr::new(Box::new(l.clone()), Operator::Eq, Box::new(r.clone()))))
-                .collect();
-        for e in j.filter.iter().chain(extra) {
-            conjuncts.extend(split_conjunction(e).into_iter().cloned());
-        }
+/// The conjuncts of `j`'s condition: its equal columns, its filter and `extra`.
+fn conjuncts(j: &Join, extra: Option<&Expr>) -> Vec<Expr> {
+    let mut all: Vec<Expr> =
+        j.on.iter()
+            .map(|(l, r)| Expr::BinaryExpr(BinaryExpr::new(Box::new(l.clone()), Operator::Eq, Box::new(r.clone()))))
+            .collect();
+    for e in j.filter.iter().chain(extra) {
+        all.extend(split_conjunction(e).into_iter().cloned());
+    }
+    all
+}
+
+impl<'e> Condition<'e> {
+    /// Sorts `conjuncts` by the sides they read; equal columns of the two sides become keys.
+    fn split(conjuncts: &'e [Expr], ls: &DFSchema, rs: &DFSchema) -> Self {
         let mut cond = Condition::default();
-        for e in &conjuncts {
+        for e in conjuncts {
             match side_of(e, ls, rs) {
                 Side::Left => cond.left.push(e),
                 Side::Right => cond.right.push(e),
                 Side::Both | Side::Neither => cond.rest.push(e),
             }
         }
-        // Equal columns, one from each side.
         cond.rest.retain(|e| {
             if let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e
                 && let (Expr::Column(_), Expr::Column(_)) = (uncast(left), uncast(right))
@@ -133,7 +135,54 @@ impl Planner<'_> {
             }
             true
         });
+        cond
+    }
+}
+
+/// The stream column name of column `e` of `schema`, whose columns the stream names `names`.
+fn name_in(e: &Expr, schema: &DFSchema, names: &[String]) -> Option<String> {
+    match e {
+        Expr::Column(c) => schema.maybe_index_of_column(c).and_then(|i| names.get(i)).cloned(),
+        _ => None,
+    }
+}
+
+impl Planner<'_> {
+    /// Renames `c`'s columns to `wanted` (the joined rows' names) where they differ.
+    fn rename(&self, c: &mut Conv, wanted: &[String]) -> Result<()> {
+        let schema = c.stream.schema();
+        if schema.fields().iter().map(|f| f.name()).take(wanted.len()).ne(wanted.iter()) {
+            let mut exprs: Vec<Expr> =
+                schema.fields().iter().zip(wanted).map(|(f, n)| col(f.name()).alias(n)).collect();
+            if c.changes == Changes::Retractions {
+                exprs.push(col(OP_COLUMN));
+            }
+            c.stream = self.checked(c.stream.clone().select(exprs))?;
+        }
+        Ok(())
+    }
+}
+
+impl Planner<'_> {
+    /// The join `j`, with `extra` (a WHERE right above it) as more of its condition.
+    pub(super) fn join(&mut self, j: &Join, extra: Option<&Expr>) -> Result<Conv> {
         let as_of = super::sources::scan_below(&j.right).and_then(|t| self.as_of.get(&t).cloned());
+        let sql = self.sql;
+        if let Some(a) = &as_of
+            && let Some(def) = sql.tables.iter().find(|t| t.name == a.table)
+            && let Some(connector) = sql.connectors.lookup_connector(def)
+        {
+            return self.lookup_join(j, extra, a, def, connector.as_ref());
+        }
+        if j.join_type != JoinType::Inner {
+            return Err(self.error(format!(
+                "{} joins are not supported yet (their results would need updates); use an inner join",
+                j.join_type
+            )));
+        }
+        let (ls, rs) = (j.left.schema().as_ref(), j.right.schema().as_ref());
+        let conjuncts = conjuncts(j, extra);
+        let mut cond = Condition::split(&conjuncts, ls, rs);
         if as_of.is_none()
             && let Some(t) = super::sources::scan_below(&j.left).filter(|t| self.as_of.contains_key(t))
         {
@@ -165,20 +214,8 @@ impl Planner<'_> {
         let names = stream_names(&j.schema);
         let (left_names, right_names) = names.split_at(ls.fields().len());
         for (c, wanted) in [(&mut left, left_names), (&mut right, right_names)] {
-            let schema = c.stream.schema();
-            if schema.fields().iter().map(|f| f.name()).take(wanted.len()).ne(wanted.iter()) {
-                let mut exprs: Vec<Expr> =
-                    schema.fields().iter().zip(wanted).map(|(f, n)| col(f.name()).alias(n)).collect();
-                if c.changes == Changes::Retractions {
-                    exprs.push(col(OP_COLUMN));
-                }
-                c.stream = self.checked(c.stream.clone().select(exprs))?;
-            }
+            self.rename(c, wanted)?;
         }
-        let name_in = |e: &Expr, schema: &DFSchema, names: &[String]| match e {
-            Expr::Column(c) => schema.maybe_index_of_column(c).and_then(|i| names.get(i)).cloned(),
-            _ => None,
-        };
         let mut keys: Vec<(String, String)> = Vec::new();
         for (l, r) in &cond.keys {
             match (name_in(l, ls, left_names), name_in(r, rs, right_names)) {
