@@ -1,6 +1,8 @@
 //! Fuzzes the streams runtime's message body decoder in every format
 //! (JSON, CSV, raw, Debezium change events): bodies come from anyone who
-//! can send to a topic, so no input may make it panic.
+//! can send to a topic, so no input may make it panic. The schema has a
+//! struct, a list and text columns, so nested values bound for text (taken
+//! as their JSON text) are fuzzed too.
 #![no_main]
 
 use std::sync::Arc;
@@ -14,6 +16,12 @@ fuzz_target!(|data: &[u8]| {
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
         Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new(
+            "ctx",
+            DataType::Struct(vec![Field::new("user", DataType::Utf8, true), Field::new("ms", DataType::Int32, true)].into()),
+            true,
+        ),
+        Field::new("tags", DataType::new_list(DataType::Utf8, true), true),
     ]));
     let records: Vec<SourceRecord> = data
         .split(|b| *b == b'\n')

@@ -38,29 +38,6 @@ pub fn register(connectors: &mut Connectors) {
     connectors.register_sink("opensearch", Arc::new(ElasticsearchConnector));
 }
 
-fn positive(options: &Options, key: &str) -> Result<Option<usize>, String> {
-    options
-        .get(key)
-        .map(|v| {
-            v.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("'{key}' = '{v}' is not a positive whole number"))
-        })
-        .transpose()
-}
-
-fn duration(options: &Options, key: &str) -> Result<Option<std::time::Duration>, String> {
-    options
-        .get(key)
-        .map(|v| {
-            rill_sql::parse_duration(v)
-                .ok_or_else(|| format!("'{key}' = '{v}' is not a duration such as '1 s' or '500 ms'"))
-        })
-        .transpose()
-}
-
 impl ElasticsearchConnector {
     /// The sink's configuration from a table and its checked options.
     pub fn config(table: &TableDef, options: &Options) -> Result<ElasticsearchConfig, String> {
@@ -83,14 +60,14 @@ impl ElasticsearchConnector {
         if config.password.is_some() && config.username.is_none() {
             return Err("'password' is given without 'username'".into());
         }
-        if let Some(n) = positive(options, "sink.bulk-flush.max-actions")? {
+        if let Some(n) = options.positive("sink.bulk-flush.max-actions")? {
             config.max_actions = n;
         }
         if let Some(v) = options.get("sink.bulk-flush.max-size") {
             config.max_bytes = rill_sql::parse_size(v)
                 .ok_or_else(|| format!("'sink.bulk-flush.max-size' = '{v}' is not a size such as '2mb' or '512kb'"))?;
         }
-        if let Some(d) = duration(options, "sink.bulk-flush.interval")? {
+        if let Some(d) = options.duration("sink.bulk-flush.interval")? {
             config.flush_interval = d;
         }
         if let Some(v) = options.get("sink.bulk-flush.backoff.max-retries") {
@@ -99,10 +76,10 @@ impl ElasticsearchConnector {
                 .parse()
                 .map_err(|_| format!("'sink.bulk-flush.backoff.max-retries' = '{v}' is not a whole number"))?;
         }
-        if let Some(d) = duration(options, "sink.bulk-flush.backoff.delay")? {
+        if let Some(d) = options.duration("sink.bulk-flush.backoff.delay")? {
             config.backoff = d;
         }
-        if let Some(d) = duration(options, "connection.request-timeout")? {
+        if let Some(d) = options.duration("connection.request-timeout")? {
             config.request_timeout = d;
         }
         config.refresh = options.get("sink.refresh").filter(|r| *r != "false").map(str::to_owned);

@@ -252,14 +252,7 @@ impl SinkConnector for MysqlConnector {
 
     fn build(&self, table: &TableDef, options: &Options) -> std::result::Result<Box<dyn Sink>, String> {
         let url = url(options);
-        let max_buffered = match options.get("sink.buffer-flush.max-rows") {
-            None => 10_000,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("'sink.buffer-flush.max-rows' = '{v}' is not a positive whole number"))?,
-        };
+        let max_buffered = options.positive("sink.buffer-flush.max-rows")?.unwrap_or(10_000);
         if table.primary_key.is_empty() {
             return Err(format!(
                 "the mysql sink writes upserts by key: declare PRIMARY KEY (…) NOT ENFORCED in '{}'",

@@ -11,6 +11,9 @@
 //! So readers never see a partial file, and no row lands twice: the
 //! two-phase commit of Flink's file sink, on renames.
 //!
+//! Files are written by a thread of the sink's own ([`worker`]), so a
+//! job's next batches decode while the last ones are encoded.
+//!
 //! Appends only: a changelog with updates or deletes has no place in a
 //! lake of immutable files, and is refused with a clear error. In SQL:
 //!
@@ -23,6 +26,7 @@
 mod files;
 mod partition;
 mod sql;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -93,8 +97,8 @@ struct Open {
     path: PathBuf,
 }
 
-/// The sink (see the crate docs).
-pub struct ParquetSink {
+/// The files a sink writes: what its writer thread keeps.
+struct Files {
     config: ParquetConfig,
     /// Open files by partition directory.
     open: BTreeMap<String, Open>,
@@ -105,26 +109,23 @@ pub struct ParquetSink {
     next_file: u64,
 }
 
+/// The sink (see the crate docs).
+pub struct ParquetSink {
+    dir: PathBuf,
+    worker: worker::Worker,
+}
+
 impl std::fmt::Debug for ParquetSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParquetSink").field("dir", &self.config.dir).field("open", &self.open.len()).finish()
+        f.debug_struct("ParquetSink").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
 impl ParquetSink {
     /// A sink writing into `config.dir` (created if missing).
     pub fn new(config: ParquetConfig) -> Result<Self> {
-        fs::create_dir_all(&config.dir).map_err(|e| files::io(&config.dir, e))?;
-        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-        let instance = format!("{:x}{:x}", std::process::id(), started & 0xffff_ffff);
-        Ok(Self { config, open: BTreeMap::new(), closed: Vec::new(), instance, next_file: 0 })
-    }
-
-    fn properties(&self) -> WriterProperties {
-        WriterProperties::builder()
-            .set_compression(self.config.compression)
-            .set_max_row_group_row_count(Some(self.config.row_group_rows))
-            .build()
+        let dir = config.dir.clone();
+        Ok(Self { dir, worker: worker::Worker::start(Files::new(config)?)? })
     }
 
     /// The batch without its change kinds (all must be inserts).
@@ -140,9 +141,25 @@ impl ParquetSink {
         let keep: Vec<usize> = (0..batch.num_columns()).filter(|i| *i != op).collect();
         batch.project(&keep).map_err(|e| Error::Write(e.to_string()))
     }
+}
 
+impl Files {
+    fn new(config: ParquetConfig) -> Result<Self> {
+        fs::create_dir_all(&config.dir).map_err(|e| files::io(&config.dir, e))?;
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let instance = format!("{:x}{:x}", std::process::id(), started & 0xffff_ffff);
+        Ok(Self { config, open: BTreeMap::new(), closed: Vec::new(), instance, next_file: 0 })
+    }
+
+    fn properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(self.config.compression)
+            .set_max_row_group_row_count(Some(self.config.row_group_rows))
+            .build()
+    }
+
+    /// Writes `batch` (appends only) into its partitions' files.
     fn take(&mut self, batch: RecordBatch) -> Result<()> {
-        let batch = Self::appends(batch)?;
         for (partition, rows) in self.config.partitioning.split(&batch)? {
             if !self.open.contains_key(&partition) {
                 let dir = self.config.dir.join(&partition);
@@ -178,36 +195,54 @@ fn sink_error(e: Error) -> rill_streams::Error {
     rill_streams::Error::Sink(e.to_string())
 }
 
-impl Sink for ParquetSink {
-    fn write(&mut self, batch: RecordBatch) -> rill_streams::Result<()> {
-        self.take(batch).map_err(sink_error)
-    }
-
-    fn prepare(&mut self, id: u64) -> rill_streams::Result<()> {
+impl Files {
+    /// Closes every file and marks what was written since the last checkpoint pending for checkpoint `id`.
+    fn prepare(&mut self, id: u64) -> Result<()> {
         let open = std::mem::take(&mut self.open);
         for o in open.into_values() {
-            self.closed.push(close(o).map_err(sink_error)?);
+            self.closed.push(close(o)?);
         }
         let mut dirs = std::collections::BTreeSet::new();
         for path in std::mem::take(&mut self.closed) {
-            files::make_pending(&path, id).map_err(sink_error)?;
+            files::make_pending(&path, id)?;
             if let Some(d) = path.parent() {
                 dirs.insert(d.to_path_buf());
             }
         }
         for d in dirs {
-            files::sync_dir(&d).map_err(sink_error)?;
+            files::sync_dir(&d)?;
         }
         Ok(())
     }
 
+    /// Publishes the files of checkpoint `id`.
+    fn commit(&mut self, id: u64) -> Result<()> {
+        files::commit(&self.config.dir, id, self.config.success_file)
+    }
+
+    /// Back to checkpoint `last`: its files published, later ones deleted.
+    fn recover(&mut self, last: Option<u64>) -> Result<()> {
+        self.open.clear();
+        self.closed.clear();
+        files::recover(&self.config.dir, last, self.config.success_file)
+    }
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, batch: RecordBatch) -> rill_streams::Result<()> {
+        let batch = Self::appends(batch).map_err(sink_error)?;
+        self.worker.write(batch).map_err(sink_error)
+    }
+
+    fn prepare(&mut self, id: u64) -> rill_streams::Result<()> {
+        self.worker.prepare(id).map_err(sink_error)
+    }
+
     fn commit(&mut self, id: u64) -> rill_streams::Result<()> {
-        files::commit(&self.config.dir, id, self.config.success_file).map_err(sink_error)
+        self.worker.commit(id).map_err(sink_error)
     }
 
     fn recover(&mut self, last: Option<u64>) -> rill_streams::Result<()> {
-        self.open.clear();
-        self.closed.clear();
-        files::recover(&self.config.dir, last, self.config.success_file).map_err(sink_error)
+        self.worker.recover(last).map_err(sink_error)
     }
 }

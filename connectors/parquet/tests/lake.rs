@@ -3,7 +3,8 @@
 //! their partitions with `_SUCCESS` markers; files roll by size; a crash
 //! between a checkpoint's prepare and its commit, and one before the
 //! checkpoint was stored, both end with every row exactly once; a
-//! changelog with updates is refused.
+//! changelog with updates is refused; a write that fails on the sink's
+//! writer thread fails the next checkpoint.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -171,4 +172,22 @@ fn a_changelog_with_updates_is_refused() {
     .unwrap();
     let e = sink(dir.path()).write(batch).unwrap_err().to_string();
     assert!(e.contains("appends only") && e.contains("'-U'"), "{e}");
+}
+
+#[test]
+fn a_write_that_fails_on_the_writer_thread_fails_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ParquetConfig::new(dir.path());
+    config.partitioning = Partitioning { fields: vec!["nope".into()], time: None };
+    let mut sink = ParquetSink::new(config).unwrap();
+    // Written on the sink's own thread: the failure comes back from a later call.
+    let first = sink.write(rows(0, 10));
+    let e = match first {
+        Err(e) => e.to_string(),
+        Ok(()) => sink.prepare(1).unwrap_err().to_string(),
+    };
+    assert!(e.contains("partition column 'nope'"), "{e}");
+    assert!(sink.prepare(1).is_err(), "every later checkpoint fails too, until recovery");
+    sink.recover(None).unwrap();
+    assert!(rill_parquet::committed(dir.path()).unwrap().is_empty());
 }

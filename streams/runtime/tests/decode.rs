@@ -238,3 +238,39 @@ fn nested_json_lands_as_structs_or_as_text_by_the_declared_type() {
     assert_eq!(out.dead.len(), 1, "text where an object is declared is still a mistake");
     assert!(out.dead[0].reason.contains("device") || out.dead[0].reason.contains("struct"), "{}", out.dead[0].reason);
 }
+
+/// Any JSON value, nested a few levels.
+fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z \\\\\"{}\\[\\]é😀]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Whatever an object or array holds, a text column gets exactly its JSON text, spaced as sent.
+    #[test]
+    fn nested_values_bound_for_text_keep_their_exact_text(value in json_value(), pretty in proptest::bool::ANY) {
+        let nested = matches!(value, serde_json::Value::Object(_) | serde_json::Value::Array(_));
+        proptest::prop_assume!(nested);
+        let text = if pretty { serde_json::to_string_pretty(&value).unwrap() } else { value.to_string() };
+        let body = format!("{{\"n\": 1, \"payload\": {text}}}");
+        let data = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("payload", DataType::Utf8, true),
+        ]));
+        let out = Decoder::new(data, vec![]).unwrap().decode(&[record(1, &body)]).unwrap();
+        proptest::prop_assert!(out.dead.is_empty(), "{:?}", out.dead);
+        proptest::prop_assert_eq!(out.batch.column(1).as_string::<i32>().value(0), text.as_str());
+    }
+}

@@ -173,28 +173,8 @@ pub const LOOKUP_OPTIONS: &[OptionSpec] = &[
 /// after which they are read again) keeps one. A mistake names its option.
 pub fn lookup_cache(options: &Options, config: &mut LookupConfig) -> std::result::Result<(), OptionError> {
     let wrong = |key: &str, message: String| OptionError { key: Some(key.to_owned()), message };
-    let rows = |key: &str| -> std::result::Result<Option<usize>, OptionError> {
-        options
-            .get(key)
-            .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| wrong(key, format!("'{key}' = '{v}' is not a positive whole number")))
-            })
-            .transpose()
-    };
-    let ttl = |key: &str| -> std::result::Result<Option<std::time::Duration>, OptionError> {
-        options
-            .get(key)
-            .map(|v| {
-                crate::job::parse_duration(v).ok_or_else(|| {
-                    wrong(key, format!("'{key}' = '{v}' is not a duration (such as 10 s, 5 min, 500 ms)"))
-                })
-            })
-            .transpose()
-    };
+    let rows = |key: &str| options.positive(key).map_err(|m| wrong(key, m));
+    let ttl = |key: &str| options.duration(key).map_err(|m| wrong(key, m));
     let (max_rows, expire) = match options.get("lookup.cache") {
         Some("PARTIAL") => {
             let max = rows("lookup.partial-cache.max-rows")?.ok_or_else(|| {
@@ -232,6 +212,29 @@ impl Options {
     /// The value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
+    }
+
+    /// The value of `key` as a positive whole number, if given.
+    pub fn positive(&self, key: &str) -> std::result::Result<Option<usize>, String> {
+        self.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("'{key}' = '{v}' is not a positive whole number"))
+            })
+            .transpose()
+    }
+
+    /// The value of `key` as a length of time (`500 ms`, `10 s`, `5 min`), if given.
+    pub fn duration(&self, key: &str) -> std::result::Result<Option<std::time::Duration>, String> {
+        self.get(key)
+            .map(|v| {
+                crate::job::parse_duration(v)
+                    .ok_or_else(|| format!("'{key}' = '{v}' is not a duration such as '1 s' or '500 ms'"))
+            })
+            .transpose()
     }
 }
 
