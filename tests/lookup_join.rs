@@ -1,7 +1,8 @@
 //! Lookup joins as a user runs them: orders sent to a topic with `rill
 //! produce`, enriched by `rill run` with customers read by key from a MySQL
 //! table (the machine's MariaDB) as it is when each order arrives — a
-//! customer renamed between two runs is read anew. `--explain` shows the
+//! customer renamed between two runs is read anew; two lookups in a row
+//! (customers, then products) enrich one stream. `--explain` shows the
 //! lookups; mistakes are reported at their place in the job file. Without
 //! a server the tests say so loudly and pass, except in CI (`CI=true`).
 #![allow(clippy::unwrap_used)]
@@ -64,7 +65,11 @@ fn orders_are_enriched_from_a_mysql_table_as_it_is_when_they_arrive() {
     }
     let dir = tempfile::tempdir().unwrap();
     let customers = format!("rill_customers_{}", std::process::id());
+    let products = format!("rill_products_{}", std::process::id());
     sql(&[
+        format!("DROP TABLE IF EXISTS `{products}`"),
+        format!("CREATE TABLE `{products}` (sku VARCHAR(16) PRIMARY KEY, price DOUBLE)"),
+        format!("INSERT INTO `{products}` VALUES ('a', 2.5), ('b', 4.0)"),
         format!("DROP TABLE IF EXISTS `{customers}`"),
         format!(
             "CREATE TABLE `{customers}` (id BIGINT PRIMARY KEY, name VARCHAR(64), tier VARCHAR(16), active BOOLEAN)"
@@ -75,7 +80,10 @@ fn orders_are_enriched_from_a_mysql_table_as_it_is_when_they_arrive() {
     ]);
     let (broker, state) = start(&dir.path().join("data"), &[]);
     let addr = state["grpc_addr"].as_str().unwrap().to_owned();
-    let order = |id: i64, customer: Option<i64>, amount: f64| serde_json::json!({"id": id, "customer_id": customer, "amount": amount});
+    let order = |id: i64, customer: Option<i64>, amount: f64| {
+        let sku = ["a", "b", "a", "a", "x", "b", "b", "a"][(id - 1) as usize];
+        serde_json::json!({"id": id, "customer_id": customer, "amount": amount, "sku": sku})
+    };
     produce(
         &addr,
         &dir.path().join("orders-1.jsonl"),
@@ -98,6 +106,7 @@ fn orders_are_enriched_from_a_mysql_table_as_it_is_when_they_arrive() {
             .env("RILL_SERVER", &addr)
             .env("MYSQL_URL", URL)
             .env("CUSTOMERS", &customers)
+            .env("PRODUCTS", &products)
             .env("OUT", &out_dir)
             .env("CHECKPOINTS", dir.path().join("checkpoints"))
             .output()
@@ -143,6 +152,22 @@ fn orders_are_enriched_from_a_mysql_table_as_it_is_when_they_arrive() {
         every(6, None, None),
     ];
     assert_eq!(rows(&out_dir.join("all_orders")), all);
+    let priced = |id: i64, name: Option<&str>, price: f64| {
+        let mut row = serde_json::json!({"id": id, "price": price});
+        if let Some(n) = name {
+            row["name"] = n.into();
+        }
+        row
+    };
+    // 5: no such product.
+    let mut all_priced = vec![
+        priced(1, Some("ann"), 2.5),
+        priced(2, Some("bob"), 4.0),
+        priced(3, Some("cy"), 2.5),
+        priced(4, None, 2.5),
+        priced(6, None, 4.0),
+    ];
+    assert_eq!(rows(&out_dir.join("priced")), all_priced);
 
     // The table changes; orders arriving after that see the change.
     sql(&[
@@ -166,7 +191,10 @@ fn orders_are_enriched_from_a_mysql_table_as_it_is_when_they_arrive() {
     all.extend([every(7, Some(1), Some("anne")), every(8, Some(9), Some("dan"))]);
     assert_eq!(rows(&out_dir.join("all_orders")), all);
 
-    sql(&[format!("DROP TABLE `{customers}`")]);
+    all_priced.extend([priced(7, Some("anne"), 4.0), priced(8, Some("dan"), 2.5)]);
+    assert_eq!(rows(&out_dir.join("priced")), all_priced);
+
+    sql(&[format!("DROP TABLE `{customers}`"), format!("DROP TABLE `{products}`")]);
     stop(broker);
 }
 
