@@ -96,7 +96,7 @@ pub(crate) async fn retrying<T>(
     }
 }
 
-pub(crate) fn db(e: mysql_async::Error) -> Error {
+fn db(e: mysql_async::Error) -> Error {
     Error::Database(e.to_string())
 }
 

@@ -125,25 +125,23 @@ impl Partitioning {
             }
             paths.push(path);
         }
-        let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut slots: Vec<Option<usize>> = vec![None; paths.len()];
-        let mut lists: Vec<Vec<u32>> = Vec::new();
-        let mut names: Vec<&String> = Vec::new();
-        let mut slot_of: HashMap<&String, usize> = HashMap::new();
-        for (row, g) in groups.into_iter().enumerate() {
-            let slot = *slots[g].get_or_insert_with(|| {
-                *slot_of.entry(&paths[g]).or_insert_with(|| {
-                    names.push(&paths[g]);
-                    lists.push(Vec::new());
+        // Groups whose directories are the same (seconds of one hour, say) share a list of rows.
+        let mut lists: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut list_of: HashMap<&str, usize> = HashMap::new();
+        let slots: Vec<usize> = paths
+            .iter()
+            .map(|p| {
+                *list_of.entry(p.as_str()).or_insert_with(|| {
+                    lists.push((p.clone(), Vec::new()));
                     lists.len() - 1
                 })
-            });
-            lists[slot].push(u32::try_from(row).map_err(|_| Error::Write("a batch of more than 2^32 rows".into()))?);
+            })
+            .collect();
+        for (row, g) in groups.into_iter().enumerate() {
+            let row = u32::try_from(row).map_err(|_| Error::Write("a batch of more than 2^32 rows".into()))?;
+            lists[slots[g]].1.push(row);
         }
-        for (name, list) in names.into_iter().zip(lists) {
-            out.insert(name.clone(), list);
-        }
-        Ok(out)
+        Ok(lists.into_iter().collect())
     }
 
     /// `batch` split by directory, partition columns dropped from the data.

@@ -17,7 +17,7 @@
 //!
 //! Output rows are the probe columns followed by the table's columns.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,27 +232,40 @@ impl Operator for LookupJoin {
 
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
+        if u32::try_from(n).is_err() {
+            return Err(Error::Plan("a batch of over 2^32 rows".into()));
+        }
         let mut key_columns = Vec::with_capacity(self.probe_keys.len());
         for (i, t) in &self.probe_keys {
             let c = batch.column(*i);
             key_columns.push(if c.data_type() == t { Arc::clone(c) } else { cast(c, t)? });
         }
         let keys = self.keys.convert_columns(&key_columns)?;
-        let null_key = |row: usize| key_columns.iter().any(|c| c.is_null(row));
-        let now = Instant::now();
-        // The distinct keys the cache cannot answer, by their first row.
-        let mut wanted: Vec<u32> = Vec::new();
-        let mut seen: HashSet<Row<'_>> = HashSet::new();
+        // Each row's distinct key (none for a null key), and each key's first row.
+        let mut distinct: HashMap<Row<'_>, usize> = HashMap::new();
+        let mut first_rows: Vec<usize> = Vec::new();
+        let mut key_of: Vec<Option<usize>> = Vec::with_capacity(n);
         for row in 0..n {
-            if null_key(row) {
+            if key_columns.iter().any(|c| c.is_null(row)) {
+                key_of.push(None);
                 continue;
             }
-            let key = keys.row(row);
-            let cached = self.cache.get(&key.owned()).is_some_and(|e| self.fresh(e, now));
-            if !cached && seen.insert(key) {
-                wanted.push(u32::try_from(row).map_err(|_| Error::Plan("a batch of over 2^32 rows".into()))?);
+            let next = first_rows.len();
+            let k = *distinct.entry(keys.row(row)).or_insert(next);
+            if k == next {
+                first_rows.push(row);
             }
+            key_of.push(Some(k));
         }
+        let owned: Vec<OwnedRow> = first_rows.iter().map(|r| keys.row(*r).owned()).collect();
+        // The keys the cache cannot answer, asked for in one lookup.
+        let now = Instant::now();
+        let wanted: Vec<u32> = first_rows
+            .iter()
+            .zip(&owned)
+            .filter(|(_, k)| !self.cache.get(*k).is_some_and(|e| self.fresh(e, now)))
+            .map(|(r, _)| *r as u32)
+            .collect();
         let fetched = if wanted.is_empty() {
             HashMap::new()
         } else {
@@ -260,38 +273,33 @@ impl Operator for LookupJoin {
             let columns = key_columns.iter().map(|c| take(c, &picks, None)).collect::<Result<Vec<_>, _>>()?;
             self.fetch(RecordBatch::try_new(Arc::clone(&self.key_schema), columns)?)?
         };
-        let fetched = if self.config.cache_rows > 0 {
-            self.remember(fetched, now);
-            HashMap::new()
-        } else {
-            fetched
-        };
+        let matches: Vec<&[OwnedRow]> = owned
+            .iter()
+            .map(|k| fetched.get(k).or_else(|| self.cache.get(k).map(|e| &e.rows)).map_or(&[][..], Vec::as_slice))
+            .collect();
         let mut probe_rows: Vec<u32> = Vec::new();
         let mut table_rows: Vec<Row<'_>> = Vec::new();
-        for row in 0..n {
-            let matches: &[OwnedRow] = if null_key(row) {
-                &[]
-            } else {
-                let key = keys.row(row).owned();
-                fetched.get(&key).or_else(|| self.cache.get(&key).map(|e| &e.rows)).map_or(&[], Vec::as_slice)
-            };
-            let at = row as u32;
-            for m in matches {
-                probe_rows.push(at);
+        for (row, key) in key_of.iter().enumerate() {
+            let found = key.map_or(&[][..], |k| matches[k]);
+            for m in found {
+                probe_rows.push(row as u32);
                 table_rows.push(m.row());
             }
-            if matches.is_empty() && self.config.left {
-                probe_rows.push(at);
+            if found.is_empty() && self.config.left {
+                probe_rows.push(row as u32);
                 table_rows.push(self.nulls.row());
             }
         }
-        if probe_rows.is_empty() {
-            return Ok(());
+        if !probe_rows.is_empty() {
+            let probe = take_record_batch(&batch, &UInt32Array::from(probe_rows))?;
+            let mut columns = probe.columns().to_vec();
+            columns.extend(self.rows.convert_rows(table_rows)?);
+            out.emit(RecordBatch::try_new(Arc::clone(&self.output), columns)?);
         }
-        let probe = take_record_batch(&batch, &UInt32Array::from(probe_rows))?;
-        let mut columns = probe.columns().to_vec();
-        columns.extend(self.rows.convert_rows(table_rows)?);
-        out.emit(RecordBatch::try_new(Arc::clone(&self.output), columns)?);
+        // Cached only now: a cache smaller than this batch's keys must not lose rows the batch needs.
+        if self.config.cache_rows > 0 {
+            self.remember(fetched, now);
+        }
         Ok(())
     }
 
@@ -412,6 +420,16 @@ mod tests {
         assert_eq!(j.state_size(), 2);
         assert_eq!(run(&mut j, &[Some(1)]), vec![(Some(1), Some("anne".into()))], "evicted, so read again");
         assert_eq!(asked.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_cache_smaller_than_a_batch_loses_no_match() {
+        let config = LookupConfig { cache_rows: 1, ..LookupConfig::default() };
+        let (mut j, _, asked) = join(config);
+        let got = run(&mut j, &[Some(1), Some(2), Some(1)]);
+        assert_eq!(got.len(), 4, "key 1 twice and key 2's two rows: {got:?}");
+        assert_eq!(j.state_size(), 1);
+        assert_eq!(asked.lock().unwrap().len(), 1);
     }
 
     #[test]

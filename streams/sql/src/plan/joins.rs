@@ -148,6 +148,16 @@ fn name_in(e: &Expr, schema: &DFSchema, names: &[String]) -> Option<String> {
 }
 
 impl Planner<'_> {
+    /// `c` filtered by `filters`, conditions on its side only (`schema`: the join input's).
+    fn filter_below(&mut self, c: &mut Conv, filters: &[&Expr], schema: &DFSchema) -> Result<()> {
+        for f in filters {
+            let predicate = resolve(f, schema, &c.stream.schema());
+            self.lines.push(format!("  filter: {predicate}"));
+            c.stream = self.checked(c.stream.clone().filter(predicate))?;
+        }
+        Ok(())
+    }
+
     /// Renames `c`'s columns to `wanted` (the joined rows' names) where they differ.
     fn rename(&self, c: &mut Conv, wanted: &[String]) -> Result<()> {
         let schema = c.stream.schema();
@@ -204,11 +214,7 @@ impl Planner<'_> {
         }
         // Conditions on one side go below the join.
         for (c, filters, schema) in [(&mut left, &cond.left, ls), (&mut right, &cond.right, rs)] {
-            for f in filters {
-                let predicate = resolve(f, schema, &c.stream.schema());
-                self.lines.push(format!("  filter: {predicate}"));
-                c.stream = self.checked(c.stream.clone().filter(predicate))?;
-            }
+            self.filter_below(c, filters, schema)?;
         }
         // Both sides renamed to the joined rows' names (a name on both sides gets its table's).
         let names = stream_names(&j.schema);

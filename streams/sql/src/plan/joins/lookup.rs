@@ -94,11 +94,7 @@ impl Planner<'_> {
                 "a lookup join looks up each arriving row; join a stream of appended rows, not updates or a changelog",
             ));
         }
-        for f in &cond.left {
-            let predicate = resolve(f, ls, &left.stream.schema());
-            self.lines.push(format!("  filter: {predicate}"));
-            left.stream = self.checked(left.stream.clone().filter(predicate))?;
-        }
+        self.filter_below(&mut left, &cond.left, ls)?;
         let names = stream_names(&j.schema);
         let (left_names, right_names) = names.split_at(ls.fields().len());
         self.rename(&mut left, left_names)?;
