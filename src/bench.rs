@@ -11,7 +11,7 @@ use rill_bench::filter::{FilterBenchOptions, FilterBenchReport};
 use rill_bench::nexmark::{NexmarkBenchOptions, NexmarkBenchReport};
 use rill_bench::parquet::{ParquetBenchOptions, ParquetBenchReport};
 use rill_bench::produce::{ProduceBenchOptions, ProduceBenchReport};
-use rill_bench::state::{StateBenchOptions, StateBenchReport};
+use rill_bench::state::{StateBenchOptions, StateBenchReport, StateOperator};
 use rill_bench::store::{StoreBenchOptions, StoreBenchReport};
 use rill_bench::tail::{TailBenchOptions, TailBenchReport};
 use rill_bench::timer::{TimerBenchOptions, TimerBenchReport};
@@ -92,6 +92,10 @@ pub struct CdcArgs {
 /// Options of `rill bench state`.
 #[derive(Debug, clap::Args)]
 pub struct StateArgs {
+    /// The step holding the state: dedup (every key remembered) or window
+    /// (one group per key in a tumbling window).
+    #[arg(long, value_enum, default_value_t = StateStep::Dedup)]
+    operator: StateStep,
     /// Distinct keys (at most 100,000,000).
     #[arg(long, default_value_t = 10_000_000)]
     keys: u64,
@@ -110,6 +114,15 @@ pub struct StateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The stateful step `rill bench state` measures.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateStep {
+    /// Deduplication remembering every key.
+    Dedup,
+    /// A keyed tumbling-window aggregate.
+    Window,
 }
 
 /// Options of `rill bench nexmark`.
@@ -362,6 +375,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::State(a) => {
             let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
             let opts = StateBenchOptions {
+                operator: match a.operator {
+                    StateStep::Dedup => StateOperator::Dedup,
+                    StateStep::Window => StateOperator::Window,
+                },
                 keys: a.keys,
                 budget: a.budget_mb.saturating_mul(1 << 20),
                 batch: a.batch,

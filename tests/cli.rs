@@ -223,8 +223,8 @@ fn bench_state_spills_beyond_its_budget_and_still_catches_every_duplicate() {
     let (spill, memory) = (&cases[0], &cases[1]);
     for c in cases {
         assert_eq!(c["keys"], 150_000, "{c}");
-        assert_eq!(c["probed"], 150, "{c}");
-        assert_eq!(c["duplicates_caught"], 150, "{c}");
+        assert_eq!(c["checked"], 150, "{c}");
+        assert_eq!(c["correct"], 150, "{c}");
         assert!(c["rows_per_sec_per_core"].as_f64().unwrap() > 0.0, "{c}");
     }
     assert!(spill["spilled_keys"].as_u64().unwrap() > 100_000, "{spill}");
@@ -233,6 +233,34 @@ fn bench_state_spills_beyond_its_budget_and_still_catches_every_duplicate() {
     assert!(memory["state_memory_mib"].as_f64().unwrap() > 2.0, "{memory}");
     assert_eq!(memory["throughput_ratio_vs_in_memory"], 1.0, "{memory}");
     // The scratch directory goes with the run.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_state_window_spills_groups_and_fires_every_key_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "state", "--operator", "window", "--json", "--keys", "60000", "--budget-mb", "2", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["operator"], "window");
+    let cases = report["cases"].as_array().unwrap();
+    let (spill, memory) = (&cases[0], &cases[1]);
+    for c in cases {
+        assert_eq!(c["keys"], 60_000, "{c}");
+        assert_eq!(c["checked"], 60_000, "{c}");
+        assert_eq!(c["correct"], 60_000, "every key's window result is right: {c}");
+    }
+    assert!(spill["spilled_keys"].as_u64().unwrap() > 30_000, "{spill}");
+    assert!(spill["state_memory_mib"].as_f64().unwrap() <= 2.0, "{spill}");
+    assert_eq!(memory["spilled_keys"], 0, "{memory}");
+    assert!(memory["state_memory_mib"].as_f64().unwrap() > 2.0, "{memory}");
+    let bad = rill().args(["bench", "state", "--operator", "join"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("'join'"), "{}", String::from_utf8_lossy(&bad.stderr));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

@@ -1,26 +1,55 @@
-//! `rill bench state`: keyed state past its memory budget. A dedup step
-//! remembers every key of a stream of distinct keys (10 million by
-//! default) twice in one run: once within a memory budget, spilling the
-//! rest to disk, and once with no budget (all in memory, the anchor). Per
-//! case it reports rows/s (wall and per core), the memory the process
-//! gained while holding the state, and — to show the spilled state is
-//! still there — how many of a sample of repeated keys were caught as
-//! duplicates.
+//! `rill bench state`: keyed state past its memory budget. A stateful
+//! step holds one entry per key of a stream of distinct keys (10 million
+//! by default) twice in one run: once within a memory budget, spilling the
+//! rest to disk, and once with no budget (all in memory, the anchor). The
+//! step is a dedup (every key remembered) or a window aggregate (one
+//! group per key in an hour's tumbling window that closes after the
+//! feed). Per case it reports rows/s (wall and per core), the memory the
+//! process gained while holding the state, and — to show the spilled state
+//! is still there — a check: for dedup how many of a sample of repeated
+//! keys were caught as duplicates, for the window how many keys' results
+//! came out right when the window fired.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rill_streams::{Dedup, StateConfig};
+use rill_streams::agg;
+use rill_streams::{Dedup, StateConfig, WindowAggregate, WindowAggregateConfig, Windows};
+use rill_time::WindowSpec;
 use serde::Serialize;
 
 use crate::report::{table, thousands};
 use crate::{Error, Result};
 
+/// The stateful step measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateOperator {
+    /// Deduplication remembering every key.
+    Dedup,
+    /// A keyed tumbling-window aggregate (count and sum per key).
+    Window,
+}
+
+impl StateOperator {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateOperator::Dedup => "dedup",
+            StateOperator::Window => "window",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct StateBenchOptions {
+    /// The step holding the state.
+    pub operator: StateOperator,
     /// Distinct keys fed in.
     pub keys: u64,
     /// Memory budget of the spilling case (bytes).
@@ -50,10 +79,12 @@ pub struct StateCase {
     pub state_memory_mib: f64,
     /// Entries in the spill file.
     pub spilled_keys: u64,
-    /// Repeated keys probed after the feed.
-    pub probed: u64,
-    /// Of those, caught as duplicates (must equal `probed`).
-    pub duplicates_caught: u64,
+    /// Keys checked after the feed: a sample of repeats for dedup, every
+    /// key's window result for the window aggregate.
+    pub checked: u64,
+    /// Of those, right (caught as duplicates; count and sum as fed): must
+    /// equal `checked`.
+    pub correct: u64,
     /// Throughput over the in-memory anchor's.
     pub throughput_ratio_vs_in_memory: f64,
     /// Memory growth over the in-memory anchor's.
@@ -65,6 +96,8 @@ pub struct StateCase {
 pub struct StateBenchReport {
     /// Benchmark name.
     pub bench: &'static str,
+    /// The step holding the state.
+    pub operator: StateOperator,
     /// Memory budget of the spilling case (MiB).
     pub budget_mib: f64,
     /// The cases: spilling first, then the anchor.
@@ -86,7 +119,7 @@ impl StateBenchReport {
                     format!("{:.0}", c.rss_growth_mib),
                     format!("{:.0}", c.state_memory_mib),
                     thousands(c.spilled_keys as f64),
-                    format!("{}/{}", c.duplicates_caught, c.probed),
+                    format!("{}/{}", c.correct, c.checked),
                     format!("{:.2}", c.throughput_ratio_vs_in_memory),
                     format!("{:.3}", c.memory_ratio_vs_in_memory),
                 ]
@@ -101,7 +134,7 @@ impl StateBenchReport {
                 "RSS growth MiB",
                 "state MiB",
                 "spilled keys",
-                "dups caught",
+                "checked right",
                 "speed vs memory",
                 "memory vs memory",
             ],
@@ -146,42 +179,63 @@ struct Measured {
     rss_growth: u64,
     state_memory: usize,
     spilled: u64,
-    probed: u64,
-    caught: u64,
+    checked: u64,
+    correct: u64,
 }
 
-fn case(opts: &StateBenchOptions, budget: usize, progress: &mut dyn FnMut(&str)) -> Result<Measured> {
-    let schema = schema();
-    let config = StateConfig::new(budget, &opts.dir).map_err(workload)?;
-    // A bound of a day: no key expires during the run, all must be remembered.
-    let mut dedup = Dedup::new(&schema, &["id"], "ts", 86_400_000).map_err(workload)?.with_state(config);
-    let (before, _) = rss();
+/// Feeds batches of fresh keys to `step` (given each batch and the keys
+/// fed with it) until all keys are in or the time bound hits; returns the
+/// keys fed, wall and CPU time.
+fn feed(
+    opts: &StateBenchOptions,
+    schema: &SchemaRef,
+    progress: &mut dyn FnMut(&str),
+    step: &mut dyn FnMut(&RecordBatch, u64) -> Result<()>,
+) -> Result<(u64, Duration, Duration)> {
     let limit = Duration::from_secs_f64(opts.max_seconds);
     let (t0, c0) = (Instant::now(), rill_nexmark::thread_cpu());
     let mut fed = 0u64;
     let mut last_report = Instant::now();
     while fed < opts.keys && t0.elapsed() < limit {
         let n = (opts.batch as u64).min(opts.keys - fed);
-        let b = batch(&schema, fed..fed + n)?;
-        let kept = dedup.apply(&b).map_err(workload)?;
-        if kept.num_rows() as u64 != n {
-            return Err(Error::Workload(format!(
-                "{} fresh keys of {n} were taken for duplicates",
-                n - kept.num_rows() as u64
-            )));
-        }
-        dedup.advance(1_700_000_000_000 + ((fed + n) / 1000) as i64 - 1).map_err(workload)?;
+        step(&batch(schema, fed..fed + n)?, fed + n)?;
         fed += n;
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             progress(&format!("{} keys", thousands(fed as f64)));
         }
     }
-    let (wall, cpu) = (t0.elapsed(), rill_nexmark::thread_cpu().saturating_sub(c0));
+    Ok((fed, t0.elapsed(), rill_nexmark::thread_cpu().saturating_sub(c0)))
+}
+
+fn case(opts: &StateBenchOptions, budget: usize, progress: &mut dyn FnMut(&str)) -> Result<Measured> {
+    let config = StateConfig::new(budget, &opts.dir).map_err(workload)?;
+    match opts.operator {
+        StateOperator::Dedup => dedup_case(opts, config, progress),
+        StateOperator::Window => window_case(opts, config, progress),
+    }
+}
+
+fn dedup_case(opts: &StateBenchOptions, config: StateConfig, progress: &mut dyn FnMut(&str)) -> Result<Measured> {
+    let schema = schema();
+    // A bound of a day: no key expires during the run, all must be remembered.
+    let mut dedup = Dedup::new(&schema, &["id"], "ts", 86_400_000).map_err(workload)?.with_state(config);
+    let (before, _) = rss();
+    let (fed, wall, cpu) = feed(opts, &schema, progress, &mut |b, through| {
+        let kept = dedup.apply(b).map_err(workload)?;
+        if kept.num_rows() != b.num_rows() {
+            return Err(Error::Workload(format!(
+                "{} fresh keys of {} were taken for duplicates",
+                b.num_rows() - kept.num_rows(),
+                b.num_rows()
+            )));
+        }
+        dedup.advance(1_700_000_000_000 + (through / 1000) as i64 - 1).map_err(workload)
+    })?;
     let (after, _) = rss();
     // Every 1000th key again: each must be caught as a duplicate.
-    let mut probed = 0;
-    let mut caught = 0;
+    let mut checked = 0;
+    let mut correct = 0;
     let sample: Vec<u64> = (0..fed).step_by(1000).collect();
     for chunk in sample.chunks(opts.batch.max(1)) {
         let ids: Vec<i64> = chunk.iter().map(|i| *i as i64).collect();
@@ -192,8 +246,8 @@ fn case(opts: &StateBenchOptions, budget: usize, progress: &mut dyn FnMut(&str))
         )
         .map_err(workload)?;
         let kept = dedup.apply(&b).map_err(workload)?;
-        probed += chunk.len() as u64;
-        caught += (chunk.len() - kept.num_rows()) as u64;
+        checked += chunk.len() as u64;
+        correct += (chunk.len() - kept.num_rows()) as u64;
     }
     Ok(Measured {
         keys: fed,
@@ -202,8 +256,58 @@ fn case(opts: &StateBenchOptions, budget: usize, progress: &mut dyn FnMut(&str))
         rss_growth: after.saturating_sub(before),
         state_memory: dedup.state().memory_bytes(),
         spilled: dedup.state().on_disk(),
-        probed,
-        caught,
+        checked,
+        correct,
+    })
+}
+
+fn window_case(opts: &StateBenchOptions, config: StateConfig, progress: &mut dyn FnMut(&str)) -> Result<Measured> {
+    let schema = schema();
+    let hour = WindowSpec::tumbling(3_600_000).map_err(workload)?;
+    let aggregate = WindowAggregateConfig {
+        time_column: "ts".into(),
+        keys: vec!["id".into()],
+        windows: Windows::Time(hour),
+        aggregates: vec![agg::count("id").alias("n"), agg::sum("id").alias("total")],
+        allowed_lateness: 0,
+        early_fire: false,
+    };
+    let mut window = WindowAggregate::new(Arc::clone(&schema), aggregate).map_err(workload)?.with_state(config);
+    let (before, _) = rss();
+    let (fed, wall, cpu) = feed(opts, &schema, progress, &mut |b, through| {
+        window.process(b).map_err(workload)?;
+        // Event time moves, but not past the hour: nothing fires during the feed.
+        window.advance(1_700_000_000_000 + (through / 1000) as i64 - 1).map_err(workload)?;
+        Ok(())
+    })?;
+    let (after, _) = rss();
+    let (state_memory, spilled) = (window.memory_bytes(), window.spilled_groups());
+    progress("firing the window");
+    // The window fires: every key once, counted once, its sum its own id.
+    let mut seen = vec![false; fed as usize];
+    let mut correct = 0;
+    for b in window.advance_batches(i64::MAX).map_err(workload)? {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let n = b.column(4).as_primitive::<Int64Type>();
+        let total = b.column(5).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            let id = ids.value(r);
+            let fresh =
+                usize::try_from(id).ok().and_then(|i| seen.get_mut(i)).is_some_and(|s| !std::mem::replace(s, true));
+            if fresh && n.value(r) == 1 && total.value(r) == id {
+                correct += 1;
+            }
+        }
+    }
+    Ok(Measured {
+        keys: fed,
+        wall,
+        cpu,
+        rss_growth: after.saturating_sub(before),
+        state_memory,
+        spilled,
+        checked: fed,
+        correct,
     })
 }
 
@@ -231,17 +335,19 @@ pub fn run(opts: &StateBenchOptions, progress: &mut dyn FnMut(&str)) -> Result<S
         rss_growth_mib: mib(m.rss_growth as f64),
         state_memory_mib: mib(m.state_memory as f64),
         spilled_keys: m.spilled,
-        probed: m.probed,
-        duplicates_caught: m.caught,
+        checked: m.checked,
+        correct: m.correct,
         throughput_ratio_vs_in_memory: speed(m) / speed(&memory).max(1e-9),
         memory_ratio_vs_in_memory: m.rss_growth as f64 / (memory.rss_growth as f64).max(1.0),
     };
+    let op = opts.operator.name();
     Ok(StateBenchReport {
         bench: "state",
+        operator: opts.operator,
         budget_mib: mib(opts.budget as f64),
         cases: vec![
-            to_case(format!("dedup, {:.0} MiB budget, spilling", mib(opts.budget as f64)), &spill),
-            to_case("dedup, all in memory (anchor)".into(), &memory),
+            to_case(format!("{op}, {:.0} MiB budget, spilling", mib(opts.budget as f64)), &spill),
+            to_case(format!("{op}, all in memory (anchor)"), &memory),
         ],
     })
 }

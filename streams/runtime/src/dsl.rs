@@ -269,8 +269,8 @@ impl Job {
     }
 
     /// Memory budget and spill directory for the keyed state of each step
-    /// added after this call (dedup keys); the default is 256 MiB per step
-    /// under the system's temporary directory.
+    /// added after this call (dedup keys, window aggregates' groups); the
+    /// default is 256 MiB per step under the system's temporary directory.
     pub fn state(&self, config: StateConfig) {
         self.with(|b| b.state = config);
     }
@@ -571,7 +571,8 @@ impl WindowedStream {
                 allowed_lateness: self.allowed_lateness,
                 early_fire: self.early_fire,
             };
-            Ok(Box::new(WindowAggregate::new(stream.schema(), config)?) as Box<dyn Operator>)
+            let state = stream.job.with(|b| b.state.clone());
+            Ok(Box::new(WindowAggregate::new(stream.schema(), config)?.with_state(state)) as Box<dyn Operator>)
         })();
         let inputs = vec![stream.node];
         stream.then("window", built, inputs, Some("window_time".into()))

@@ -117,7 +117,7 @@ impl Operator for WindowAggregate {
         Ok(())
     }
     fn advance(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
-        if let Some(b) = WindowAggregate::advance(self, watermark)? {
+        for b in WindowAggregate::advance_batches(self, watermark)? {
             out.emit(b);
         }
         Ok(())

@@ -32,6 +32,7 @@ use crate::{Error, Result};
 
 mod checkpoint;
 mod count;
+mod spill;
 
 /// One aggregate to compute: a DataFusion aggregate function over a column.
 #[derive(Debug, Clone)]
@@ -160,6 +161,13 @@ struct Group {
     fired: bool,
     /// Rows in it (kept for count windows).
     rows: u64,
+    /// Recency stamp: the least recently used groups spill first.
+    used: u64,
+    /// Memory it costs, by the operator's accounting.
+    bytes: usize,
+    /// An older copy is in the spill table (replaced when it spills again,
+    /// deleted when the group goes).
+    on_disk: bool,
 }
 
 /// The operator (see the module docs).
@@ -181,6 +189,8 @@ pub struct WindowAggregate {
     /// Count windows: each key's open window.
     counting: HashMap<OwnedRow, usize>,
     watermark: i64,
+    /// Groups beyond the memory budget, on disk.
+    spill: spill::Spilling,
 }
 
 impl std::fmt::Debug for WindowAggregate {
@@ -263,6 +273,7 @@ impl WindowAggregate {
             sessions: HashMap::new(),
             counting: HashMap::new(),
             watermark: i64::MIN,
+            spill: spill::Spilling::new(rill_state::StateConfig::default()),
         })
     }
 
@@ -278,7 +289,7 @@ impl WindowAggregate {
         self.time_index
     }
 
-    /// Windows (per key) holding state now.
+    /// Windows (per key) holding state in memory now.
     pub fn open_groups(&self) -> usize {
         self.groups.len() + self.counting.len()
     }
@@ -348,9 +359,11 @@ impl WindowAggregate {
                 }
                 g.dirty = true;
             }
+            self.touch(slot);
         }
         let fired = self.emit(&complete)?;
         self.release(&complete);
+        self.make_room()?;
         let late = if late.is_empty() {
             None
         } else {
@@ -389,10 +402,10 @@ impl WindowAggregate {
         self.sessions.insert(key.clone(), sessions);
         let target = self.group(key.clone(), change.window)?;
         for old in change.merged {
-            let Some(slot) = self.groups.remove(&(key.clone(), old)) else { continue };
+            let Some(slot) = self.locate(&key, old)? else { continue };
+            self.groups.remove(&(key.clone(), old));
             self.by_end.remove(&(old.end, slot));
-            let Some(mut absorbed) = self.slots[slot].take() else { continue };
-            self.free.push(slot);
+            let Some(mut absorbed) = self.free_slot(slot) else { continue };
             if let Some(rows) = pending.remove(&slot) {
                 pending.entry(target).or_default().extend(rows);
             }
@@ -407,15 +420,21 @@ impl WindowAggregate {
                 }
                 g.dirty = true;
             }
+            self.touch(target);
         }
         pending.entry(target).or_default().push(row);
         Ok(true)
     }
 
     fn group(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
-        if let Some(slot) = self.groups.get(&(key.clone(), window)) {
-            return Ok(*slot);
+        if let Some(slot) = self.locate(&key, window)? {
+            return Ok(slot);
         }
+        self.new_group(key, window)
+    }
+
+    /// A fresh group for `key` and `window`, known to be neither in memory nor on disk.
+    fn new_group(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
         let slot = self.new_slot(key.clone(), window)?;
         self.groups.insert((key, window), slot);
         self.by_end.insert((window.end, slot));
@@ -426,8 +445,9 @@ impl WindowAggregate {
     fn new_slot(&mut self, key: OwnedRow, window: Window) -> Result<usize> {
         let accumulators =
             self.aggregates.iter().map(|a| a.create_accumulator()).collect::<datafusion::error::Result<Vec<_>>>()?;
-        let g = Group { key, window, accumulators, dirty: false, fired: false, rows: 0 };
-        Ok(match self.free.pop() {
+        let g =
+            Group { key, window, accumulators, dirty: false, fired: false, rows: 0, used: 0, bytes: 0, on_disk: false };
+        let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s] = Some(g);
                 s
@@ -436,7 +456,9 @@ impl WindowAggregate {
                 self.slots.push(Some(g));
                 self.slots.len() - 1
             }
-        })
+        };
+        self.touch(slot);
+        Ok(slot)
     }
 
     /// The key columns as the row converter takes them: a Null column of
@@ -458,13 +480,26 @@ impl WindowAggregate {
     /// completed (and of fired windows that late rows updated), and drops
     /// the state of windows past the allowed lateness.
     pub fn advance(&mut self, watermark: i64) -> Result<Option<RecordBatch>> {
+        let batches = self.advance_batches(watermark)?;
+        match batches.len() {
+            0 => Ok(None),
+            1 => Ok(batches.into_iter().next()),
+            _ => Ok(Some(datafusion::arrow::compute::concat_batches(&self.output, &batches)?)),
+        }
+    }
+
+    /// [`WindowAggregate::advance`], the results in several batches when
+    /// spilled windows come back from disk a chunk at a time.
+    pub fn advance_batches(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
         if watermark <= self.watermark {
-            return Ok(None);
+            return Ok(out);
         }
         self.watermark = watermark;
+        let drop_before = watermark.saturating_sub(self.config.allowed_lateness);
+        self.fire_spilled(drop_before, &mut out)?;
         let mut ready: Vec<usize> = Vec::new();
         let mut drop_slots = Vec::new();
-        let drop_before = watermark.saturating_sub(self.config.allowed_lateness);
         for (end, slot) in &self.by_end {
             // `end - 1` is the window's last millisecond.
             if end - 1 > watermark {
@@ -484,21 +519,27 @@ impl WindowAggregate {
                     .filter(|s| !fired.contains(s) && self.slots[*s].as_ref().is_some_and(|g| g.dirty)),
             );
         }
-        let out = self.emit(&ready)?;
+        out.extend(self.emit(&ready)?);
         for (end, slot) in drop_slots {
             self.by_end.remove(&(end, slot));
-            if let Some(g) = self.slots[slot].take() {
-                if let Some(s) = self.sessions.get_mut(&g.key) {
-                    s.remove(g.window);
-                    if s.is_empty() {
-                        self.sessions.remove(&g.key);
-                    }
-                }
-                self.groups.remove(&(g.key, g.window));
-                self.free.push(slot);
-            }
+            self.drop_group(slot);
         }
+        self.drop_spilled(drop_before)?;
+        self.make_room()?;
         Ok(out)
+    }
+
+    /// Frees a window's state for good: its slot, its session, its map entry.
+    fn drop_group(&mut self, slot: usize) {
+        if let Some(g) = self.free_slot(slot) {
+            if let Some(s) = self.sessions.get_mut(&g.key) {
+                s.remove(g.window);
+                if s.is_empty() {
+                    self.sessions.remove(&g.key);
+                }
+            }
+            self.groups.remove(&(g.key, g.window));
+        }
     }
 
     /// Results of every window still open (end of a bounded input).

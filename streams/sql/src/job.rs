@@ -24,6 +24,8 @@ const SETTINGS: &[&str] = &[
     "table.exec.state.ttl",
     "rill.metrics.address",
     "rill.dead-letters",
+    "rill.state.memory-budget",
+    "rill.state.spill-dir",
 ];
 
 /// A view: its name and query.
@@ -222,6 +224,31 @@ impl SqlJob {
         parse_duration(&v).map(Some).ok_or_else(|| Error::At {
             at: at.clone(),
             message: format!("'{key}' = '{v}' is not a duration (e.g. '10 s')"),
+        })
+    }
+
+    /// Memory budget and spill directory of each stateful step, from
+    /// `rill.state.memory-budget` (`'64mb'`) and `rill.state.spill-dir`, if set.
+    pub(crate) fn state_config(&self) -> Result<Option<rill_streams::StateConfig>> {
+        let budget = self.setting("rill.state.memory-budget");
+        let dir = self.setting("rill.state.spill-dir");
+        if budget.is_none() && dir.is_none() {
+            return Ok(None);
+        }
+        let defaults = rill_streams::StateConfig::default();
+        let bytes = match budget {
+            None => defaults.memory_budget,
+            Some((v, at)) => crate::connector::parse_size(&v).ok_or_else(|| Error::At {
+                at: at.clone(),
+                message: format!("'rill.state.memory-budget' = '{v}' is not a size (e.g. '64mb')"),
+            })?,
+        };
+        let dir = dir.map_or(defaults.spill_dir, |(d, _)| PathBuf::from(d));
+        rill_streams::StateConfig::new(bytes, dir).map(Some).map_err(|e| {
+            match self.settings.get("rill.state.memory-budget") {
+                Some((_, at)) => Error::At { at: at.clone(), message: format!("'rill.state.memory-budget': {e}") },
+                None => Error::Run(rill_streams::Error::State(e)),
+            }
         })
     }
 

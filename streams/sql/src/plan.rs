@@ -109,6 +109,9 @@ pub(crate) async fn plan(sql: &SqlJob, fed: bool) -> Result<Planned> {
         at: Location { line: 1, column: 1 },
         lines: Vec::new(),
     };
+    if let Some(state) = sql.state_config()? {
+        p.job.state(state);
+    }
     for t in &sql.tables {
         let schema = p.table_schema(t)?;
         p.register(&t.name, schema)?;

@@ -32,9 +32,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use redb::{
-    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+mod scratch;
+mod table;
+
+use scratch::Scratch;
+pub use table::SpillTable;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,12 @@ impl StateConfig {
         Ok(Self { memory_budget: bytes, spill_dir: dir.into() })
     }
 
+    /// The share of the budget for entries in memory (the rest is the
+    /// spill file's page cache).
+    pub fn entry_budget(&self) -> usize {
+        self.hot_budget()
+    }
+
     fn hot_budget(&self) -> usize {
         self.memory_budget - self.cache_budget()
     }
@@ -138,41 +148,31 @@ fn expiry_of(bytes: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(head) ^ (1 << 63)) as i64)
 }
 
-/// Fields drop in order: the reader, the database, then its directory.
+/// Fields drop in order: the reader, then the file.
 struct Spill {
     reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
-    db: Database,
-    commits: u64,
+    file: Scratch,
     /// Entries in the values table after the last write.
     len: u64,
-    /// Removed with the store (and with it the file).
-    _dir: tempfile::TempDir,
 }
 
 impl Spill {
     fn open(config: &StateConfig) -> Result<Self> {
-        let dir_err = |source| Error::SpillDir { dir: config.spill_dir.clone(), source };
-        std::fs::create_dir_all(&config.spill_dir).map_err(dir_err)?;
-        let dir = tempfile::Builder::new().prefix("rill-state-").tempdir_in(&config.spill_dir).map_err(dir_err)?;
-        let db = Database::builder()
-            .set_cache_size(config.cache_budget())
-            .create(dir.path().join("state.redb"))
-            .map_err(kv)?;
-        Ok(Self { reader: None, db, commits: 0, len: 0, _dir: dir })
+        Ok(Self { reader: None, file: Scratch::open(config)?, len: 0 })
     }
 
     fn reader(&mut self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
         if self.reader.is_none() {
-            let txn = self.db.begin_read().map_err(kv)?;
+            let txn = self.file.db.begin_read().map_err(kv)?;
             self.reader = Some(match txn.open_table(VALUES) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => {
                     // Nothing spilled yet: create the tables, then read.
-                    let w = self.db.begin_write().map_err(kv)?;
+                    let w = self.file.begin_write()?;
                     w.open_table(VALUES).map_err(kv)?;
                     w.open_table(EXPIRY).map_err(kv)?;
                     w.commit().map_err(kv)?;
-                    self.db.begin_read().map_err(kv)?.open_table(VALUES).map_err(kv)?
+                    self.file.db.begin_read().map_err(kv)?.open_table(VALUES).map_err(kv)?
                 }
                 Err(e) => return Err(kv(e)),
             });
@@ -200,11 +200,7 @@ impl Spill {
 
     fn write_txn(&mut self, entries: &[(Box<[u8]>, Slot)], expired_by: Option<i64>) -> Result<(usize, u64)> {
         self.reader = None;
-        let mut txn = self.db.begin_write().map_err(kv)?;
-        // Scratch data: durable commits only now and then, to let the file reuse freed pages.
-        self.commits += 1;
-        let durability = if self.commits.is_multiple_of(8) { Durability::Immediate } else { Durability::None };
-        txn.set_durability(durability).map_err(kv)?;
+        let txn = self.file.begin_write()?;
         let mut purged = 0;
         let len;
         {
@@ -255,7 +251,7 @@ impl Spill {
 
     /// Whether anything on disk expired at or before `now`.
     fn any_expired(&self, now: i64) -> Result<bool> {
-        let txn = self.db.begin_read().map_err(kv)?;
+        let txn = self.file.db.begin_read().map_err(kv)?;
         let index = match txn.open_table(EXPIRY) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),

@@ -14,8 +14,11 @@ use rill_time::{SessionWindows, Window};
 use super::{WindowAggregate, Windows};
 use crate::{Error, Result};
 
+/// Rows of a checkpoint restored before the budget is checked.
+const RESTORE_CHUNK: usize = 4096;
+
 impl WindowAggregate {
-    fn state_schema(&self) -> Result<Arc<Schema>> {
+    pub(super) fn state_schema(&self) -> Result<Arc<Schema>> {
         let mut fields: Vec<Field> = self.key_indices.iter().map(|i| self.input.field(*i).clone()).collect();
         fields.push(Field::new("__start", DataType::Int64, false));
         fields.push(Field::new("__end", DataType::Int64, false));
@@ -30,10 +33,22 @@ impl WindowAggregate {
         Ok(Arc::new(Schema::new(fields)))
     }
 
-    /// Every open window's state (see the module docs).
+    /// Every open window's state (see the module docs), in memory and spilled.
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let schema = self.state_schema()?;
         let live: Vec<usize> = (0..self.slots.len()).filter(|s| self.slots[*s].is_some()).collect();
+        let mut batches: Vec<RecordBatch> = self.state_batch(&live)?.into_iter().collect();
+        batches.extend(self.spilled_state()?);
+        match batches.len() {
+            0 => Ok(None),
+            1 => Ok(batches.pop()),
+            _ => Ok(Some(datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches)?)),
+        }
+    }
+
+    /// The state of the groups in `slots`, one row each (their
+    /// accumulators go on, as if nothing was taken).
+    pub(super) fn state_batch(&mut self, live: &[usize]) -> Result<Option<RecordBatch>> {
+        let schema = self.state_schema()?;
         if live.is_empty() {
             return Ok(None);
         }
@@ -43,7 +58,7 @@ impl WindowAggregate {
         let width = schema.fields().len() - self.key_indices.len() - 5;
         let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(live.len()); width];
         let aggregates = &self.aggregates;
-        for slot in &live {
+        for slot in live {
             let Some(g) = self.slots[*slot].as_mut() else { continue };
             keys.push(g.key.clone());
             starts.push(g.window.start);
@@ -89,6 +104,21 @@ impl WindowAggregate {
     /// operator of the same configuration (event time is restored by
     /// advancing it afterwards).
     pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        // A chunk at a time, so restored state past the budget spills as it comes.
+        let mut offset = 0;
+        while offset < state.num_rows() {
+            let n = RESTORE_CHUNK.min(state.num_rows() - offset);
+            self.restore_rows(&state.slice(offset, n), true)?;
+            self.make_room()?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    /// Puts back the groups of a state batch, and with `sessions` their
+    /// keys' open sessions (a group back from disk has them still); returns
+    /// their slots.
+    pub(super) fn restore_rows(&mut self, state: &RecordBatch, sessions: bool) -> Result<Vec<usize>> {
         let schema = self.state_schema()?;
         // Checkpoints from before count windows have no `__rows` column.
         let with_rows = state.schema().fields().len() == schema.fields().len()
@@ -106,14 +136,16 @@ impl WindowAggregate {
         let fired = state.column(k + 3).as_boolean();
         let rows = |row: usize| if with_rows { state.column(k + 4).as_primitive::<Int64Type>().value(row) } else { 0 };
         let first_state = if with_rows { k + 5 } else { k + 4 };
+        let mut slots = Vec::with_capacity(state.num_rows());
         for row in 0..state.num_rows() {
             let window = Window::new(starts.value(row), ends.value(row));
             let key = keys.row(row).owned();
             let slot = match self.config.windows {
                 Windows::Count { .. } => self.restore_count(key.clone(), window, rows(row) as u64)?,
-                _ => self.group(key.clone(), window)?,
+                _ => self.new_group(key.clone(), window)?,
             };
-            if let Windows::Session { gap } = self.config.windows {
+            slots.push(slot);
+            if let (Windows::Session { gap }, true) = (self.config.windows, sessions) {
                 let sessions = self.sessions.entry(key).or_insert(SessionWindows::new(gap)?);
                 sessions.restore(window);
             }
@@ -127,7 +159,8 @@ impl WindowAggregate {
                 acc.merge_batch(&values)?;
                 column += n;
             }
+            self.touch(slot);
         }
-        Ok(())
+        Ok(slots)
     }
 }

@@ -37,9 +37,7 @@ impl WindowAggregate {
     /// Frees the slots of fired count windows.
     pub(super) fn release(&mut self, slots: &[usize]) {
         for slot in slots {
-            if self.slots[*slot].take().is_some() {
-                self.free.push(*slot);
-            }
+            self.free_slot(*slot);
         }
     }
 
