@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
@@ -43,6 +43,7 @@ pub const UPDATE_AFTER: &str = "+U";
 pub const DELETE: &str = "-D";
 
 mod extreme;
+mod spill;
 
 /// Functions whose accumulators retract exactly (MIN and MAX by keeping every value).
 const RETRACTABLE: &[&str] = &["count", "sum", "avg", "min", "max"];
@@ -50,6 +51,12 @@ const RETRACTABLE: &[&str] = &["count", "sum", "avg", "min", "max"];
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
     rows: i64,
+    /// Recency stamp: the least recently used groups spill first.
+    used: u64,
+    /// Memory it costs, by the operator's accounting.
+    bytes: usize,
+    /// An older copy is on disk (replaced when it spills again, deleted when the key goes).
+    on_disk: bool,
 }
 
 /// The running aggregate over a changelog (see the module docs).
@@ -63,6 +70,8 @@ pub struct GroupAggregate {
     groups: HashMap<OwnedRow, Group>,
     /// Per aggregate: `Some((max, type))` for MIN / MAX, kept by value.
     extremes: Vec<Option<(bool, DataType)>>,
+    /// Groups past the memory budget, on disk.
+    spill: crate::spill::SpillBook,
 }
 
 impl std::fmt::Debug for GroupAggregate {
@@ -121,6 +130,7 @@ impl GroupAggregate {
             aggregates: exprs,
             groups: HashMap::new(),
             extremes,
+            spill: crate::spill::SpillBook::new(rill_state::StateConfig::default()),
         })
     }
 
@@ -134,7 +144,7 @@ impl GroupAggregate {
                 None => a.create_sliding_accumulator(),
             })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        Ok(Group { accumulators, rows: 0 })
+        Ok(Group { accumulators, rows: 0, used: 0, bytes: 0, on_disk: false })
     }
 
     fn values(group: &mut Group) -> Result<Vec<ScalarValue>> {
@@ -168,7 +178,10 @@ impl GroupAggregate {
             let Some((added, retracted)) = changes.remove(&key) else { continue };
             let mut group = match self.groups.remove(&key) {
                 Some(g) => g,
-                None => self.fresh()?,
+                None => match self.load(&key)? {
+                    Some(g) => g,
+                    None => self.fresh()?,
+                },
             };
             let before = if group.rows > 0 { Some(Self::values(&mut group)?) } else { None };
             for (acc, columns) in group.accumulators.iter_mut().zip(&args) {
@@ -201,9 +214,13 @@ impl GroupAggregate {
             // A key whose rows are all retracted is forgotten (a retraction of
             // a row never seen leaves nothing behind either).
             if group.rows > 0 {
+                self.touch(&mut group);
                 self.groups.insert(key, group);
+            } else {
+                self.forget(&key, &group);
             }
         }
+        self.make_room()?;
         self.results(out_keys, out_values, out_ops)
     }
 
@@ -231,6 +248,17 @@ impl GroupAggregate {
         let mut group = self.fresh()?;
         group.accumulators.iter_mut().map(|a| Ok(a.state()?.len())).collect()
     }
+
+    /// The types of the state columns after the keys: the row count, then
+    /// each accumulator's state values.
+    fn state_types(&self) -> Result<Vec<DataType>> {
+        let mut group = self.fresh()?;
+        let mut types = vec![DataType::Int64];
+        for acc in &mut group.accumulators {
+            types.extend(acc.state()?.iter().map(ScalarValue::data_type));
+        }
+        Ok(types)
+    }
 }
 
 impl Operator for GroupAggregate {
@@ -248,59 +276,11 @@ impl Operator for GroupAggregate {
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        if self.groups.is_empty() {
-            return Ok(None);
-        }
-        // Keys, the row count, then each accumulator's state values.
-        let widths = self.state_widths()?;
-        let keys: Vec<OwnedRow> = self.groups.keys().cloned().collect();
-        let mut rows = Vec::with_capacity(keys.len());
-        let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(keys.len()); widths.iter().sum()];
-        for key in &keys {
-            let Some(group) = self.groups.get_mut(key) else { continue };
-            rows.push(group.rows);
-            let mut column = 0;
-            for acc in &mut group.accumulators {
-                for value in acc.state()? {
-                    states[column].push(value);
-                    column += 1;
-                }
-            }
-        }
-        let mut fields: Vec<Field> = self.key_indices.iter().map(|i| self.input.field(*i).clone()).collect();
-        fields.push(Field::new("__rows", DataType::Int64, false));
-        let mut columns = self.rows.convert_rows(keys.iter().map(OwnedRow::row))?;
-        columns.push(Arc::new(Int64Array::from(rows)));
-        for (i, cells) in states.into_iter().enumerate() {
-            let array = ScalarValue::iter_to_array(cells)?;
-            fields.push(Field::new(format!("__s{i}"), array.data_type().clone(), true));
-            columns.push(array);
-        }
-        Ok(Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?))
+        GroupAggregate::snapshot(self)
     }
 
     fn restore(&mut self, state: &RecordBatch) -> Result<()> {
-        let widths = self.state_widths()?;
-        let n = self.key_indices.len();
-        if state.num_columns() != n + 1 + widths.iter().sum::<usize>() {
-            return Err(Error::Plan("checkpointed changelog aggregate state does not fit this aggregate".into()));
-        }
-        let keys = self.rows.convert_columns(&state.columns()[..n])?;
-        let counts = state.column(n).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        for row in 0..state.num_rows() {
-            let mut group = self.fresh()?;
-            group.rows = counts.value(row);
-            let mut column = n + 1;
-            for (acc, width) in group.accumulators.iter_mut().zip(&widths) {
-                let width = *width;
-                let cells: Vec<ArrayRef> =
-                    state.columns()[column..column + width].iter().map(|c| c.slice(row, 1)).collect();
-                acc.merge_batch(&cells)?;
-                column += width;
-            }
-            self.groups.insert(keys.row(row).owned(), group);
-        }
-        Ok(())
+        GroupAggregate::restore(self, state)
     }
 }
 

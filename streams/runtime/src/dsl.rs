@@ -269,7 +269,8 @@ impl Job {
     }
 
     /// Memory budget and spill directory for the keyed state of each step
-    /// added after this call (dedup keys, window aggregates' groups); the
+    /// added after this call (dedup keys, window and running aggregates'
+    /// groups); the
     /// default is 256 MiB per step under the system's temporary directory.
     pub fn state(&self, config: StateConfig) {
         self.with(|b| b.state = config);
@@ -528,7 +529,9 @@ impl KeyedStream {
     pub fn aggregate_changes(self, aggregates: Vec<Aggregate>) -> Stream {
         let stream = self.stream;
         let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-        let built = GroupAggregate::new(stream.schema(), &keys, &aggregates).map(|g| Box::new(g) as Box<dyn Operator>);
+        let state = stream.job.with(|b| b.state.clone());
+        let built = GroupAggregate::new(stream.schema(), &keys, &aggregates)
+            .map(|g| Box::new(g.with_state(state)) as Box<dyn Operator>);
         stream.op("changelog_aggregate", built)
     }
 }

@@ -29,6 +29,7 @@ pub mod rows;
 pub mod runner;
 pub mod sink;
 pub mod source;
+mod spill;
 pub mod temporal;
 pub mod topn;
 pub mod window_agg;

@@ -2,7 +2,8 @@
 //! updates and deletes of a keyed table, fed in random batches (with a
 //! checkpoint and restore at a random point), must leave — once the
 //! aggregate's own changelog is applied — exactly the counts and sums of
-//! the final table per category.
+//! the final table per category, whether its groups stay in memory or
+//! spill to disk past the smallest memory budget.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use proptest::prelude::*;
+use rill_state::{MIN_BUDGET, StateConfig};
 use rill_streams::{Aggregate, GroupAggregate, Operator, Output, agg};
 
 fn schema() -> SchemaRef {
@@ -97,12 +99,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn applied_results_equal_the_final_table_aggregated(
-        actions in prop::collection::vec((0i64..8, prop::option::weighted(0.8, (0i64..3, 0i64..100))), 1..80),
+        actions in prop::collection::vec((0i64..60, prop::option::weighted(0.8, (0i64..30, 0i64..100))), 1..200),
         cuts in prop::collection::vec(1usize..12, 1..20),
         restore_at in 0usize..20,
+        spill in any::<bool>(),
     ) {
         let (rows, table) = changelog(&actions);
-        let mut op = GroupAggregate::new(schema(), &["category"], &aggregates()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = || {
+            let op = GroupAggregate::new(schema(), &["category"], &aggregates()).unwrap();
+            if spill { op.with_state(StateConfig::new(MIN_BUDGET, dir.path()).unwrap()) } else { op }
+        };
+        let mut op = fresh();
         let mut results = BTreeMap::new();
         let (mut start, mut step) = (0, 0);
         while start < rows.len() {
@@ -114,7 +122,7 @@ proptest! {
             }
             if step == restore_at {
                 let state = op.snapshot().unwrap();
-                op = GroupAggregate::new(schema(), &["category"], &aggregates()).unwrap();
+                op = fresh();
                 if let Some(s) = state {
                     op.restore(&s).unwrap();
                 }
@@ -132,6 +140,36 @@ proptest! {
         }
         prop_assert_eq!(results, want);
     }
+}
+
+#[test]
+fn thousands_of_keys_spill_within_the_budget_and_come_back_for_their_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 64 << 10;
+    let mut op = GroupAggregate::new(schema(), &["category"], &aggregates())
+        .unwrap()
+        .with_state(StateConfig::new(budget, dir.path()).unwrap());
+    let mut results = BTreeMap::new();
+    // 5,000 categories with one row each, then every category's row updated.
+    let inserts: Vec<Change> = (0..5_000).map(|i| (i, i, i % 100, "+I")).collect();
+    let mut updates: Vec<Change> = Vec::new();
+    for i in 0..5_000 {
+        updates.push((i, i, i % 100, "-U"));
+        updates.push((i, i, i % 100 + 1, "+U"));
+    }
+    for chunk in inserts.chunks(500).chain(updates.chunks(1_000)) {
+        let mut out = Output::default();
+        op.process(0, batch(chunk), &mut out).unwrap();
+        for b in &out.rows {
+            apply(&mut results, b);
+        }
+        assert!(op.memory_bytes() <= budget, "{} bytes in memory", op.memory_bytes());
+    }
+    assert!(op.spilled_groups() > 2_000, "{}", op.spilled_groups());
+    assert_eq!(results.len(), 5_000);
+    assert!(results.iter().all(|(k, s)| *s == (1, k % 100 + 1, k % 100 + 1, k % 100 + 1)));
+    // A checkpoint holds the spilled groups too.
+    assert_eq!(op.snapshot().unwrap().unwrap().num_rows(), 5_000);
 }
 
 #[test]

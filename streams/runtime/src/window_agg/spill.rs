@@ -1,12 +1,12 @@
 //! The window aggregate's groups past its memory budget, on disk.
 //!
 //! Memory holds the most recently used (key, window) groups. When their
-//! cost passes the budget, the least recently used half moves into a
-//! [`SpillTable`] in one write, each group as one entry: the key is the
-//! window's end and start (order-preserving) then the group key's row
-//! bytes, so the groups a watermark completes are one range of the table;
-//! the value is the group's flags and accumulator state as one row of
-//! Arrow's row format (the checkpoint's columns, the same state
+//! cost passes the budget, the least recently used half moves into the
+//! operator's [`SpillBook`] table in one write, each group as one entry:
+//! the key is the window's end and start (order-preserving) then the group
+//! key's row bytes, so the groups a watermark completes are one range of
+//! the table; the value is the group's flags and accumulator state as one
+//! row of Arrow's row format (the checkpoint's columns, the same state
 //! DataFusion's partial aggregation hands over).
 //!
 //! A group a row needs again comes back into memory; its copy on disk is
@@ -22,52 +22,29 @@
 //! the per-key list of open sessions.
 
 use datafusion::arrow::array::{Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::Field;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use rill_state::{SpillTable, StateConfig};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::OwnedRow;
+use rill_state::StateConfig;
 use rill_time::Window;
 
 use super::{Group, WindowAggregate, Windows};
-use crate::{Error, Result};
+use crate::Result;
+use crate::spill::{SpillBook, after};
 
 /// Memory a group costs beyond its key and accumulators: its map entries,
 /// slot, window index entry and the accumulators' boxes.
 const GROUP_OVERHEAD: usize = 192;
 
-/// Spilled groups read back at a time.
-const CHUNK: usize = 16_384;
-
 /// The spill side of the operator.
 pub(super) struct Spilling {
-    table: SpillTable,
-    budget: usize,
-    /// Memory the groups in memory cost.
-    bytes: usize,
-    clock: u64,
-    /// A group's flags and accumulator state as one row of bytes.
-    codec: Option<RowConverter>,
-    /// Disk copies of groups gone for good, deleted with the next write.
-    deletes: Vec<Vec<u8>>,
+    book: SpillBook,
     /// Disk was read for firing for every window ending before this.
     fired_below: i64,
-    spills: u64,
-    /// The state has a type the row format cannot hold: it stays in memory.
-    unsupported: bool,
 }
 
 impl Spilling {
     pub(super) fn new(config: StateConfig) -> Self {
-        Self {
-            budget: config.entry_budget(),
-            table: SpillTable::new(config),
-            bytes: 0,
-            clock: 0,
-            codec: None,
-            deletes: Vec::new(),
-            fired_below: i64::MIN,
-            spills: 0,
-            unsupported: false,
-        }
+        Self { book: SpillBook::new(config), fired_below: i64::MIN }
     }
 }
 
@@ -92,11 +69,8 @@ fn disk_key(key: &OwnedRow, window: Window) -> Vec<u8> {
     out
 }
 
-/// The smallest key after `key`.
-fn after(key: &[u8]) -> Vec<u8> {
-    let mut next = key.to_vec();
-    next.push(0);
-    next
+fn window_of(disk: &[u8]) -> Window {
+    Window::new(unsortable(&disk[8..16]), unsortable(&disk[..8]))
 }
 
 fn group_cost(g: &Group) -> usize {
@@ -113,37 +87,32 @@ impl WindowAggregate {
 
     /// Memory the groups in memory cost, by the operator's accounting.
     pub fn memory_bytes(&self) -> usize {
-        self.spill.bytes
+        self.spill.book.bytes()
     }
 
     /// Groups on disk (a stale copy of a group back in memory counts until replaced).
     pub fn spilled_groups(&self) -> u64 {
-        self.spill.table.len()
+        self.spill.book.on_disk()
     }
 
     /// How many times groups were spilled to disk.
     pub fn spills(&self) -> u64 {
-        self.spill.spills
+        self.spill.book.spills()
     }
 
     /// Marks a group just used and brings its cost up to date.
     pub(super) fn touch(&mut self, slot: usize) {
-        self.spill.clock += 1;
         let Some(g) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return };
         let bytes = group_cost(g);
-        self.spill.bytes = self.spill.bytes + bytes - g.bytes;
+        g.used = self.spill.book.touch(g.bytes, bytes);
         g.bytes = bytes;
-        g.used = self.spill.clock;
     }
 
     /// Frees a slot whose group is gone for good (and with it its disk copy).
     pub(super) fn free_slot(&mut self, slot: usize) -> Option<Group> {
         let g = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
-        self.spill.bytes -= g.bytes;
-        if g.on_disk {
-            self.spill.deletes.push(disk_key(&g.key, g.window));
-        }
+        self.spill.book.release(g.bytes, g.on_disk.then(|| disk_key(&g.key, g.window)));
         Some(g)
     }
 
@@ -153,21 +122,9 @@ impl WindowAggregate {
         if let Some(slot) = self.groups.get(&(key.clone(), window)) {
             return Ok(Some(*slot));
         }
-        if self.spill.table.is_empty() {
-            return Ok(None);
-        }
-        self.flush_deletes()?;
         let disk = disk_key(key, window);
-        let Some(value) = self.spill.table.get(&disk)? else { return Ok(None) };
+        let Some(value) = self.spill.book.get(&disk)? else { return Ok(None) };
         Ok(self.load(&[(disk, value)])?.first().copied())
-    }
-
-    fn flush_deletes(&mut self) -> Result<()> {
-        if !self.spill.deletes.is_empty() {
-            self.spill.table.write(&[], &self.spill.deletes)?;
-            self.spill.deletes.clear();
-        }
-        Ok(())
     }
 
     /// Brings spilled groups back into memory; returns their slots.
@@ -187,8 +144,7 @@ impl WindowAggregate {
 
     /// Spill table entries as rows of the checkpoint's state schema.
     fn decode(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<RecordBatch> {
-        let codec =
-            self.spill.codec.as_ref().ok_or_else(|| Error::Plan("spilled window state without a codec".into()))?;
+        let codec = self.spill.book.codec()?;
         let (keys, values) = (self.rows.parser(), codec.parser());
         let mut columns = self.rows.convert_rows(entries.iter().map(|(k, _)| keys.parse(&k[16..])))?;
         columns.truncate(self.key_indices.len());
@@ -201,7 +157,7 @@ impl WindowAggregate {
     /// Whether the group a spill table key names is in memory.
     fn in_memory(&self, disk: &[u8]) -> bool {
         let key = self.rows.parser().parse(&disk[16..]).owned();
-        self.groups.contains_key(&(key, Window::new(unsortable(&disk[8..16]), unsortable(&disk[..8]))))
+        self.groups.contains_key(&(key, window_of(disk)))
     }
 
     /// Moves the least recently used groups to disk when memory is past
@@ -210,17 +166,20 @@ impl WindowAggregate {
     /// with early firing every dirty group (so results come out exactly
     /// when they would in memory).
     pub(super) fn make_room(&mut self) -> Result<()> {
-        if self.spill.bytes <= self.spill.budget
-            || self.spill.unsupported
-            || matches!(self.config.windows, Windows::Count { .. })
-        {
+        if !self.spill.book.over_budget() || matches!(self.config.windows, Windows::Count { .. }) {
             return Ok(());
         }
-        if self.spill.codec.is_none() && !self.make_codec()? {
-            return Ok(());
+        if self.spill.book.needs_codec() {
+            let schema = self.state_schema()?;
+            let types: Vec<DataType> =
+                schema.fields()[self.key_indices.len() + 2..].iter().map(|f| f.data_type().clone()).collect();
+            self.spill.book.set_codec(types)?;
+            if !self.spill.book.over_budget() {
+                return Ok(());
+            }
         }
         let (watermark, early) = (self.watermark, self.config.early_fire);
-        let mut order: Vec<(u64, usize, usize)> = self
+        let candidates: Vec<(u64, usize, usize)> = self
             .groups
             .values()
             .filter_map(|slot| {
@@ -229,58 +188,28 @@ impl WindowAggregate {
                 (!pinned).then_some((g.used, *slot, g.bytes))
             })
             .collect();
-        order.sort_unstable();
-        let target = self.spill.budget / 2;
-        let mut freed = 0;
-        let mut chosen = Vec::new();
-        for (_, slot, bytes) in order {
-            if self.spill.bytes - freed <= target {
-                break;
-            }
-            freed += bytes;
-            chosen.push(slot);
-        }
+        let chosen = self.spill.book.choose(candidates);
         let Some(batch) = self.state_batch(&chosen)? else { return Ok(()) };
-        let codec = self.spill.codec.as_ref().ok_or_else(|| Error::Plan("window state codec missing".into()))?;
-        let values = codec.convert_columns(&batch.columns()[self.key_indices.len() + 2..])?;
+        let values = self.spill.book.codec()?.convert_columns(&batch.columns()[self.key_indices.len() + 2..])?;
         let mut puts = Vec::with_capacity(chosen.len());
+        let mut freed = 0;
         for (i, slot) in chosen.iter().enumerate() {
             if let Some(g) = self.slots[*slot].as_ref() {
                 puts.push((disk_key(&g.key, g.window), values.row(i).as_ref().to_vec()));
+                freed += g.bytes;
             }
         }
         // On failure nothing is lost: the groups stay in memory, over the budget.
-        self.spill.table.write(&puts, &self.spill.deletes)?;
-        self.spill.deletes.clear();
+        self.spill.book.spill(&puts, freed)?;
         for slot in chosen {
             if let Some(g) = self.slots[slot].take() {
                 self.free.push(slot);
-                self.spill.bytes -= g.bytes;
                 self.by_end.remove(&(g.window.end, slot));
                 self.groups.remove(&(g.key, g.window));
             }
         }
-        self.spill.spills += 1;
         tracing::debug!(spilled = puts.len(), in_memory = self.groups.len(), "window state spilled to disk");
         Ok(())
-    }
-
-    /// The row format of the state columns, if it can hold them.
-    fn make_codec(&mut self) -> Result<bool> {
-        let schema = self.state_schema()?;
-        let fields: Vec<SortField> = schema.fields()[self.key_indices.len() + 2..]
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
-        if !RowConverter::supports_fields(&fields) {
-            let types: Vec<String> =
-                schema.fields().iter().map(|f: &std::sync::Arc<Field>| f.data_type().to_string()).collect();
-            tracing::warn!(?types, "window state of these types cannot spill; it stays in memory past the budget");
-            self.spill.unsupported = true;
-            return Ok(false);
-        }
-        self.spill.codec = Some(RowConverter::new(fields)?);
-        Ok(true)
     }
 
     /// Fires the spilled windows the watermark completed (their ends up to
@@ -290,9 +219,8 @@ impl WindowAggregate {
         let through = self.watermark.saturating_add(1);
         let mut from = sortable(self.spill.fired_below).to_vec();
         let to = sortable(through.saturating_add(1));
-        while !self.spill.table.is_empty() {
-            self.flush_deletes()?;
-            let entries = self.spill.table.scan(&from, Some(&to), CHUNK)?;
+        loop {
+            let entries = self.spill.book.scan(&from, Some(&to))?;
             let Some((last, _)) = entries.last() else { break };
             from = after(last);
             let entries: Vec<_> = entries.into_iter().filter(|(k, _)| !self.in_memory(k)).collect();
@@ -319,35 +247,32 @@ impl WindowAggregate {
     pub(super) fn drop_spilled(&mut self, drop_before: i64) -> Result<()> {
         let to = sortable(drop_before.saturating_add(1));
         let mut from = Vec::new();
-        while !self.spill.table.is_empty() {
-            self.flush_deletes()?;
-            let entries = self.spill.table.scan(&from, Some(&to), CHUNK)?;
+        loop {
+            let entries = self.spill.book.scan(&from, Some(&to))?;
             let Some((last, _)) = entries.last() else { break };
             from = after(last);
             for (disk, _) in entries {
                 if let Windows::Session { .. } = self.config.windows {
                     let key = self.rows.parser().parse(&disk[16..]).owned();
-                    let window = Window::new(unsortable(&disk[8..16]), unsortable(&disk[..8]));
                     if let Some(s) = self.sessions.get_mut(&key) {
-                        s.remove(window);
+                        s.remove(window_of(&disk));
                         if s.is_empty() {
                             self.sessions.remove(&key);
                         }
                     }
                 }
-                self.spill.deletes.push(disk);
+                self.spill.book.release(0, Some(disk));
             }
         }
-        self.flush_deletes()
+        self.spill.book.flush_deletes()
     }
 
     /// Every spilled group not also in memory, as rows of the checkpoint's state schema.
     pub(super) fn spilled_state(&mut self) -> Result<Vec<RecordBatch>> {
-        self.flush_deletes()?;
         let mut out = Vec::new();
         let mut from = Vec::new();
         loop {
-            let entries = self.spill.table.scan(&from, None, CHUNK)?;
+            let entries = self.spill.book.scan(&from, None)?;
             let Some((last, _)) = entries.last() else { break };
             from = after(last);
             let entries: Vec<_> = entries.into_iter().filter(|(k, _)| !self.in_memory(k)).collect();

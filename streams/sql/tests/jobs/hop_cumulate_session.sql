@@ -1,7 +1,7 @@
 -- Three window kinds in one job, each INSERT to its own sink: hopping
 -- windows (10 s every 5 s) over all bids, cumulating windows (5 s steps
--- up to 20 s) per auction, and sessions per bidder with a 4 s gap. The
--- smallest state budget makes window groups spill to disk and come back.
+-- up to 20 s) per auction, and sessions per bidder with a 4 s gap, each
+-- step within the smallest state budget (groups past it would spill).
 SET 'state.checkpoints.dir' = '${OUT}/checkpoints';
 SET 'rill.state.memory-budget' = '4kb';
 SET 'rill.state.spill-dir' = '${OUT}/spill';
