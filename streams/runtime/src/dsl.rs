@@ -269,8 +269,8 @@ impl Job {
     }
 
     /// Memory budget and spill directory for the keyed state of each step
-    /// added after this call (dedup keys, window and running aggregates'
-    /// groups); the
+    /// added after this call (dedup keys, the last row per key, window and
+    /// running aggregates' groups); the
     /// default is 256 MiB per step under the system's temporary directory.
     pub fn state(&self, config: StateConfig) {
         self.with(|b| b.state = config);
@@ -434,7 +434,7 @@ impl Stream {
         let built = self
             .time("keeping the last row")
             .and_then(|t| LastRow::new(Arc::clone(&self.schema), keys, &t, millis(ttl)))
-            .map(|l| Box::new(l) as Box<dyn Operator>);
+            .map(|l| Box::new(l.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
         self.op("keep_last", built)
     }
 

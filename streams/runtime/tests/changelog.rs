@@ -221,3 +221,47 @@ fn the_last_row_per_key_replaces_older_ones_ignores_stale_ones_and_survives_a_re
     assert_eq!(op.state_size(), 1, "key 2 (time 5) is past 5 + 1000 < 1010; key 1 (time 20) is not");
     assert_eq!(changes(&mut op, &[(2, 1_200)]), ["+I(2,1200)"]);
 }
+
+#[test]
+fn last_rows_past_the_budget_spill_and_still_give_the_same_changes() {
+    use rill_streams::LastRow;
+    let input = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("t", DataType::Int64, false),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let rows = |keys: std::ops::Range<i64>, t: i64| {
+        RecordBatch::try_new(
+            Arc::clone(&input),
+            vec![
+                Arc::new(Int64Array::from_iter_values(keys.clone())),
+                Arc::new(Int64Array::from_iter_values(keys.clone().map(|_| t))),
+                Arc::new(StringArray::from_iter_values(keys.map(|k| format!("row {k} at {t}")))),
+            ],
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 32 << 10;
+    let mut small = LastRow::new(Arc::clone(&input), &["k"], "t", 10_000)
+        .unwrap()
+        .with_state(StateConfig::new(budget, dir.path()).unwrap());
+    let mut roomy = LastRow::new(Arc::clone(&input), &["k"], "t", 10_000).unwrap();
+    // Three rounds over 3,000 keys: every key replaced twice.
+    for t in [100, 200, 300] {
+        for start in (0..3_000).step_by(500) {
+            let batch = rows(start..start + 500, t);
+            let (mut a, mut b) = (Output::default(), Output::default());
+            small.process(0, batch.clone(), &mut a).unwrap();
+            roomy.process(0, batch, &mut b).unwrap();
+            assert_eq!(a.rows, b.rows);
+        }
+        small.advance(t, &mut Output::default()).unwrap();
+        roomy.advance(t, &mut Output::default()).unwrap();
+        assert!(small.state().memory_bytes() <= budget);
+    }
+    assert!(small.state().on_disk() > 1_000, "{:?}", small.state());
+    let (snap_small, snap_roomy) = (small.snapshot().unwrap().unwrap(), roomy.snapshot().unwrap().unwrap());
+    assert_eq!(snap_small.num_rows(), 3_000);
+    assert_eq!(snap_roomy.num_rows(), 3_000);
+}
