@@ -32,6 +32,7 @@ use crate::{Error, Result};
 mod checkpoint;
 mod count;
 mod inputs;
+mod sessions;
 mod spill;
 
 pub(crate) use inputs::{aggregate_arguments, assign_rows, event_times, physical_aggregates};
@@ -187,7 +188,7 @@ pub struct WindowAggregate {
     /// Groups by window end, to find what a watermark fires.
     by_end: BTreeSet<(i64, usize)>,
     /// Session windows: each key's open sessions.
-    sessions: HashMap<OwnedRow, SessionWindows>,
+    sessions: Option<sessions::Sessions>,
     /// Count windows: each key's open window.
     counting: HashMap<OwnedRow, usize>,
     watermark: i64,
@@ -260,6 +261,10 @@ impl WindowAggregate {
         fields.push(Field::new("window_end", ts.clone(), false));
         fields.push(Field::new("window_time", ts, false));
         fields.extend(aggregates.iter().map(|a| a.field().as_ref().clone()));
+        let sessions = match config.windows {
+            Windows::Session { gap } => Some(sessions::Sessions::new(gap, &rill_state::StateConfig::default())),
+            _ => None,
+        };
         Ok(Self {
             config,
             input,
@@ -272,7 +277,7 @@ impl WindowAggregate {
             slots: Vec::new(),
             free: Vec::new(),
             by_end: BTreeSet::new(),
-            sessions: HashMap::new(),
+            sessions,
             counting: HashMap::new(),
             watermark: i64::MIN,
             spill: spill::Spilling::new(rill_state::StateConfig::default()),
@@ -317,8 +322,8 @@ impl WindowAggregate {
             };
             let spec = match self.config.windows {
                 Windows::Time(spec) => spec,
-                Windows::Session { gap } => {
-                    if !self.add_to_session(keys.row(row).owned(), ts, gap, keep_after, &mut per_group, row as u32)? {
+                Windows::Session { .. } => {
+                    if !self.add_to_session(keys.row(row).owned(), ts, keep_after, &mut per_group, row as u32)? {
                         late.push(row as u32);
                     }
                     continue;
@@ -388,20 +393,17 @@ impl WindowAggregate {
         &mut self,
         key: OwnedRow,
         ts: i64,
-        gap: i64,
         keep_after: i64,
         pending: &mut HashMap<usize, Vec<u32>>,
         row: u32,
     ) -> Result<bool> {
-        let mut sessions = match self.sessions.get(&key) {
-            Some(s) => s.clone(),
-            None => SessionWindows::new(gap)?,
-        };
+        let Some(index) = self.sessions.as_mut() else { return Ok(false) };
+        let mut sessions = index.get(&key)?;
         let change = sessions.add(ts);
         if change.window.max_timestamp() < keep_after {
             return Ok(false);
         }
-        self.sessions.insert(key.clone(), sessions);
+        index.put(&key, &sessions)?;
         let target = self.group(key.clone(), change.window)?;
         for old in change.merged {
             let Some(slot) = self.locate(&key, old)? else { continue };
@@ -524,7 +526,7 @@ impl WindowAggregate {
         out.extend(self.emit(&ready)?);
         for (end, slot) in drop_slots {
             self.by_end.remove(&(end, slot));
-            self.drop_group(slot);
+            self.drop_group(slot)?;
         }
         self.drop_spilled(drop_before)?;
         self.make_room()?;
@@ -532,16 +534,14 @@ impl WindowAggregate {
     }
 
     /// Frees a window's state for good: its slot, its session, its map entry.
-    fn drop_group(&mut self, slot: usize) {
+    fn drop_group(&mut self, slot: usize) -> Result<()> {
         if let Some(g) = self.free_slot(slot) {
-            if let Some(s) = self.sessions.get_mut(&g.key) {
-                s.remove(g.window);
-                if s.is_empty() {
-                    self.sessions.remove(&g.key);
-                }
+            if let Some(sessions) = self.sessions.as_mut() {
+                sessions.remove(&g.key, g.window)?;
             }
             self.groups.remove(&(g.key, g.window));
         }
+        Ok(())
     }
 
     /// Results of every window still open (end of a bounded input).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::scalar::ScalarValue;
-use rill_time::{SessionWindows, Window};
+use rill_time::Window;
 
 use super::{WindowAggregate, Windows};
 use crate::{Error, Result};
@@ -145,9 +145,8 @@ impl WindowAggregate {
                 _ => self.new_group(key.clone(), window)?,
             };
             slots.push(slot);
-            if let (Windows::Session { gap }, true) = (self.config.windows, sessions) {
-                let sessions = self.sessions.entry(key).or_insert(SessionWindows::new(gap)?);
-                sessions.restore(window);
+            if let (Some(index), true) = (self.sessions.as_mut(), sessions) {
+                index.restore(&key, window)?;
             }
             let Some(g) = self.slots[slot].as_mut() else { continue };
             g.dirty = dirty.value(row);

@@ -18,8 +18,9 @@
 //! watermark reads back only the range it completes, a chunk at a time,
 //! fires it and drops what is past the lateness.
 //!
-//! Not spilled: count windows (their state is one open window per key) and
-//! the per-key list of open sessions.
+//! Count windows do not spill (their state is one open window per key);
+//! session windows' per-key lists of open sessions are in a `KeyedState`
+//! of their own (`sessions`), which spills by itself.
 
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
@@ -81,6 +82,9 @@ impl WindowAggregate {
     /// Keeps the windows' state within `config`'s memory budget, spilling
     /// the least recently used groups to disk beyond it (see `spill`'s docs).
     pub fn with_state(mut self, config: StateConfig) -> Self {
+        if let Windows::Session { gap } = self.config.windows {
+            self.sessions = Some(super::sessions::Sessions::new(gap, &config));
+        }
         self.spill = Spilling::new(config);
         self
     }
@@ -232,7 +236,7 @@ impl WindowAggregate {
                 let Some(window) = self.slots[slot].as_ref().map(|g| g.window) else { continue };
                 if window.end - 1 < drop_before {
                     self.by_end.remove(&(window.end, slot));
-                    self.drop_group(slot);
+                    self.drop_group(slot)?;
                 }
             }
             self.make_room()?;
@@ -252,14 +256,9 @@ impl WindowAggregate {
             let Some((last, _)) = entries.last() else { break };
             from = after(last);
             for (disk, _) in entries {
-                if let Windows::Session { .. } = self.config.windows {
+                if let Some(sessions) = self.sessions.as_mut() {
                     let key = self.rows.parser().parse(&disk[16..]).owned();
-                    if let Some(s) = self.sessions.get_mut(&key) {
-                        s.remove(window_of(&disk));
-                        if s.is_empty() {
-                            self.sessions.remove(&key);
-                        }
-                    }
+                    sessions.remove(&key, window_of(&disk))?;
                 }
                 self.spill.book.release(0, Some(disk));
             }
