@@ -270,7 +270,7 @@ impl Job {
 
     /// Memory budget and spill directory for the keyed state of each step
     /// added after this call (dedup keys, the last row per key, window and
-    /// running aggregates' groups); the
+    /// running aggregates' groups, top-N candidates, window join rows); the
     /// default is 256 MiB per step under the system's temporary directory.
     pub fn state(&self, config: StateConfig) {
         self.with(|b| b.state = config);
@@ -494,7 +494,8 @@ impl Stream {
                 self.schema.index_of(c).map_err(|_| Error::Plan(format!("top-N needs a '{c}' column (window results)")))
             };
             let windows = TopNWindows::Columns { start: index("window_start")?, end: index("window_end")? };
-            let op = WindowTopN::new(Arc::clone(&self.schema), keys, order_by, n, windows)?;
+            let state = self.job.with(|b| b.state.clone());
+            let op = WindowTopN::new(Arc::clone(&self.schema), keys, order_by, n, windows)?.with_state(state);
             let op = match rank {
                 Some(name) => op.with_rank(name)?,
                 None => op,
@@ -599,7 +600,8 @@ impl WindowedStream {
             let t = stream.time("top-N")?;
             let time = stream.schema.index_of(&t)?;
             let windows = TopNWindows::Assign { spec, time };
-            let op = WindowTopN::new(stream.schema(), &keys, order_by, n, windows)?;
+            let state = stream.job.with(|b| b.state.clone());
+            let op = WindowTopN::new(stream.schema(), &keys, order_by, n, windows)?.with_state(state);
             let op = match rank {
                 Some(name) => op.with_rank(name)?,
                 None => op,

@@ -20,6 +20,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 use datafusion::arrow::row::{RowConverter, SortField};
 use rill_time::WindowSpec;
 
+use rill_state::StateConfig;
+
+use crate::buffers::RowBuffers;
 use crate::operator::{Operator, Output};
 use crate::window_agg::{assign_rows, event_times};
 use crate::{Error, Result};
@@ -398,8 +401,9 @@ impl Operator for IntervalJoin {
 pub struct WindowJoin {
     sides: [Prepared; 2],
     spec: WindowSpec,
-    /// Rows per window (end, start) and side, window columns not added yet.
-    pending: BTreeMap<(i64, i64), [Vec<RecordBatch>; 2]>,
+    /// Rows per window and side (end, start, side), window columns not
+    /// added yet; past the state budget on disk.
+    pending: RowBuffers<(i64, i64, u8)>,
     schemas: [SchemaRef; 2],
     output: SchemaRef,
     watermark: i64,
@@ -409,7 +413,7 @@ impl std::fmt::Debug for WindowJoin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowJoin")
             .field("spec", &self.spec)
-            .field("windows", &self.pending.len())
+            .field("rows", &self.pending.rows())
             .finish_non_exhaustive()
     }
 }
@@ -427,9 +431,21 @@ impl WindowJoin {
             schemas: [Arc::clone(&left.schema), Arc::clone(&right.schema)],
             sides: [l, r],
             spec,
-            pending: BTreeMap::new(),
+            pending: RowBuffers::new(StateConfig::default()),
             watermark: i64::MIN,
         })
+    }
+
+    /// Keeps the rows waiting for their windows within `config`'s memory
+    /// budget: past it the windows that fire last wait on disk.
+    pub fn with_state(mut self, config: StateConfig) -> Self {
+        self.pending = RowBuffers::new(config);
+        self
+    }
+
+    /// Rows waiting on disk for their window.
+    pub fn rows_on_disk(&self) -> usize {
+        self.pending.rows_on_disk()
     }
 
     fn fire(&self, window: (i64, i64), sides: &[Vec<RecordBatch>; 2]) -> Result<Option<RecordBatch>> {
@@ -484,22 +500,21 @@ impl Operator for WindowJoin {
         if late.iter().any(|l| *l) {
             out.late.push(filter_record_batch(&batch, &late.into())?);
         }
-        for (window, rows) in per_window {
+        for ((end, start), rows) in per_window {
             let rows = datafusion::arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))?;
-            self.pending.entry(window).or_default()[port].push(rows);
+            self.pending.push((end, start, port as u8), rows)?;
         }
         Ok(())
     }
 
     fn advance(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.key().0 - 1 > watermark {
+        while let Some((end, start, _)) = self.pending.first_key() {
+            if end - 1 > watermark {
                 break;
             }
-            let window = *entry.key();
-            let sides = entry.remove();
-            if let Some(b) = self.fire(window, &sides)? {
+            let sides = [self.pending.take((end, start, 0))?, self.pending.take((end, start, 1))?];
+            if let Some(b) = self.fire((end, start), &sides)? {
                 out.emit(b);
             }
         }
@@ -507,7 +522,7 @@ impl Operator for WindowJoin {
     }
 
     fn state_size(&self) -> usize {
-        self.pending.values().flat_map(|s| s.iter().flatten()).map(RecordBatch::num_rows).sum()
+        self.pending.rows()
     }
 
     fn set_watermark(&mut self, watermark: i64) {
@@ -517,13 +532,9 @@ impl Operator for WindowJoin {
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let schema = state_schema(&self.schemas[0], &self.schemas[1]);
         let mut parts = Vec::new();
-        for ((end, start), sides) in &self.pending {
-            for (side, batches) in sides.iter().enumerate() {
-                for b in batches {
-                    let n = b.num_rows();
-                    parts.push(pack(&schema, &self.schemas, side, b, vec![*end; n], vec![*start; n])?);
-                }
-            }
+        for ((end, start, side), b) in self.pending.all()? {
+            let n = b.num_rows();
+            parts.push(pack(&schema, &self.schemas, usize::from(side), &b, vec![end; n], vec![start; n])?);
         }
         if parts.is_empty() {
             return Ok(None);
@@ -538,9 +549,9 @@ impl Operator for WindowJoin {
             for (row, window) in ends.into_iter().zip(starts).enumerate() {
                 per_window.entry(window).or_default().push(row as u32);
             }
-            for (window, idx) in per_window {
+            for ((end, start), idx) in per_window {
                 let part = datafusion::arrow::compute::take_record_batch(&rows, &UInt32Array::from(idx))?;
-                self.pending.entry(window).or_default()[side].push(part);
+                self.pending.push((end, start, side as u8), part)?;
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //! [`pipeline::Pipeline`] runs a window aggregation from a broker topic.
 //! State is checkpointed together with source offsets ([`checkpoint`]).
 
+mod buffers;
 pub mod changelog;
 pub mod checkpoint;
 pub mod dataflow;

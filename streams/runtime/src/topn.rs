@@ -19,6 +19,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::row::{RowConverter, SortField};
 use rill_time::WindowSpec;
 
+use rill_state::StateConfig;
+
+use crate::buffers::RowBuffers;
 use crate::operator::{Operator, Output};
 use crate::window_agg::{assign_rows, event_times};
 use crate::{Error, Result};
@@ -58,14 +61,14 @@ pub struct WindowTopN {
     key_count: usize,
     columns: Vec<usize>,
     /// Rows per window (keyed by end, start), with window columns appended
-    /// when they were assigned here.
-    pending: BTreeMap<(i64, i64), Vec<RecordBatch>>,
+    /// when they were assigned here; past the state budget on disk.
+    pending: RowBuffers<(i64, i64)>,
     watermark: i64,
 }
 
 impl std::fmt::Debug for WindowTopN {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowTopN").field("n", &self.n).field("windows", &self.pending.len()).finish_non_exhaustive()
+        f.debug_struct("WindowTopN").field("n", &self.n).field("rows", &self.pending.rows()).finish_non_exhaustive()
     }
 }
 
@@ -109,7 +112,7 @@ impl WindowTopN {
             sort_fields: fields,
             key_count: keys.len(),
             columns,
-            pending: BTreeMap::new(),
+            pending: RowBuffers::new(StateConfig::default()),
             watermark: i64::MIN,
         })
     }
@@ -126,14 +129,26 @@ impl WindowTopN {
         Ok(self)
     }
 
+    /// Keeps its candidate rows within `config`'s memory budget: past it
+    /// the windows that fire last wait on disk.
+    pub fn with_state(mut self, config: StateConfig) -> Self {
+        self.pending = RowBuffers::new(config);
+        self
+    }
+
+    /// Rows waiting on disk for their window.
+    pub fn rows_on_disk(&self) -> usize {
+        self.pending.rows_on_disk()
+    }
+
     fn add(&mut self, window: (i64, i64), batch: RecordBatch) -> Result<()> {
-        let kept = self.pending.entry(window).or_default();
-        kept.push(batch);
-        let rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
-        if rows > (self.n * 4).max(4096) {
-            let all = std::mem::take(kept);
+        self.pending.push(window, batch)?;
+        // The best N of all rows are among the best N of each part, so the
+        // part in memory can be pruned on its own.
+        if self.pending.memory_rows(window) > (self.n * 4).max(4096) {
+            let all = self.pending.take_memory(window);
             let (ranked, _) = self.rank(&all)?;
-            self.pending.insert(window, vec![ranked]);
+            self.pending.push(window, ranked)?;
         }
         Ok(())
     }
@@ -224,11 +239,14 @@ impl Operator for WindowTopN {
 
     fn advance(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.key().0 - 1 > watermark {
+        while let Some(window) = self.pending.first_key() {
+            if window.0 - 1 > watermark {
                 break;
             }
-            let batches = entry.remove();
+            let batches = self.pending.take(window)?;
+            if batches.is_empty() {
+                continue;
+            }
             let (rows, ranks) = self.rank(&batches)?;
             if self.ranked {
                 let mut columns = rows.columns().to_vec();
@@ -242,7 +260,7 @@ impl Operator for WindowTopN {
     }
 
     fn state_size(&self) -> usize {
-        self.pending.values().flatten().map(RecordBatch::num_rows).sum()
+        self.pending.rows()
     }
 
     fn set_watermark(&mut self, watermark: i64) {
@@ -250,7 +268,7 @@ impl Operator for WindowTopN {
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let all: Vec<RecordBatch> = self.pending.values().flatten().cloned().collect();
+        let all: Vec<RecordBatch> = self.pending.all()?.into_iter().map(|(_, b)| b).collect();
         if all.is_empty() {
             return Ok(None);
         }

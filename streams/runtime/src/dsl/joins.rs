@@ -81,8 +81,11 @@ impl Stream {
     /// Pairs of rows with equal keys in the same window of `windows` (tumbling or hopping).
     pub fn window_join(self, other: &Stream, left_keys: &[&str], right_keys: &[&str], windows: WindowDef) -> Stream {
         let built = match windows.0 {
-            Ok(Windows::Time(spec)) => WindowJoin::new(&self.side(left_keys), &other.side(right_keys), spec)
-                .map(|j| Box::new(j) as Box<dyn Operator>),
+            Ok(Windows::Time(spec)) => {
+                let state = self.job.with(|b| b.state.clone());
+                WindowJoin::new(&self.side(left_keys), &other.side(right_keys), spec)
+                    .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>)
+            }
             Ok(_) => Err(Error::Plan("a window join takes time windows, not sessions or counts".into())),
             Err(e) => Err(Error::Plan(e)),
         };
