@@ -158,12 +158,17 @@ fn unpack(state: &RecordBatch, sides: &[SchemaRef; 2], side: usize) -> Result<(R
 /// A stored row of one side: batch slot, row, event time.
 type Entry = (usize, u32, i64);
 
+/// Slots from here on name batches of spilled rows read for one probe.
+const SPILLED: usize = usize::MAX / 2;
+
 #[derive(Default)]
 struct SideState {
     batches: Vec<Option<RecordBatch>>,
     live: Vec<usize>,
     by_key: HashMap<Vec<u8>, Vec<Entry>>,
     rows: usize,
+    /// Memory of the batches and the index (see `recount`).
+    bytes: usize,
 }
 
 impl SideState {
@@ -171,11 +176,15 @@ impl SideState {
         self.batches.push(Some(batch.clone()));
         self.live.push(rows.len());
         self.rows += rows.len();
+        self.bytes += batch.get_array_memory_size();
         for (key, row, ts) in rows {
+            self.bytes += key.len() + 24;
             self.by_key.entry(key).or_default().push((slot, row, ts));
         }
     }
 }
+
+mod spill;
 
 /// The interval (or, unbounded, regular) join (see the module docs).
 pub struct IntervalJoin {
@@ -187,6 +196,9 @@ pub struct IntervalJoin {
     /// A regular join's rows are forgotten this long (event time) after their own time.
     ttl: Option<i64>,
     output: SchemaRef,
+    /// Rows moved out of memory past the state budget.
+    overflow: spill::Overflow,
+    watermark: i64,
 }
 
 impl std::fmt::Debug for IntervalJoin {
@@ -221,6 +233,8 @@ impl IntervalJoin {
             state: [SideState::default(), SideState::default()],
             bounds,
             ttl: None,
+            overflow: spill::Overflow::new(StateConfig::default()),
+            watermark: i64::MIN,
         })
     }
 
@@ -262,8 +276,10 @@ impl Operator for IntervalJoin {
             None => vec![Some(0); batch.num_rows()],
         };
         let slot = self.state[port].batches.len();
-        // Pairs (own row, other side's batch slot, row).
+        // Pairs (own row, other side's batch slot, row); slots from
+        // `SPILLED` on are batches of spilled rows read for this batch.
         let mut pairs: Vec<(u32, usize, u32)> = Vec::new();
+        let mut spilled: Vec<RecordBatch> = Vec::new();
         let mut stored = Vec::new();
         for (row, ts) in times.iter().enumerate() {
             let Some(ts) = *ts else { continue };
@@ -278,14 +294,22 @@ impl Operator for IntervalJoin {
                     }
                 }
             }
+            if let Some((rows, times)) = self.spilled_rows(other, key.as_ref())? {
+                for (r, t) in times.iter().enumerate() {
+                    if self.meets(port, ts, *t) {
+                        pairs.push((row as u32, SPILLED + spilled.len(), r as u32));
+                    }
+                }
+                spilled.push(rows);
+            }
             stored.push((key.as_ref().to_vec(), row as u32, ts));
         }
         self.state[port].store(slot, &batch, stored);
         if pairs.is_empty() {
-            return Ok(());
+            return self.spill_if_over();
         }
-        let other_batches: Vec<&RecordBatch> = self.state[other].batches.iter().flatten().collect();
-        let slot_index: HashMap<usize, usize> = self.state[other]
+        let mut other_batches: Vec<&RecordBatch> = self.state[other].batches.iter().flatten().collect();
+        let mut slot_index: HashMap<usize, usize> = self.state[other]
             .batches
             .iter()
             .enumerate()
@@ -293,6 +317,10 @@ impl Operator for IntervalJoin {
             .enumerate()
             .map(|(dense, (slot, _))| (slot, dense))
             .collect();
+        for (i, rows) in spilled.iter().enumerate() {
+            slot_index.insert(SPILLED + i, other_batches.len());
+            other_batches.push(rows);
+        }
         let own_idx = UInt32Array::from(pairs.iter().map(|p| p.0).collect::<Vec<_>>());
         let own: Vec<ArrayRef> =
             batch.columns().iter().map(|c| Ok(take(c.as_ref(), &own_idx, None)?)).collect::<Result<_>>()?;
@@ -306,18 +334,15 @@ impl Operator for IntervalJoin {
         let columns = if port == 0 { [own, theirs].concat() } else { [theirs, own].concat() };
         debug_assert_eq!(columns.len(), self.output.fields().len());
         out.emit(RecordBatch::try_new(Arc::clone(&self.output), columns)?);
-        Ok(())
+        self.spill_if_over()
     }
 
     fn advance(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
         // Future rows are after the watermark. A left row at l can meet right
         // rows up to l - lower; a right row at r left rows up to r + upper.
         // Under a TTL a row is kept until the watermark is `ttl` past it.
-        let reaches = match (self.bounds, self.ttl) {
-            (Some((lower, upper)), _) => [lower.saturating_neg(), upper],
-            (None, Some(ttl)) => [ttl, ttl],
-            (None, None) => return Ok(()),
-        };
+        self.watermark = self.watermark.max(watermark);
+        let Some(reaches) = self.reach() else { return Ok(()) };
         for (side, reach) in reaches.into_iter().enumerate() {
             let state = &mut self.state[side];
             let mut freed = vec![0usize; state.batches.len()];
@@ -340,12 +365,17 @@ impl Operator for IntervalJoin {
                     }
                 }
             }
+            state.recount();
         }
-        Ok(())
+        self.purge_spilled()
+    }
+
+    fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
     }
 
     fn state_size(&self) -> usize {
-        self.state[0].rows + self.state[1].rows
+        self.state[0].rows + self.state[1].rows + self.rows_on_disk()
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
@@ -376,6 +406,12 @@ impl Operator for IntervalJoin {
             let times = entries.iter().map(|e| e.2).collect();
             parts.push(pack(&schema, &self.schemas, side, &rows, times, vec![0; entries.len()])?);
         }
+        for side in 0..2 {
+            if let Some((rows, times)) = self.spilled_state(side)? {
+                let n = rows.num_rows();
+                parts.push(pack(&schema, &self.schemas, side, &rows, times, vec![0; n])?);
+            }
+        }
         if parts.is_empty() {
             return Ok(None);
         }
@@ -393,7 +429,7 @@ impl Operator for IntervalJoin {
             let slot = self.state[side].batches.len();
             self.state[side].store(slot, &rows, stored);
         }
-        Ok(())
+        self.spill_if_over()
     }
 }
 

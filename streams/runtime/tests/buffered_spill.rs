@@ -1,6 +1,6 @@
-//! Operators that hold whole rows until a window fires (top-N, window
-//! joins) within a tiny memory budget, their buffers moving to disk, give
-//! the results of the same operators holding everything in memory —
+//! Operators that hold whole rows (top-N, window joins, interval and
+//! regular joins) within a tiny memory budget, their rows moving to disk,
+//! give the results of the same operators holding everything in memory —
 //! across a checkpoint restored mid-stream too.
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use proptest::prelude::*;
 use rill_state::StateConfig;
-use rill_streams::join::{JoinSide, WindowJoin};
+use rill_streams::join::{IntervalJoin, JoinSide, WindowJoin};
 use rill_streams::topn::{TopNWindows, WindowTopN};
 use rill_streams::{Operator, Output};
 use rill_time::WindowSpec;
@@ -159,6 +159,73 @@ proptest! {
         let (a, b) = run(&mut small, &mut roomy, &|| make(Some(16 << 10)), &chunks, restore_at);
         prop_assert_eq!(a, b);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn interval_and_regular_joins_with_rows_on_disk_pair_as_in_memory(
+        chunks in rows_strategy(),
+        kind in 0u8..3,
+        restore_at in 0usize..40,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (left, right) = (schema("l_"), schema("r_"));
+        let side = |s: &SchemaRef, p: &str| JoinSide {
+            schema: Arc::clone(s),
+            keys: vec![format!("{p}key")],
+            time: Some(format!("{p}ts")),
+        };
+        let make = |budget: Option<usize>| -> Box<dyn Operator> {
+            let bounds = (kind == 0).then_some((-400, 300));
+            let mut op = IntervalJoin::new(&side(&left, "l_"), &side(&right, "r_"), bounds).unwrap();
+            if kind == 1 {
+                op = op.with_ttl(700).unwrap();
+            }
+            match budget {
+                Some(b) => Box::new(op.with_state(StateConfig::new(b, dir.path()).unwrap())),
+                None => Box::new(op),
+            }
+        };
+        let chunks: Vec<(usize, RecordBatch)> = chunks
+            .iter()
+            .map(|(port, rows)| (*port, batch(if *port == 0 { &left } else { &right }, rows)))
+            .collect();
+        let (mut small, mut roomy) = (make(Some(16 << 10)), make(None));
+        let (a, b) = run(&mut small, &mut roomy, &|| make(Some(16 << 10)), &chunks, restore_at);
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn a_regular_join_over_thousands_of_keys_moves_its_rows_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left, right) = (schema("l_"), schema("r_"));
+    let side = |s: &SchemaRef, p: &str| JoinSide {
+        schema: Arc::clone(s),
+        keys: vec![format!("{p}key")],
+        time: Some(format!("{p}ts")),
+    };
+    let mut join = IntervalJoin::new(&side(&left, "l_"), &side(&right, "r_"), None)
+        .unwrap()
+        .with_ttl(1_000_000)
+        .unwrap()
+        .with_state(StateConfig::new(64 << 10, dir.path()).unwrap());
+    let mut out = Output::default();
+    // 3,000 keys on the left, then each key once on the right.
+    for start in (0..3_000).step_by(300) {
+        let rows: Vec<(i64, i64, i64)> = (start..start + 300).map(|i| (i, i, i)).collect();
+        join.process(0, batch(&left, &rows), &mut out).unwrap();
+    }
+    assert!(join.rows_on_disk() > 2_000, "{}", join.rows_on_disk());
+    for start in (0..3_000).step_by(300) {
+        let rows: Vec<(i64, i64, i64)> = (start..start + 300).map(|i| (i, 5_000 + i, -i)).collect();
+        join.process(1, batch(&right, &rows), &mut out).unwrap();
+    }
+    let joined: usize = out.rows.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(joined, 3_000, "every right row met its left row, in memory or not");
+    let snapshot = join.snapshot().unwrap().unwrap();
+    assert_eq!(snapshot.num_rows(), 6_000, "a checkpoint holds the rows out of memory too");
 }
 
 #[test]

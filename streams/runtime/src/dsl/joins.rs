@@ -31,8 +31,9 @@ impl Stream {
     /// Every pair of rows with equal keys (`left_keys` here, `right_keys`
     /// in `other`) — state grows with both inputs.
     pub fn join(self, other: &Stream, left_keys: &[&str], right_keys: &[&str]) -> Stream {
+        let state = self.job.with(|b| b.state.clone());
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), None)
-            .map(|j| Box::new(j) as Box<dyn Operator>);
+            .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>);
         self.join_with(other, "join", built)
     }
 
@@ -42,7 +43,7 @@ impl Stream {
     pub fn join_with_ttl(self, other: &Stream, left_keys: &[&str], right_keys: &[&str], ttl: Duration) -> Stream {
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), None)
             .and_then(|j| j.with_ttl(millis(ttl)))
-            .map(|j| Box::new(j) as Box<dyn Operator>);
+            .map(|j| Box::new(j.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
         self.join_with(other, "join", built)
     }
 
@@ -57,8 +58,9 @@ impl Stream {
         bounds: std::ops::RangeInclusive<i64>,
     ) -> Stream {
         let bounds = Some((*bounds.start(), *bounds.end()));
+        let state = self.job.with(|b| b.state.clone());
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), bounds)
-            .map(|j| Box::new(j) as Box<dyn Operator>);
+            .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>);
         self.join_with(other, "interval_join", built)
     }
 
