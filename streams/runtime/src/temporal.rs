@@ -11,25 +11,72 @@
 //! (an inner join), as is a probe row behind the watermark (counted late).
 //!
 //! Output rows are the probe columns followed by the table's columns.
+//!
+//! State stays within the job's budget: each key's versions live in a
+//! [`KeyedState`] (time, whether deleted, the row in Arrow's row format),
+//! and probe rows waiting for the watermark in per-time row buffers, both
+//! moving to disk past it. In processing time only a key's latest version
+//! is kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt8Array, UInt32Array,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt8Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 
+use rill_state::{KeyedState, StateConfig};
+
+use crate::buffers::RowBuffers;
 use crate::changelog::{DELETE, OP_COLUMN, UPDATE_BEFORE, own_row};
 use crate::join::JoinSide;
 use crate::operator::{Operator, Output};
 use crate::window_agg::event_times;
 use crate::{Error, Result};
 
-/// A key's versions: time → the row (a one-row batch of the table's columns), `None` once deleted.
-type Versions = BTreeMap<i64, Option<RecordBatch>>;
+/// A key's versions: time → the row (in the table codec's row format), `None` once deleted.
+type Versions = BTreeMap<i64, Option<Vec<u8>>>;
+
+/// A key's versions as stored: per version its time (8 bytes), 1 if
+/// present (then the row's length, 4 bytes, and the row) or 0 if deleted.
+fn encode(versions: &Versions, out: &mut Vec<u8>) {
+    out.clear();
+    for (time, row) in versions {
+        out.extend_from_slice(&time.to_be_bytes());
+        match row {
+            Some(row) => {
+                out.push(1);
+                out.extend_from_slice(&(row.len() as u32).to_be_bytes());
+                out.extend_from_slice(row);
+            }
+            None => out.push(0),
+        }
+    }
+}
+
+fn decode(mut bytes: &[u8]) -> Result<Versions> {
+    let cut = || Error::Plan("a key's stored versions are cut short".into());
+    let mut out = Versions::new();
+    while !bytes.is_empty() {
+        let time: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(cut)?;
+        let time = i64::from_be_bytes(time);
+        match bytes.get(8) {
+            Some(1) => {
+                let len: [u8; 4] = bytes.get(9..13).and_then(|b| b.try_into().ok()).ok_or_else(cut)?;
+                let len = u32::from_be_bytes(len) as usize;
+                out.insert(time, Some(bytes.get(13..13 + len).ok_or_else(cut)?.to_vec()));
+                bytes = &bytes[13 + len..];
+            }
+            Some(_) => {
+                out.insert(time, None);
+                bytes = &bytes[9..];
+            }
+            None => return Err(cut()),
+        }
+    }
+    Ok(out)
+}
 
 /// The operator (see the module docs).
 pub struct TemporalJoin {
@@ -43,11 +90,14 @@ pub struct TemporalJoin {
     table_time: Option<usize>,
     table_op: Option<usize>,
     rows: RowConverter,
-    versions: HashMap<OwnedRow, Versions>,
+    /// The table's rows (without the row kind) as bytes.
+    codec: RowConverter,
+    /// Each key's versions (see [`encode`]).
+    versions: KeyedState,
     /// Keys with versions added since the last clean-up.
     touched: HashSet<OwnedRow>,
     /// Probe rows waiting for the watermark, by time.
-    pending: BTreeMap<i64, Vec<RecordBatch>>,
+    pending: RowBuffers<i64>,
     /// Version time in processing time: arrival order.
     arrivals: i64,
     watermark: i64,
@@ -55,7 +105,7 @@ pub struct TemporalJoin {
 
 impl std::fmt::Debug for TemporalJoin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TemporalJoin").field("keys", &self.versions.len()).finish_non_exhaustive()
+        f.debug_struct("TemporalJoin").field("versions", &self.versions).finish_non_exhaustive()
     }
 }
 
@@ -104,6 +154,7 @@ impl TemporalJoin {
         let rows = RowConverter::new(
             probe_keys.iter().map(|i| SortField::new(probe.schema.field(*i).data_type().clone())).collect(),
         )?;
+        let codec = RowConverter::new(data.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         Ok(Self {
             probe: Arc::clone(&probe.schema),
             table_data: Arc::new(Schema::new(data)),
@@ -114,12 +165,46 @@ impl TemporalJoin {
             table_time,
             table_op,
             rows,
-            versions: HashMap::new(),
+            codec,
+            versions: KeyedState::new(StateConfig::default()),
             touched: HashSet::new(),
-            pending: BTreeMap::new(),
+            pending: RowBuffers::new(StateConfig::default()),
             arrivals: 0,
             watermark: i64::MIN,
         })
+    }
+
+    /// Keeps the versions and waiting probe rows within `config`'s memory
+    /// budget (half each), spilling past it.
+    pub fn with_state(mut self, config: StateConfig) -> Self {
+        let half = StateConfig {
+            memory_budget: (config.memory_budget / 2).max(rill_state::MIN_BUDGET),
+            spill_dir: config.spill_dir,
+        };
+        self.versions = KeyedState::new(half.clone());
+        self.pending = RowBuffers::new(half);
+        self
+    }
+
+    /// The versions' store (sizes, spills).
+    pub fn versions(&self) -> &KeyedState {
+        &self.versions
+    }
+
+    fn get_versions(&mut self, key: &[u8]) -> Result<Versions> {
+        match self.versions.get(key, i64::MIN)? {
+            Some(bytes) => decode(bytes),
+            None => Ok(Versions::new()),
+        }
+    }
+
+    fn put_versions(&mut self, key: &[u8], versions: &Versions) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(self.versions.remove(key)?);
+        }
+        let mut bytes = Vec::new();
+        encode(versions, &mut bytes);
+        Ok(self.versions.put(key, &bytes, i64::MAX)?)
     }
 
     fn keys(&self, batch: &RecordBatch, indices: &[usize]) -> Result<datafusion::arrow::row::Rows> {
@@ -147,6 +232,7 @@ impl TemporalJoin {
             .map(|(_, c)| Arc::clone(c))
             .collect();
         let data = RecordBatch::try_new(Arc::clone(&self.table_data), data_columns)?;
+        let encoded = self.codec.convert_columns(data.columns())?;
         let ops = self.table_op.map(|i| batch.column(i).as_string::<i32>().clone());
         for (row, time) in times.into_iter().enumerate() {
             let Some(time) = time else { continue };
@@ -154,55 +240,64 @@ impl TemporalJoin {
                 // The row after an update comes as its own +U.
                 Some(UPDATE_BEFORE) => continue,
                 Some(DELETE) => None,
-                _ => Some(own_row(&data, row)?),
+                _ => Some(encoded.row(row).as_ref().to_vec()),
             };
-            let key = keys.row(row).owned();
-            self.versions.entry(key.clone()).or_default().insert(time, version);
-            self.touched.insert(key);
+            let key = keys.row(row);
+            let mut versions = self.get_versions(key.as_ref())?;
+            if self.probe_time.is_none() {
+                // Processing time: a probe meets the latest version only.
+                versions.clear();
+            }
+            versions.insert(time, version);
+            self.put_versions(key.as_ref(), &versions)?;
+            if self.probe_time.is_some() {
+                self.touched.insert(key.owned());
+            }
         }
         Ok(())
     }
 
     /// Joins `batch`'s probe rows each with its key's version at `time_of(row)`.
-    fn join(&self, batch: &RecordBatch, time_of: impl Fn(usize) -> i64) -> Result<Option<RecordBatch>> {
+    fn join(&mut self, batch: &RecordBatch, time_of: impl Fn(usize) -> i64) -> Result<Option<RecordBatch>> {
         let keys = self.keys(batch, &self.probe_keys)?;
         let mut probe_rows = Vec::new();
-        let mut matched: Vec<&RecordBatch> = Vec::new();
+        let mut matched: Vec<Vec<u8>> = Vec::new();
         for row in 0..batch.num_rows() {
-            let Some(versions) = self.versions.get(&keys.row(row).owned()) else { continue };
+            let versions = self.get_versions(keys.row(row).as_ref())?;
             if let Some((_, Some(version))) = versions.range(..=time_of(row)).next_back() {
                 probe_rows.push(row);
-                matched.push(version);
+                matched.push(version.clone());
             }
         }
         if probe_rows.is_empty() {
             return Ok(None);
         }
+        let parser = self.codec.parser();
+        let table = self.codec.convert_rows(matched.iter().map(|r| parser.parse(r)))?;
         let picks: Vec<(usize, usize)> = probe_rows.iter().map(|r| (0, *r)).collect();
         let mut columns = Vec::with_capacity(self.output.fields().len());
         for c in batch.columns() {
             columns.push(interleave(&[c.as_ref()], &picks)?);
         }
-        let table_picks: Vec<(usize, usize)> = (0..matched.len()).map(|i| (i, 0)).collect();
-        for c in 0..self.table_data.fields().len() {
-            let arrays: Vec<&dyn Array> = matched.iter().map(|b| b.column(c).as_ref()).collect();
-            columns.push(interleave(&arrays, &table_picks)?);
-        }
+        columns.extend(table);
         Ok(Some(RecordBatch::try_new(Arc::clone(&self.output), columns)?))
     }
 
     /// Drops, for the keys touched since the last time, the versions older
     /// than the newest one at or behind the watermark.
-    fn clean_up(&mut self) {
-        for key in self.touched.drain() {
-            let Some(versions) = self.versions.get_mut(&key) else { continue };
+    fn clean_up(&mut self) -> Result<()> {
+        for key in std::mem::take(&mut self.touched) {
+            let key = key.row();
+            let mut versions = self.get_versions(key.as_ref())?;
             if let Some((&newest, _)) = versions.range(..=self.watermark).next_back() {
-                *versions = versions.split_off(&newest);
+                versions = versions.split_off(&newest);
             }
             if versions.len() == 1 && versions.values().all(Option::is_none) {
-                self.versions.remove(&key);
+                versions.clear();
             }
+            self.put_versions(key.as_ref(), &versions)?;
         }
+        Ok(())
     }
 }
 
@@ -235,26 +330,25 @@ impl Operator for TemporalJoin {
         }
         for (ts, rows) in by_time {
             let rows = take_record_batch(&batch, &UInt32Array::from(rows))?;
-            self.pending.entry(ts).or_default().push(rows);
+            self.pending.push(ts, rows)?;
         }
         Ok(())
     }
 
     fn advance(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > self.watermark {
+        while let Some(ts) = self.pending.first_key() {
+            if ts > self.watermark {
                 break;
             }
-            let ts = *entry.key();
-            for batch in entry.remove() {
+            for batch in self.pending.take(ts)? {
                 if let Some(joined) = self.join(&batch, |_| ts)? {
                     out.emit(joined);
                 }
             }
         }
         if self.probe_time.is_some() {
-            self.clean_up();
+            self.clean_up()?;
         }
         Ok(())
     }
@@ -264,8 +358,7 @@ impl Operator for TemporalJoin {
     }
 
     fn state_size(&self) -> usize {
-        self.versions.values().map(BTreeMap::len).sum::<usize>()
-            + self.pending.values().flatten().map(RecordBatch::num_rows).sum::<usize>()
+        self.versions.in_memory() + self.versions.on_disk() as usize + self.pending.rows()
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
@@ -273,12 +366,12 @@ impl Operator for TemporalJoin {
         // `__deleted`, then the probe's columns and the table's (nullable).
         let schema = self.state_schema();
         let mut parts = Vec::new();
-        for (ts, batches) in &self.pending {
-            for b in batches {
+        for (ts, b) in self.pending.all()? {
+            {
                 let n = b.num_rows();
                 let mut columns: Vec<ArrayRef> = vec![
                     Arc::new(UInt8Array::from(vec![0u8; n])),
-                    Arc::new(Int64Array::from(vec![*ts; n])),
+                    Arc::new(Int64Array::from(vec![ts; n])),
                     Arc::new(BooleanArray::from(vec![false; n])),
                 ];
                 columns.extend(b.columns().iter().cloned());
@@ -288,18 +381,28 @@ impl Operator for TemporalJoin {
                 parts.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
             }
         }
-        for versions in self.versions.values() {
-            for (ts, version) in versions {
+        let mut stored = Vec::new();
+        self.versions.for_each(i64::MIN, |_, value, _| stored.push(value.to_vec()))?;
+        let parser = self.codec.parser();
+        for value in stored {
+            for (ts, version) in decode(&value)? {
+                let version = match version {
+                    Some(row) => Some(RecordBatch::try_new(
+                        Arc::clone(&self.table_data),
+                        self.codec.convert_rows([parser.parse(&row)])?,
+                    )?),
+                    None => None,
+                };
                 let mut columns: Vec<ArrayRef> = vec![
                     Arc::new(UInt8Array::from(vec![1u8])),
-                    Arc::new(Int64Array::from(vec![*ts])),
+                    Arc::new(Int64Array::from(vec![ts])),
                     Arc::new(BooleanArray::from(vec![version.is_none()])),
                 ];
                 for f in self.probe.fields() {
                     columns.push(datafusion::arrow::array::new_null_array(f.data_type(), 1));
                 }
                 for (c, f) in self.table_data.fields().iter().enumerate() {
-                    columns.push(match version {
+                    columns.push(match &version {
                         Some(v) => Arc::clone(v.column(c)),
                         None => datafusion::arrow::array::new_null_array(f.data_type(), 1),
                     });
@@ -327,16 +430,22 @@ impl Operator for TemporalJoin {
             let one = own_row(state, row)?;
             if side.value(row) == 0 {
                 let columns = one.columns()[3..3 + np].to_vec();
-                self.pending.entry(ts).or_default().push(RecordBatch::try_new(Arc::clone(&self.probe), columns)?);
+                self.pending.push(ts, RecordBatch::try_new(Arc::clone(&self.probe), columns)?)?;
             } else {
                 let columns = one.columns()[3 + np..].to_vec();
                 let data = RecordBatch::try_new(Arc::clone(&self.table_data), columns)?;
                 let keys = self.keys(&data, &self.table_keys_in_data())?;
-                let version = (!deleted.value(row)).then_some(data);
-                self.versions.entry(keys.row(0).owned()).or_default().insert(ts, version);
+                let version = match deleted.value(row) {
+                    true => None,
+                    false => Some(self.codec.convert_columns(data.columns())?.row(0).as_ref().to_vec()),
+                };
+                let key = keys.row(0);
+                let mut versions = self.get_versions(key.as_ref())?;
+                versions.insert(ts, version);
+                self.put_versions(key.as_ref(), &versions)?;
+                self.arrivals = self.arrivals.max(ts.saturating_add(1));
             }
         }
-        self.arrivals = self.versions.values().flat_map(|v| v.keys()).max().map_or(0, |t| t + 1).max(self.arrivals);
         Ok(())
     }
 }

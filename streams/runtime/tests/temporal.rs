@@ -108,3 +108,40 @@ fn in_processing_time_a_probe_row_meets_the_version_held_when_it_arrives() {
     // Arrival order decides, not the versions' own times.
     assert_eq!(joined(&out), [(1, 2, 10), (1, 3, 11)]);
 }
+
+#[test]
+fn versions_and_waiting_probes_past_the_budget_spill_and_join_as_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut small = join(true, true).with_state(rill_state::StateConfig::new(32 << 10, dir.path()).unwrap());
+    let mut roomy = join(true, true);
+    let (mut a, mut b) = (Output::default(), Output::default());
+    for round in 0..4i64 {
+        // 2,000 keys get a new version (the first round inserts), then probes
+        // for every key wait for the watermark.
+        let op = if round == 0 { "+I" } else { "+U" };
+        let table: Vec<(i64, i64, i64, &str)> = (0..2_000).map(|k| (k, k * 10 + round, round * 100, op)).collect();
+        let probing: Vec<(i64, i64)> = (0..2_000).map(|k| (k, round * 100 + 50)).collect();
+        for (op, out) in [(&mut small, &mut a), (&mut roomy, &mut b)] {
+            op.process(1, versions(&table, true), out).unwrap();
+            op.process(0, probes(&probing), out).unwrap();
+        }
+        assert!(small.versions().memory_bytes() <= 32 << 10);
+        small.advance(round * 100 + 60, &mut a).unwrap();
+        roomy.advance(round * 100 + 60, &mut b).unwrap();
+    }
+    assert!(small.versions().on_disk() > 1_000, "{:?}", small.versions());
+    let (mut x, mut y) = (joined(&a), joined(&b));
+    x.sort_unstable();
+    y.sort_unstable();
+    assert_eq!(x.len(), 8_000, "every probe met its key's version of its round");
+    assert!(x.iter().all(|(k, t, v)| *v == k * 10 + (t - 50) / 100));
+    assert_eq!(x, y);
+    // A checkpoint of the spilled versions restores into a fresh join.
+    let state = small.snapshot().unwrap().unwrap();
+    let mut restored = join(true, true);
+    restored.restore(&state).unwrap();
+    let mut out = Output::default();
+    restored.process(0, probes(&[(7, 500)]), &mut out).unwrap();
+    restored.advance(600, &mut out).unwrap();
+    assert_eq!(joined(&out), [(7, 500, 73)]);
+}
