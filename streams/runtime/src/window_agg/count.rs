@@ -1,7 +1,8 @@
 //! Count windows of the window aggregate: per key, an open window that
 //! takes rows in arrival order until it holds `size` of them, then fires
 //! and makes room for the next. Event time only spans the window's rows;
-//! watermarks neither fire nor drop count windows.
+//! watermarks neither fire nor drop count windows. Past the state budget
+//! a key's open window spills like any group (see `spill`).
 
 use datafusion::arrow::row::{OwnedRow, Row};
 use rill_time::Window;
@@ -16,11 +17,14 @@ impl WindowAggregate {
         let owned = key.owned();
         let slot = match self.counting.get(&owned).copied() {
             Some(slot) => slot,
-            None => {
-                let slot = self.new_slot(owned.clone(), Window::new(ts, ts.saturating_add(1)))?;
-                self.counting.insert(owned, slot);
-                slot
-            }
+            None => match self.load_count(&owned)? {
+                Some(slot) => slot,
+                None => {
+                    let slot = self.new_slot(owned.clone(), Window::new(ts, ts.saturating_add(1)))?;
+                    self.counting.insert(owned, slot);
+                    slot
+                }
+            },
         };
         if let Some(g) = self.slots[slot].as_mut() {
             g.rows += 1;
@@ -29,6 +33,8 @@ impl WindowAggregate {
                 // Complete: the key's next row opens a new window.
                 let key = g.key.clone();
                 self.counting.remove(&key);
+                // Its disk copy goes now, before that row could find it.
+                self.forget_disk_copy(slot);
             }
         }
         Ok(slot)

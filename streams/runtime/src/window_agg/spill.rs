@@ -18,9 +18,11 @@
 //! watermark reads back only the range it completes, a chunk at a time,
 //! fires it and drops what is past the lateness.
 //!
-//! Count windows do not spill (their state is one open window per key);
-//! session windows' per-key lists of open sessions are in a `KeyedState`
-//! of their own (`sessions`), which spills by itself.
+//! A count window's group (one open window per key, fired by its rows, not
+//! by the watermark) goes after every time window, under the end and start
+//! `i64::MAX`, its real bounds leading its value. Session windows'
+//! per-key lists of open sessions are in a `KeyedState` of their own
+//! (`sessions`), which spills by itself.
 
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
@@ -74,6 +76,11 @@ fn window_of(disk: &[u8]) -> Window {
     Window::new(unsortable(&disk[8..16]), unsortable(&disk[..8]))
 }
 
+/// Where a count window's group lies in the spill table (after all time windows).
+fn count_key(key: &OwnedRow) -> Vec<u8> {
+    disk_key(key, Window::new(i64::MAX, i64::MAX))
+}
+
 fn group_cost(g: &Group) -> usize {
     2 * g.key.row().as_ref().len() + g.accumulators.iter().map(|a| a.size()).sum::<usize>() + GROUP_OVERHEAD
 }
@@ -116,8 +123,37 @@ impl WindowAggregate {
     pub(super) fn free_slot(&mut self, slot: usize) -> Option<Group> {
         let g = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
-        self.spill.book.release(g.bytes, g.on_disk.then(|| disk_key(&g.key, g.window)));
+        let disk = g.on_disk.then(|| self.disk_key_of(&g));
+        self.spill.book.release(g.bytes, disk);
         Some(g)
+    }
+
+    /// Deletes a group's disk copy (with the next write or read of the table).
+    pub(super) fn forget_disk_copy(&mut self, slot: usize) {
+        let Some(g) = self.slots.get(slot).and_then(Option::as_ref) else { return };
+        if g.on_disk {
+            let disk = self.disk_key_of(g);
+            self.spill.book.release(0, Some(disk));
+            if let Some(g) = self.slots[slot].as_mut() {
+                g.on_disk = false;
+            }
+        }
+    }
+
+    fn counting_windows(&self) -> bool {
+        matches!(self.config.windows, Windows::Count { .. })
+    }
+
+    /// A group's key in the spill table.
+    fn disk_key_of(&self, g: &Group) -> Vec<u8> {
+        if self.counting_windows() { count_key(&g.key) } else { disk_key(&g.key, g.window) }
+    }
+
+    /// The slot of `key`'s open count window brought back from disk, if it was spilled.
+    pub(super) fn load_count(&mut self, key: &OwnedRow) -> Result<Option<usize>> {
+        let disk = count_key(key);
+        let Some(value) = self.spill.book.get(&disk)? else { return Ok(None) };
+        Ok(self.load(&[(disk, value)])?.first().copied())
     }
 
     /// The slot of `key`'s group for `window`, brought back from disk if it
@@ -150,17 +186,30 @@ impl WindowAggregate {
     fn decode(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<RecordBatch> {
         let codec = self.spill.book.codec()?;
         let (keys, values) = (self.rows.parser(), codec.parser());
+        // A count window's bounds lead its value; a time window's are its key.
+        let count = self.counting_windows();
+        let bounds = |k: &[u8], v: &[u8]| -> [u8; 16] {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&(if count { v } else { k })[..16]);
+            b
+        };
+        let skip = if count { 16 } else { 0 };
         let mut columns = self.rows.convert_rows(entries.iter().map(|(k, _)| keys.parse(&k[16..])))?;
         columns.truncate(self.key_indices.len());
-        columns.push(std::sync::Arc::new(entries.iter().map(|(k, _)| unsortable(&k[8..16])).collect::<Int64Array>()));
-        columns.push(std::sync::Arc::new(entries.iter().map(|(k, _)| unsortable(&k[..8])).collect::<Int64Array>()));
-        columns.extend(codec.convert_rows(entries.iter().map(|(_, v)| values.parse(v)))?);
+        let starts: Int64Array = entries.iter().map(|(k, v)| unsortable(&bounds(k, v)[8..16])).collect();
+        let ends: Int64Array = entries.iter().map(|(k, v)| unsortable(&bounds(k, v)[..8])).collect();
+        columns.push(std::sync::Arc::new(starts));
+        columns.push(std::sync::Arc::new(ends));
+        columns.extend(codec.convert_rows(entries.iter().map(|(_, v)| values.parse(&v[skip..])))?);
         Ok(RecordBatch::try_new(self.state_schema()?, columns)?)
     }
 
     /// Whether the group a spill table key names is in memory.
     fn in_memory(&self, disk: &[u8]) -> bool {
         let key = self.rows.parser().parse(&disk[16..]).owned();
+        if self.counting_windows() {
+            return self.counting.contains_key(&key);
+        }
         self.groups.contains_key(&(key, window_of(disk)))
     }
 
@@ -170,7 +219,7 @@ impl WindowAggregate {
     /// with early firing every dirty group (so results come out exactly
     /// when they would in memory).
     pub(super) fn make_room(&mut self) -> Result<()> {
-        if !self.spill.book.over_budget() || matches!(self.config.windows, Windows::Count { .. }) {
+        if !self.spill.book.over_budget() {
             return Ok(());
         }
         if self.spill.book.needs_codec() {
@@ -183,9 +232,13 @@ impl WindowAggregate {
             }
         }
         let (watermark, early) = (self.watermark, self.config.early_fire);
-        let candidates: Vec<(u64, usize, usize)> = self
-            .groups
-            .values()
+        let slots: Vec<usize> = if self.counting_windows() {
+            self.counting.values().copied().collect()
+        } else {
+            self.groups.values().copied().collect()
+        };
+        let candidates: Vec<(u64, usize, usize)> = slots
+            .iter()
             .filter_map(|slot| {
                 let g = self.slots[*slot].as_ref()?;
                 let pinned = g.dirty && (early || g.window.end - 1 <= watermark);
@@ -199,7 +252,13 @@ impl WindowAggregate {
         let mut freed = 0;
         for (i, slot) in chosen.iter().enumerate() {
             if let Some(g) = self.slots[*slot].as_ref() {
-                puts.push((disk_key(&g.key, g.window), values.row(i).as_ref().to_vec()));
+                let mut value = Vec::new();
+                if self.counting_windows() {
+                    value.extend_from_slice(&sortable(g.window.end));
+                    value.extend_from_slice(&sortable(g.window.start));
+                }
+                value.extend_from_slice(values.row(i).as_ref());
+                puts.push((self.disk_key_of(g), value));
                 freed += g.bytes;
             }
         }
@@ -209,6 +268,7 @@ impl WindowAggregate {
             if let Some(g) = self.slots[slot].take() {
                 self.free.push(slot);
                 self.by_end.remove(&(g.window.end, slot));
+                self.counting.remove(&g.key);
                 self.groups.remove(&(g.key, g.window));
             }
         }
@@ -220,6 +280,10 @@ impl WindowAggregate {
     /// `watermark + 1`), a chunk at a time, and frees those past
     /// `drop_before`.
     pub(super) fn fire_spilled(&mut self, drop_before: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.counting_windows() {
+            // Count windows fire by their rows, never by the watermark.
+            return Ok(());
+        }
         let through = self.watermark.saturating_add(1);
         let mut from = sortable(self.spill.fired_below).to_vec();
         let to = sortable(through.saturating_add(1));
@@ -249,6 +313,9 @@ impl WindowAggregate {
     /// before they spilled), with their sessions. Runs after the groups in
     /// memory past it were dropped, so all of that range goes.
     pub(super) fn drop_spilled(&mut self, drop_before: i64) -> Result<()> {
+        if self.counting_windows() {
+            return Ok(());
+        }
         let to = sortable(drop_before.saturating_add(1));
         let mut from = Vec::new();
         loop {
