@@ -75,6 +75,10 @@ pub struct GroupAggregate {
     extremes: Vec<Option<(bool, DataType)>>,
     /// Groups past the memory budget, on disk.
     spill: crate::spill::SpillBook,
+    /// How many state values each accumulator has.
+    widths: Vec<usize>,
+    /// The state columns' types after the keys: the row count, then the state values.
+    state_types: Vec<DataType>,
 }
 
 impl std::fmt::Debug for GroupAggregate {
@@ -124,7 +128,7 @@ impl GroupAggregate {
         let mut fields: Vec<Field> = key_indices.iter().map(|i| input.field(*i).clone()).collect();
         fields.extend(exprs.iter().map(|a| a.field().as_ref().clone().with_nullable(true)));
         fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
-        Ok(Self {
+        let mut op = Self {
             input,
             output: Arc::new(Schema::new(fields)),
             key_indices,
@@ -134,7 +138,17 @@ impl GroupAggregate {
             groups: HashMap::new(),
             extremes,
             spill: crate::spill::SpillBook::new(rill_state::StateConfig::default()),
-        })
+            widths: Vec::new(),
+            state_types: vec![DataType::Int64],
+        };
+        // The state's layout, read once off a fresh group.
+        let mut group = op.fresh()?;
+        for acc in &mut group.accumulators {
+            let state = acc.state()?;
+            op.widths.push(state.len());
+            op.state_types.extend(state.iter().map(ScalarValue::data_type));
+        }
+        Ok(op)
     }
 
     fn fresh(&self) -> Result<Group> {
@@ -244,23 +258,6 @@ impl GroupAggregate {
         }
         columns.push(Arc::new(StringArray::from(ops)));
         Ok(RecordBatch::try_new(Arc::clone(&self.output), columns)?)
-    }
-
-    /// How many state values each aggregate's (sliding) accumulator has.
-    fn state_widths(&self) -> Result<Vec<usize>> {
-        let mut group = self.fresh()?;
-        group.accumulators.iter_mut().map(|a| Ok(a.state()?.len())).collect()
-    }
-
-    /// The types of the state columns after the keys: the row count, then
-    /// each accumulator's state values.
-    fn state_types(&self) -> Result<Vec<DataType>> {
-        let mut group = self.fresh()?;
-        let mut types = vec![DataType::Int64];
-        for acc in &mut group.accumulators {
-            types.extend(acc.state()?.iter().map(ScalarValue::data_type));
-        }
-        Ok(types)
     }
 }
 

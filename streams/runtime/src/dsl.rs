@@ -325,6 +325,11 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
+    /// The job's state settings for a stateful step added now (see [`Job::state`]).
+    fn state_config(&self) -> StateConfig {
+        self.job.with(|b| b.state.clone())
+    }
+
     /// The schema of its rows.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -423,7 +428,7 @@ impl Stream {
         let built = self
             .time("dedup")
             .and_then(|t| Dedup::new(&self.schema, keys, &t, millis(within)))
-            .map(|d| Box::new(d.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
+            .map(|d| Box::new(d.with_state(self.state_config())) as Box<dyn Operator>);
         self.op("dedup", built)
     }
 
@@ -434,7 +439,7 @@ impl Stream {
         let built = self
             .time("keeping the last row")
             .and_then(|t| LastRow::new(Arc::clone(&self.schema), keys, &t, millis(ttl)))
-            .map(|l| Box::new(l.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
+            .map(|l| Box::new(l.with_state(self.state_config())) as Box<dyn Operator>);
         self.op("keep_last", built)
     }
 
@@ -494,7 +499,7 @@ impl Stream {
                 self.schema.index_of(c).map_err(|_| Error::Plan(format!("top-N needs a '{c}' column (window results)")))
             };
             let windows = TopNWindows::Columns { start: index("window_start")?, end: index("window_end")? };
-            let state = self.job.with(|b| b.state.clone());
+            let state = self.state_config();
             let op = WindowTopN::new(Arc::clone(&self.schema), keys, order_by, n, windows)?.with_state(state);
             let op = match rank {
                 Some(name) => op.with_rank(name)?,
@@ -530,7 +535,7 @@ impl KeyedStream {
     pub fn aggregate_changes(self, aggregates: Vec<Aggregate>) -> Stream {
         let stream = self.stream;
         let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-        let state = stream.job.with(|b| b.state.clone());
+        let state = stream.state_config();
         let built = GroupAggregate::new(stream.schema(), &keys, &aggregates)
             .map(|g| Box::new(g.with_state(state)) as Box<dyn Operator>);
         stream.op("changelog_aggregate", built)
@@ -575,7 +580,7 @@ impl WindowedStream {
                 allowed_lateness: self.allowed_lateness,
                 early_fire: self.early_fire,
             };
-            let state = stream.job.with(|b| b.state.clone());
+            let state = stream.state_config();
             Ok(Box::new(WindowAggregate::new(stream.schema(), config)?.with_state(state)) as Box<dyn Operator>)
         })();
         let inputs = vec![stream.node];
@@ -600,7 +605,7 @@ impl WindowedStream {
             let t = stream.time("top-N")?;
             let time = stream.schema.index_of(&t)?;
             let windows = TopNWindows::Assign { spec, time };
-            let state = stream.job.with(|b| b.state.clone());
+            let state = stream.state_config();
             let op = WindowTopN::new(stream.schema(), &keys, order_by, n, windows)?.with_state(state);
             let op = match rank {
                 Some(name) => op.with_rank(name)?,

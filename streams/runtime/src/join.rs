@@ -198,6 +198,8 @@ pub struct IntervalJoin {
     output: SchemaRef,
     /// Rows moved out of memory past the state budget.
     overflow: spill::Overflow,
+    /// Each side's whole rows as bytes (for the rows out of memory).
+    codecs: [RowConverter; 2],
     watermark: i64,
 }
 
@@ -234,6 +236,7 @@ impl IntervalJoin {
             bounds,
             ttl: None,
             overflow: spill::Overflow::new(StateConfig::default()),
+            codecs: [spill::row_codec(&left.schema)?, spill::row_codec(&right.schema)?],
             watermark: i64::MIN,
         })
     }

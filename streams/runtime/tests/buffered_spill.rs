@@ -39,6 +39,11 @@ fn batch(schema: &SchemaRef, rows: &[(i64, i64, i64)]) -> RecordBatch {
     .unwrap()
 }
 
+/// A join side keyed by `{prefix}key` with event time `{prefix}ts`.
+fn side(schema: &SchemaRef, prefix: &str) -> JoinSide {
+    JoinSide { schema: Arc::clone(schema), keys: vec![format!("{prefix}key")], time: Some(format!("{prefix}ts")) }
+}
+
 /// Output rows as sorted lines (operators may emit a window's rows in any order).
 fn lines(out: &[RecordBatch]) -> Vec<String> {
     let mut lines: Vec<String> = out
@@ -138,11 +143,6 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let (left, right) = (schema("l_"), schema("r_"));
-        let side = |s: &SchemaRef, p: &str| JoinSide {
-            schema: Arc::clone(s),
-            keys: vec![format!("{p}key")],
-            time: Some(format!("{p}ts")),
-        };
         let spec = WindowSpec::tumbling(size).unwrap();
         let make = |budget: Option<usize>| -> Box<dyn Operator> {
             let op = WindowJoin::new(&side(&left, "l_"), &side(&right, "r_"), spec).unwrap();
@@ -171,11 +171,6 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let (left, right) = (schema("l_"), schema("r_"));
-        let side = |s: &SchemaRef, p: &str| JoinSide {
-            schema: Arc::clone(s),
-            keys: vec![format!("{p}key")],
-            time: Some(format!("{p}ts")),
-        };
         let make = |budget: Option<usize>| -> Box<dyn Operator> {
             let bounds = (kind == 0).then_some((-400, 300));
             let mut op = IntervalJoin::new(&side(&left, "l_"), &side(&right, "r_"), bounds).unwrap();
@@ -201,11 +196,6 @@ proptest! {
 fn a_regular_join_over_thousands_of_keys_moves_its_rows_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (left, right) = (schema("l_"), schema("r_"));
-    let side = |s: &SchemaRef, p: &str| JoinSide {
-        schema: Arc::clone(s),
-        keys: vec![format!("{p}key")],
-        time: Some(format!("{p}ts")),
-    };
     let mut join = IntervalJoin::new(&side(&left, "l_"), &side(&right, "r_"), None)
         .unwrap()
         .with_ttl(1_000_000)
@@ -232,11 +222,6 @@ fn a_regular_join_over_thousands_of_keys_moves_its_rows_out_of_memory() {
 fn buffers_past_the_budget_go_to_disk_and_come_back_when_their_window_fires() {
     let dir = tempfile::tempdir().unwrap();
     let (left, right) = (schema("l_"), schema("r_"));
-    let side = |s: &SchemaRef, p: &str| JoinSide {
-        schema: Arc::clone(s),
-        keys: vec![format!("{p}key")],
-        time: Some(format!("{p}ts")),
-    };
     let spec = WindowSpec::tumbling(10_000).unwrap();
     let mut join = WindowJoin::new(&side(&left, "l_"), &side(&right, "r_"), spec)
         .unwrap()

@@ -14,6 +14,19 @@ use crate::{Result, StateConfig, kv};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 
+/// The entries of `reader` from `from` up to `to` (the end without one).
+fn range<'a>(
+    reader: &'a ReadOnlyTable<&'static [u8], &'static [u8]>,
+    from: &'a [u8],
+    to: Option<&'a [u8]>,
+) -> Result<redb::Range<'a, &'static [u8], &'static [u8]>> {
+    match to {
+        Some(to) => reader.range(from..to),
+        None => reader.range(from..),
+    }
+    .map_err(kv)
+}
+
 /// An ordered scratch table (see the module docs); the file is created on
 /// the first write and removed with the table.
 pub struct SpillTable {
@@ -107,16 +120,26 @@ impl SpillTable {
             return Ok(Vec::new());
         }
         let Some(reader) = self.reader()? else { return Ok(Vec::new()) };
-        let range = match to {
-            Some(to) => reader.range(from..to),
-            None => reader.range(from..),
-        };
         let mut out = Vec::new();
-        for entry in range.map_err(kv)?.take(limit) {
+        for entry in range(reader, from, to)?.take(limit) {
             let (k, v) = entry.map_err(kv)?;
             out.push((k.value().to_vec(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Calls `f(key, value)` for every entry whose key is at or after
+    /// `from` and before `to` (to the end without one), in key order.
+    pub fn for_each_in(&mut self, from: &[u8], to: Option<&[u8]>, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        if self.len == 0 || to.is_some_and(|to| from >= to) {
+            return Ok(());
+        }
+        let Some(reader) = self.reader()? else { return Ok(()) };
+        for entry in range(reader, from, to)? {
+            let (k, v) = entry.map_err(kv)?;
+            f(k.value(), v.value());
+        }
+        Ok(())
     }
 
     /// Forgets everything (the file goes; a later write makes a new one).

@@ -71,7 +71,7 @@ impl GroupAggregate {
 
     /// A group from row `row` of state columns (row count, then state values).
     fn group_from(&self, columns: &[ArrayRef], row: usize) -> Result<Group> {
-        let widths = self.state_widths()?;
+        let widths = &self.widths;
         if columns.len() != 1 + widths.iter().sum::<usize>() {
             return Err(Error::Plan("checkpointed changelog aggregate state does not fit this aggregate".into()));
         }
@@ -88,7 +88,7 @@ impl GroupAggregate {
 
     /// The state columns (row count, then state values) of `keys`' groups in memory.
     fn state_columns(&mut self, keys: &[OwnedRow]) -> Result<Vec<ArrayRef>> {
-        let types = self.state_types()?;
+        let types = self.state_types.clone();
         let mut cells: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(keys.len()); types.len()];
         for key in keys {
             let Some(group) = self.groups.get_mut(key) else { continue };
@@ -121,7 +121,7 @@ impl GroupAggregate {
             return Ok(());
         }
         if self.spill.needs_codec() {
-            self.spill.set_codec(self.state_types()?)?;
+            self.spill.set_codec(self.state_types.clone())?;
             if !self.spill.over_budget() {
                 return Ok(());
             }

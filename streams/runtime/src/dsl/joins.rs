@@ -31,7 +31,7 @@ impl Stream {
     /// Every pair of rows with equal keys (`left_keys` here, `right_keys`
     /// in `other`) — state grows with both inputs.
     pub fn join(self, other: &Stream, left_keys: &[&str], right_keys: &[&str]) -> Stream {
-        let state = self.job.with(|b| b.state.clone());
+        let state = self.state_config();
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), None)
             .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>);
         self.join_with(other, "join", built)
@@ -43,7 +43,7 @@ impl Stream {
     pub fn join_with_ttl(self, other: &Stream, left_keys: &[&str], right_keys: &[&str], ttl: Duration) -> Stream {
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), None)
             .and_then(|j| j.with_ttl(millis(ttl)))
-            .map(|j| Box::new(j.with_state(self.job.with(|b| b.state.clone()))) as Box<dyn Operator>);
+            .map(|j| Box::new(j.with_state(self.state_config())) as Box<dyn Operator>);
         self.join_with(other, "join", built)
     }
 
@@ -58,7 +58,7 @@ impl Stream {
         bounds: std::ops::RangeInclusive<i64>,
     ) -> Stream {
         let bounds = Some((*bounds.start(), *bounds.end()));
-        let state = self.job.with(|b| b.state.clone());
+        let state = self.state_config();
         let built = IntervalJoin::new(&self.side(left_keys), &other.side(right_keys), bounds)
             .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>);
         self.join_with(other, "interval_join", built)
@@ -84,7 +84,7 @@ impl Stream {
     pub fn window_join(self, other: &Stream, left_keys: &[&str], right_keys: &[&str], windows: WindowDef) -> Stream {
         let built = match windows.0 {
             Ok(Windows::Time(spec)) => {
-                let state = self.job.with(|b| b.state.clone());
+                let state = self.state_config();
                 WindowJoin::new(&self.side(left_keys), &other.side(right_keys), spec)
                     .map(|j| Box::new(j.with_state(state)) as Box<dyn Operator>)
             }

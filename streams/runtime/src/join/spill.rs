@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use rill_state::{SpillTable, StateConfig};
 
 use super::{IntervalJoin, SideState};
-use crate::spill::{CHUNK, after};
 use crate::{Error, Result};
 
 /// Rows that moved out of the fast path.
@@ -35,6 +35,12 @@ impl Overflow {
     pub(super) fn new(config: StateConfig) -> Self {
         Self { budget: config.entry_budget(), config, sides: [None, None], seq: 0, purged_at: i64::MIN }
     }
+}
+
+/// Whole rows of `schema` as bytes.
+pub(super) fn row_codec(schema: &SchemaRef) -> Result<RowConverter> {
+    let fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    Ok(RowConverter::new(fields)?)
 }
 
 /// The start of `key`'s range: its length, then its bytes.
@@ -66,12 +72,6 @@ impl IntervalJoin {
         self.overflow.sides.iter().flatten().map(|t| t.len() as usize).sum()
     }
 
-    /// Whole rows of `side` as bytes.
-    fn codec(&self, side: usize) -> Result<RowConverter> {
-        let fields = self.schemas[side].fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        Ok(RowConverter::new(fields)?)
-    }
-
     /// How long (event time) each side's rows stay: `None` forever.
     pub(super) fn reach(&self) -> Option<[i64; 2]> {
         match (self.bounds, self.ttl) {
@@ -94,7 +94,7 @@ impl IntervalJoin {
         if alive.is_empty() {
             return Ok(None);
         }
-        let codec = self.codec(side)?;
+        let codec = &self.codecs[side];
         let parser = codec.parser();
         let columns = codec.convert_rows(alive.iter().map(|(_, row)| parser.parse(row)))?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schemas[side]), columns)?;
@@ -104,16 +104,11 @@ impl IntervalJoin {
     /// The spilled rows of `key` on `side` still alive, as one batch with their times.
     pub(super) fn spilled_rows(&mut self, side: usize, key: &[u8]) -> Result<Option<(RecordBatch, Vec<i64>)>> {
         let Some(table) = self.overflow.sides[side].as_mut() else { return Ok(None) };
-        let mut from = prefix(key);
+        let from = prefix(key);
         let mut to = from.clone();
         to.extend_from_slice(&[0xff; 9]);
         let mut values = Vec::new();
-        loop {
-            let entries = table.scan(&from, Some(&to), CHUNK)?;
-            let Some((last, _)) = entries.last() else { break };
-            from = after(last);
-            values.extend(entries.into_iter().map(|(_, v)| v));
-        }
+        table.for_each_in(&from, Some(&to), |_, v| values.push(v.to_vec()))?;
         self.alive_rows(side, &values)
     }
 
@@ -125,7 +120,7 @@ impl IntervalJoin {
         }
         for side in 0..2 {
             let state = std::mem::take(&mut self.state[side]);
-            let codec = self.codec(side)?;
+            let codec = &self.codecs[side];
             let encoded = state
                 .batches
                 .iter()
@@ -161,19 +156,18 @@ impl IntervalJoin {
             return Ok(());
         }
         self.overflow.purged_at = self.watermark;
+        let watermark = self.watermark;
         for (side, table) in self.overflow.sides.iter_mut().enumerate() {
             let Some(table) = table.as_mut() else { continue };
-            let mut from = Vec::new();
             let mut gone = Vec::new();
-            loop {
-                let entries = table.scan(&from, None, CHUNK)?;
-                let Some((last, _)) = entries.last() else { break };
-                from = after(last);
-                for (k, v) in entries {
-                    if record(&v)?.0.saturating_add(reach[side]) <= self.watermark {
-                        gone.push(k);
-                    }
-                }
+            let mut cut = false;
+            table.for_each_in(&[], None, |k, v| match record(v) {
+                Ok((t, _)) if t.saturating_add(reach[side]) <= watermark => gone.push(k.to_vec()),
+                Ok(_) => {}
+                Err(_) => cut = true,
+            })?;
+            if cut {
+                return Err(Error::Plan("a spilled join row is cut short".into()));
             }
             table.write(&[], &gone)?;
         }
@@ -183,14 +177,8 @@ impl IntervalJoin {
     /// The spilled rows alive, per side, with their times (for checkpoints).
     pub(super) fn spilled_state(&mut self, side: usize) -> Result<Option<(RecordBatch, Vec<i64>)>> {
         let Some(table) = self.overflow.sides[side].as_mut() else { return Ok(None) };
-        let mut from = Vec::new();
         let mut values = Vec::new();
-        loop {
-            let entries = table.scan(&from, None, CHUNK)?;
-            let Some((last, _)) = entries.last() else { break };
-            from = after(last);
-            values.extend(entries.into_iter().map(|(_, v)| v));
-        }
+        table.for_each_in(&[], None, |_, v| values.push(v.to_vec()))?;
         self.alive_rows(side, &values)
     }
 }
