@@ -44,7 +44,7 @@ pub async fn produce(client: ClientConfig, prefix: &str, config: GeneratorConfig
             let topic = format!("{prefix}{name}");
             let rows = json_rows(batch)?;
             for part in rows.chunks(256) {
-                let messages = part.iter().map(|r| Message::new(topic.clone(), r.clone())).collect();
+                let messages: Vec<Message> = part.iter().map(|r| Message::new(topic.clone(), r.clone())).collect();
                 producer.send_batch(messages).await.map_err(|e| crate::Error::Broker(e.to_string()))?;
                 sent += part.len() as u64;
             }

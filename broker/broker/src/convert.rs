@@ -91,7 +91,8 @@ pub fn to_store(
             format!("message body is {} bytes; the limit is {}", msg.body.len(), limits.max_body_size),
         ));
     }
-    let sys = msg.system_properties.clone().unwrap_or_default();
+    let none = v2::SystemProperties::default();
+    let sys = msg.system_properties.as_ref().unwrap_or(&none);
     let mut props = Properties::new();
     if let Some(tag) = &sys.tag {
         if tag.trim().is_empty() || tag.contains('|') {

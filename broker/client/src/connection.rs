@@ -122,7 +122,98 @@ impl ClientConfig {
 /// How long a topic's route is trusted before it is asked for again.
 const ROUTE_TTL: Duration = Duration::from_secs(30);
 
-pub(crate) type Rpc = MessagingServiceClient<Channel>;
+/// A client of one broker (or of the access point), with its channel for
+/// calls whose request is encoded beforehand.
+#[derive(Debug, Clone)]
+pub(crate) struct Rpc {
+    client: MessagingServiceClient<Channel>,
+    channel: Channel,
+}
+
+impl std::ops::Deref for Rpc {
+    type Target = MessagingServiceClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Rpc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+/// Largest message either way.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+impl Rpc {
+    fn new(channel: Channel) -> Self {
+        let client = MessagingServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Self { client, channel }
+    }
+
+    /// `SendMessage` with an encoded `SendMessageRequest`: a retry sends
+    /// the same bytes again instead of a copy of every message.
+    pub async fn send_encoded(
+        &mut self,
+        request: tonic::Request<bytes::Bytes>,
+    ) -> Result<tonic::Response<v2::SendMessageResponse>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        grpc.ready().await.map_err(|e| tonic::Status::unknown(format!("the channel is not ready: {e}")))?;
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/apache.rocketmq.v2.MessagingService/SendMessage");
+        grpc.unary(request, path, encoded::Codec).await
+    }
+}
+
+/// A codec that writes bytes encoded beforehand and decodes the answer.
+mod encoded {
+    use bytes::{BufMut as _, Bytes};
+    use rill_proto::v2;
+    use tonic::Status;
+    use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Codec;
+
+    impl tonic::codec::Codec for Codec {
+        type Encode = Bytes;
+        type Decode = v2::SendMessageResponse;
+        type Encoder = Codec;
+        type Decoder = Codec;
+
+        fn encoder(&mut self) -> Codec {
+            Codec
+        }
+
+        fn decoder(&mut self) -> Codec {
+            Codec
+        }
+    }
+
+    impl Encoder for Codec {
+        type Item = Bytes;
+        type Error = Status;
+
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Codec {
+        type Item = v2::SendMessageResponse;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+            prost::Message::decode(src).map(Some).map_err(|e| Status::internal(format!("undecodable answer: {e}")))
+        }
+    }
+}
 
 /// A topic's queues as the access point reported them.
 pub(crate) type Route = Arc<Vec<v2::MessageQueue>>;
@@ -192,9 +283,7 @@ fn rpc_for(addresses: &[(String, u16)], config: &ClientConfig) -> Result<Rpc> {
         }
         endpoints.push(endpoint);
     }
-    Ok(MessagingServiceClient::new(Channel::balance_list(endpoints.into_iter()))
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024))
+    Ok(Rpc::new(Channel::balance_list(endpoints.into_iter())))
 }
 
 impl Connection {

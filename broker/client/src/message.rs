@@ -234,5 +234,7 @@ pub(crate) fn new_message_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("01{:08X}{:016X}{:08X}", std::process::id(), nanos as u64, COUNTER.fetch_add(1, Ordering::Relaxed))
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    format!("01{pid:08X}{:016X}{:08X}", nanos as u64, COUNTER.fetch_add(1, Ordering::Relaxed))
 }

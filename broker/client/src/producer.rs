@@ -233,7 +233,8 @@ impl Producer {
     /// next writable queue of the topic's route (round robin over every
     /// broker); a failed attempt is retried on a queue of another broker
     /// when the route has one.
-    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
+    pub async fn send_batch(&self, messages: impl AsRef<[Message]>) -> Result<Vec<SendReceipt>> {
+        let messages = messages.as_ref();
         let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
             return Err(Error::Config("a send needs at least one message".into()));
         };
@@ -326,7 +327,11 @@ impl Core {
                         }
                     }
                     last_broker = queue.broker.as_ref().map(|b| b.name.clone());
-                    self.send_to(&queue, wire.clone()).await
+                    // Encoded once per attempt, from the messages themselves (no copy of them).
+                    let request = v2::SendMessageRequest { messages: std::mem::take(&mut wire) };
+                    let encoded = bytes::Bytes::from(prost::Message::encode_to_vec(&request));
+                    wire = request.messages;
+                    self.send_to(&queue, encoded, wire.len()).await
                 }
                 Err(e) => Err(e),
             };
@@ -367,16 +372,20 @@ impl Core {
     }
 
     /// One `SendMessage` call; per-entry results when the broker gives them.
-    async fn send_to(&self, queue: &v2::MessageQueue, messages: Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
-        let n = messages.len();
+    async fn send_to(
+        &self,
+        queue: &v2::MessageQueue,
+        encoded: bytes::Bytes,
+        n: usize,
+    ) -> Result<Vec<Result<SendReceipt>>> {
         let endpoints = queue.broker.as_ref().and_then(|b| b.endpoints.as_ref());
         let broker_key = endpoint_key(endpoints.unwrap_or(&self.conn.access_point));
         let mut rpc = match endpoints {
             Some(e) => self.conn.broker(e)?,
             None => self.conn.rpc.clone(),
         };
-        let request = self.conn.request(v2::SendMessageRequest { messages });
-        let reply = rpc.send_message(request).await.map_err(|source| Error::Rpc { rpc: "SendMessage", source })?;
+        let request = self.conn.request(encoded);
+        let reply = rpc.send_encoded(request).await.map_err(|source| Error::Rpc { rpc: "SendMessage", source })?;
         let reply = reply.into_inner();
         if reply.entries.len() != n {
             check("SendMessage", reply.status)?;

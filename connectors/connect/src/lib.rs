@@ -21,6 +21,7 @@
 mod cdc;
 pub mod config;
 mod http;
+mod lanes;
 mod mqtt;
 mod offsets;
 pub mod rest;

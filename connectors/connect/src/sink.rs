@@ -143,7 +143,7 @@ async fn forward(
             .into_iter()
             .map(|d| dead_letter(&topic, &config.name, d.body, d.reason, d.origin.to_string()))
             .collect();
-        crate::source::send(p, &topic, messages).await?;
+        crate::lanes::send(p, &topic, messages).await?;
     }
     Ok(())
 }

@@ -9,17 +9,17 @@
 //! It owns the source side of the runtime; the registry of record sources
 //! is [`Sources`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rill_client::{ClientConfig, Message, Producer};
 use rill_sql::{OptionSpec, Options};
 use tokio::sync::watch;
 
 use crate::config::{ConnectorConfig, Tolerance};
+use crate::lanes::{Flight, Lanes};
 use crate::offsets::Offsets;
 use crate::runtime::{Control, Status};
 use crate::transform::{Outcome, Transforms};
@@ -129,7 +129,16 @@ fn topic_of(template: &str, vars: &[(String, String)]) -> String {
     topic
 }
 
-/// Runs one source connector until told to stop or it fails.
+/// Connections to the broker a source sends over (HTTP/2 frames of one
+/// connection go through one task on either side).
+const CONNECTIONS: usize = 4;
+
+/// Polls handed to the lanes and not yet landed, at most.
+const IN_FLIGHT: usize = 3;
+
+/// Runs one source connector until told to stop or it fails. While the
+/// broker stores one poll's records the next polls are read and sent;
+/// positions are stored in poll order, each once its poll landed.
 pub(crate) async fn run(
     config: ConnectorConfig,
     mut source: Box<dyn RecordSource>,
@@ -143,10 +152,50 @@ pub(crate) async fn run(
     let producer = Producer::connect(ClientConfig::new(&broker)).await.map_err(|e| format!("broker {broker}: {e}"))?;
     source.open(offsets.get(&config.name)).await?;
     let dlq = config.dead_letter_topic();
+    let mut producers = vec![producer];
+    for _ in 1..CONNECTIONS {
+        producers
+            .push(Producer::connect(ClientConfig::new(&broker)).await.map_err(|e| format!("broker {broker}: {e}"))?);
+    }
+    let mut lanes = Lanes::start(&producers);
+    let mut flights: VecDeque<Flight> = VecDeque::new();
+    let landed = |flight: &Flight, source: &mut Box<dyn RecordSource>| -> Result<(), String> {
+        // Every record before the position is acknowledged: store it.
+        offsets.put(&config.name, &flight.position).map_err(|e| e.to_string())?;
+        source.acknowledge_through(&flight.position);
+        let mut s = status.lock();
+        s.records += flight.sent;
+        s.dead_letters += flight.dead;
+        s.position = Some(flight.position.clone());
+        s.lag_ms = flight.origin.map(|o| (now_ms() - o).max(0));
+        Ok(())
+    };
     // A poll is never cut short (it returns within a short wait), so no record it took is lost.
-    while crate::runtime::runnable(&mut control, &status).await {
+    loop {
+        if *control.borrow() != Control::Run {
+            // Paused or stopping: what was sent lands first.
+            while let Some(mut f) = flights.pop_front() {
+                f.land().await?;
+                landed(&f, &mut source)?;
+            }
+        }
+        if !crate::runtime::runnable(&mut control, &status).await {
+            break;
+        }
+        while let Some(f) = flights.front_mut() {
+            if !f.landed()? {
+                break;
+            }
+            if let Some(f) = flights.pop_front() {
+                landed(&f, &mut source)?;
+            }
+        }
         let records = source.poll().await?;
         if records.is_empty() {
+            while let Some(mut f) = flights.pop_front() {
+                f.land().await?;
+                landed(&f, &mut source)?;
+            }
             // Nothing pending: the position may still have moved (the snapshot's end, skipped tables).
             let position = source.position();
             offsets.put(&config.name, &position).map_err(|e| e.to_string())?;
@@ -156,10 +205,11 @@ pub(crate) async fn run(
             continue;
         }
         let mut batches: BTreeMap<String, Vec<Message>> = BTreeMap::new();
-        let (mut sent, mut dead, mut origin) = (0u64, 0u64, None);
+        let mut flight = Flight::new(source.position());
         for mut r in records {
-            origin = r.origin_ms.or(origin);
-            let original = r.body.clone();
+            flight.origin = r.origin_ms.or(flight.origin);
+            // A dead letter carries the record as read, before any transform.
+            let original = (!transforms.is_empty()).then(|| r.body.clone());
             let outcome = match r.error.take() {
                 Some(reason) => Err(reason),
                 None => transforms.apply(&mut r.body),
@@ -167,24 +217,29 @@ pub(crate) async fn run(
             match outcome {
                 Ok(Outcome::Dropped) => {}
                 Ok(Outcome::Keep(routed)) => {
-                    let topic = routed.unwrap_or_else(|| topic_of(&template, &r.vars));
+                    let topic = match routed {
+                        Some(t) => t,
+                        None if r.vars.is_empty() => template.clone(),
+                        None => topic_of(&template, &r.vars),
+                    };
                     let mut m = Message::new(&topic, r.body);
                     m.tag = r.tag;
                     m.keys = r.key.into_iter().collect();
                     m.message_group = r.group;
                     m.properties.extend(r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)));
                     batches.entry(topic).or_default().push(m);
-                    sent += 1;
+                    flight.sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
                     let origin = match &r.location {
                         Some(at) => format!("{at}, source {}", config.name),
                         None => format!("record of source {}", config.name),
                     };
-                    let mut m = crate::sink::dead_letter(&dlq, &config.name, original, reason, origin);
+                    let body = original.unwrap_or(r.body);
+                    let mut m = crate::sink::dead_letter(&dlq, &config.name, body, reason, origin);
                     m.keys = r.key.into_iter().collect();
                     batches.entry(dlq.clone()).or_default().push(m);
-                    dead += 1;
+                    flight.dead += 1;
                 }
                 Err(reason) => {
                     let what = match (&r.location, &r.key) {
@@ -196,76 +251,17 @@ pub(crate) async fn run(
             }
         }
         for (topic, messages) in batches {
-            send(&producer, &topic, messages).await?;
+            lanes.submit(&topic, messages, &mut flight)?;
         }
-        // Every record before the position is acknowledged: store it.
-        let position = source.position();
-        offsets.put(&config.name, &position).map_err(|e| e.to_string())?;
-        source.acknowledged();
-        let mut s = status.lock();
-        s.records += sent;
-        s.dead_letters += dead;
-        s.position = Some(position);
-        s.lag_ms = origin.map(|o| (now_ms() - o).max(0));
-    }
-    source.close().await
-}
-
-/// Batches sent at once: messages of one group share a lane (their order
-/// holds); the lanes' batches travel concurrently.
-const LANES: usize = 4;
-
-/// Messages per batch.
-const BATCH: usize = 256;
-
-fn lane_of(group: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    group.hash(&mut h);
-    (h.finish() % LANES as u64) as usize
-}
-
-/// Sends `messages` (all acknowledged when it returns Ok) in batches over
-/// a few concurrent lanes; a failed batch is retried a few times with backoff.
-pub(crate) async fn send(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
-    if messages.len() <= BATCH {
-        return send_lane(producer, topic, messages).await;
-    }
-    let mut lanes: Vec<Vec<Message>> = (0..LANES).map(|_| Vec::new()).collect();
-    for (i, m) in messages.into_iter().enumerate() {
-        let lane = m.message_group.as_deref().map_or(i % LANES, lane_of);
-        lanes[lane].push(m);
-    }
-    let mut sending = tokio::task::JoinSet::new();
-    for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
-        let (producer, topic) = (producer.clone(), topic.to_owned());
-        sending.spawn(async move { send_lane(&producer, &topic, lane).await });
-    }
-    while let Some(sent) = sending.join_next().await {
-        sent.map_err(|e| format!("sending to topic {topic}: {e}"))??;
-    }
-    Ok(())
-}
-
-/// One lane: its batches in order, each acknowledged before the next.
-async fn send_lane(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
-    for chunk in messages.chunks(BATCH) {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            match producer.send_batch(chunk.to_vec()).await {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(topic, error = %e, "send failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(format!("sending to topic {topic}: {e}")),
+        flights.push_back(flight);
+        while flights.len() > IN_FLIGHT {
+            if let Some(mut f) = flights.pop_front() {
+                f.land().await?;
+                landed(&f, &mut source)?;
             }
         }
     }
-    Ok(())
+    source.close().await
 }
 
 fn now_ms() -> i64 {
@@ -275,14 +271,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_group_always_takes_the_same_lane() {
-        let lanes: Vec<usize> = (0..100).map(|i| lane_of(&format!("shop.orders:{i}"))).collect();
-        assert!(lanes.iter().all(|l| *l < LANES));
-        assert_eq!(lanes, (0..100).map(|i| lane_of(&format!("shop.orders:{i}"))).collect::<Vec<_>>());
-        assert!((0..LANES).all(|l| lanes.contains(&l)), "groups spread over every lane: {lanes:?}");
-    }
 
     #[test]
     fn topics_route_by_table() {

@@ -65,10 +65,19 @@ impl RecordSource for TailRecords {
                 tokio::time::sleep(IDLE).await;
             }
             let (tag, host) = (self.config.tag.clone(), self.config.host.clone());
+            // A poll's events mostly share a file: its name is spelled once.
+            let mut named: Option<(std::sync::Arc<std::path::Path>, String)> = None;
             Ok(events
                 .into_iter()
                 .map(|e| {
-                    let file = e.path.display().to_string();
+                    let file = match &named {
+                        Some((path, name)) if std::sync::Arc::ptr_eq(path, &e.path) => name.clone(),
+                        _ => {
+                            let name = e.path.display().to_string();
+                            named = Some((std::sync::Arc::clone(&e.path), name.clone()));
+                            name
+                        }
+                    };
                     Record {
                         key: None,
                         tag: tag.clone(),
