@@ -31,13 +31,14 @@ impl Broker {
         let mut parked = false;
         // Traced messages: where they are in `stored`, id, topic, note.
         let mut traced = Vec::new();
+        let mut known = None;
         for (i, msg) in msgs.iter().enumerate() {
             if crate::reply::is_reply(msg) {
                 // Straight to the waiting requester, not stored.
                 results[i] = Some(self.route_reply(msg));
                 continue;
             }
-            match self.to_store(msg) {
+            match self.to_store(msg, &mut known) {
                 Ok((m, id)) => {
                     if m.topic.as_str() == crate::txn::HALF_TOPIC {
                         halves.push((stored.len(), m.clone()));
@@ -117,9 +118,19 @@ impl Broker {
     }
 
     /// Validates a message and places it on a queue of its topic.
-    fn to_store(&self, msg: &v2::Message) -> Result<(rill_store::MessageToStore, String), Rejection> {
+    /// `known` keeps the last topic looked up: a request's messages mostly share one.
+    fn to_store(
+        &self,
+        msg: &v2::Message,
+        known: &mut Option<(TopicName, rill_store::TopicConfig)>,
+    ) -> Result<(rill_store::MessageToStore, String), Rejection> {
         let name = msg.topic.as_ref().map(|t| t.name.as_str()).unwrap_or_default();
-        let (topic, cfg) = self.topic(name)?;
+        if known.as_ref().is_none_or(|(t, _)| t.as_str() != name) {
+            *known = Some(self.topic(name)?);
+        }
+        let Some((topic, cfg)) = known.as_ref() else {
+            return Err(Rejection::new(Code::InternalServerError, format!("topic '{name}' was not looked up")));
+        };
         if cfg.write_queues == 0 || cfg.perm & rill_store::perm::WRITE == 0 {
             return Err(Rejection::new(Code::Forbidden, format!("topic '{name}' is not writable")));
         }
@@ -129,7 +140,7 @@ impl Broker {
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % cfg.write_queues,
         };
         let limits = Limits { max_body_size: self.config.max_body_size };
-        let mut stored = convert::to_store(msg, &topic, queue, self.config.store_host, limits)?;
+        let mut stored = convert::to_store(msg, topic, queue, self.config.store_host, limits)?;
         let id = stored.properties.unique_id().unwrap_or_default().to_owned();
         let sys = msg.system_properties.as_ref();
         if sys.is_some_and(|s| s.message_type == v2::MessageType::Transaction as i32) {

@@ -28,7 +28,7 @@ mod request;
 pub use connection::{ClientConfig, Credentials, TlsSettings};
 pub use consumer::{ConsumeError, FilterExpression, PushConsumer, RetryPolicy, SimpleConsumer};
 pub use message::{DELAY_LEVELS, Message, ReceivedMessage, SendReceipt, delay_level};
-pub use producer::{Producer, Transaction, TransactionChecker, TransactionResolution};
+pub use producer::{Prepared, Producer, Transaction, TransactionChecker, TransactionResolution};
 pub use reader::{Pulled, QueueReader, QueueRef, StartFrom};
 /// Protocol status codes, as [`Error::code`] reports them.
 pub use rill_proto::v2::Code;

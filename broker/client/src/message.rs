@@ -118,8 +118,17 @@ impl Message {
         message_id: String,
         transactional: bool,
     ) -> v2::Message {
-        let namespace = config.namespace.as_str();
-        let mut user_properties = self.properties.clone();
+        self.clone().into_wire_as(config, message_id, transactional)
+    }
+
+    /// The wire form, taking the message's fields instead of copying them.
+    pub(crate) fn into_wire_as(
+        self,
+        config: &crate::ClientConfig,
+        message_id: String,
+        transactional: bool,
+    ) -> v2::Message {
+        let mut user_properties = self.properties;
         if config.trace {
             user_properties.insert("TRACE_ON".into(), "true".into());
         }
@@ -131,20 +140,20 @@ impl Message {
         };
         let now = now_ms();
         v2::Message {
-            topic: Some(v2::Resource { resource_namespace: namespace.to_owned(), name: self.topic.clone() }),
+            topic: Some(v2::Resource { resource_namespace: config.namespace.clone(), name: self.topic }),
             user_properties,
             system_properties: Some(v2::SystemProperties {
-                tag: self.tag.clone(),
-                keys: self.keys.clone(),
+                tag: self.tag,
+                keys: self.keys,
                 message_id,
                 body_encoding: v2::Encoding::Identity as i32,
                 message_type: message_type as i32,
                 born_timestamp: Some(rill_proto::time::timestamp_from_millis(now)),
-                message_group: self.message_group.clone(),
+                message_group: self.message_group,
                 delivery_timestamp: self.deliver_at_ms.map(rill_proto::time::timestamp_from_millis),
                 ..Default::default()
             }),
-            body: self.body.clone(),
+            body: self.body,
         }
     }
 }

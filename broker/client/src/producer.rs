@@ -197,10 +197,11 @@ impl Producer {
 
     /// Sends one message; resolves when the broker stored it.
     pub async fn send(&self, message: Message) -> Result<SendReceipt> {
-        let wire = message.to_wire(&self.core.conn.config, new_message_id());
+        let topic = message.topic.clone();
+        let wire = message.into_wire_as(&self.core.conn.config, new_message_id(), false);
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { topic: message.topic, wire, reply })
+            .send(Pending { topic, wire, reply })
             .map_err(|_| Error::Config("the producer's send loop has stopped".into()))?;
         answer.await.map_err(|_| Error::Config("the producer's send loop dropped a message".into()))?
     }
@@ -217,7 +218,7 @@ impl Producer {
     /// [`Transaction::commit`].
     pub async fn send_transactional(&self, message: Message) -> Result<Transaction> {
         let wire = message.to_wire_as(&self.core.conn.config, new_message_id(), true);
-        let mut results = self.core.request(&message.topic, vec![wire]).await?;
+        let mut results = self.core.request(&message.topic, &mut vec![wire]).await?;
         let receipt = results.pop().unwrap_or_else(|| Err(Error::Config("no result for the message".into())))?;
         Ok(Transaction { conn: self.core.conn.clone(), topic: message.topic, receipt })
     }
@@ -245,8 +246,51 @@ impl Producer {
             )));
         }
         let config = &self.core.conn.config;
-        let wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(config, new_message_id())).collect();
-        self.core.request(&topic, wire).await?.into_iter().collect()
+        let mut wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(config, new_message_id())).collect();
+        self.core.request(&topic, &mut wire).await?.into_iter().collect()
+    }
+
+    /// Turns `messages` (all of one topic) into the form they travel in,
+    /// once, taking their fields: [`Producer::send_prepared`] sends them,
+    /// as often as it takes, under the same message ids.
+    pub fn prepare(&self, messages: Vec<Message>) -> Result<Prepared> {
+        let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
+            return Err(Error::Config("a send needs at least one message".into()));
+        };
+        if let Some(other) = messages.iter().find(|m| m.topic != topic) {
+            return Err(Error::Config(format!(
+                "a batch goes to one topic; '{}' and '{}' are mixed",
+                topic, other.topic
+            )));
+        }
+        let config = &self.core.conn.config;
+        let wire = messages.into_iter().map(|m| m.into_wire_as(config, new_message_id(), false)).collect();
+        Ok(Prepared { topic, wire })
+    }
+
+    /// Sends prepared messages in one request, as [`Producer::send_batch`]
+    /// does; after a failure they can be sent again.
+    pub async fn send_prepared(&self, batch: &mut Prepared) -> Result<Vec<SendReceipt>> {
+        self.core.request(&batch.topic, &mut batch.wire).await?.into_iter().collect()
+    }
+}
+
+/// Messages of one topic in the form they travel in ([`Producer::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    topic: String,
+    wire: Vec<v2::Message>,
+}
+
+impl Prepared {
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.wire.is_empty()
     }
 }
 
@@ -304,8 +348,8 @@ async fn coalesce(core: Core, mut pending: mpsc::UnboundedReceiver<Pending>) {
             let (core, slot) = (core.clone(), Arc::clone(&slot));
             tokio::spawn(async move {
                 let _slot = slot;
-                let (wire, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.wire, p.reply)).unzip();
-                crate::answer_each(replies, core.request(&topic, wire).await);
+                let (mut wire, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.wire, p.reply)).unzip();
+                crate::answer_each(replies, core.request(&topic, &mut wire).await);
             });
         }
     }
@@ -314,23 +358,23 @@ async fn coalesce(core: Core, mut pending: mpsc::UnboundedReceiver<Pending>) {
 impl Core {
     /// Sends one request with `wire` (all of `topic`), retrying failures of
     /// the whole request; one result per message.
-    async fn request(&self, topic: &str, mut wire: Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
+    async fn request(&self, topic: &str, wire: &mut Vec<v2::Message>) -> Result<Vec<Result<SendReceipt>>> {
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 1;
         let mut last_broker: Option<String> = None;
         loop {
             let result = match self.pick_queue(topic, last_broker.as_deref()).await {
                 Ok(queue) => {
-                    for m in &mut wire {
+                    for m in wire.iter_mut() {
                         if let Some(sys) = m.system_properties.as_mut() {
                             sys.queue_id = queue.id;
                         }
                     }
                     last_broker = queue.broker.as_ref().map(|b| b.name.clone());
                     // Encoded once per attempt, from the messages themselves (no copy of them).
-                    let request = v2::SendMessageRequest { messages: std::mem::take(&mut wire) };
+                    let request = v2::SendMessageRequest { messages: std::mem::take(wire) };
                     let encoded = bytes::Bytes::from(prost::Message::encode_to_vec(&request));
-                    wire = request.messages;
+                    *wire = request.messages;
                     self.send_to(&queue, encoded, wire.len()).await
                 }
                 Err(e) => Err(e),

@@ -66,6 +66,49 @@ async fn produce_then_consume_with_a_tag_filter_and_ack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_batch_is_sent_again_under_the_same_message_ids() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    assert!(producer.prepare(Vec::new()).is_err(), "an empty batch is refused");
+    let mixed = producer.prepare(vec![Message::new("a", "1"), Message::new("b", "2")]).unwrap_err();
+    assert!(mixed.to_string().contains("'a' and 'b'"), "{mixed}");
+
+    let messages = (0..3).map(|i| Message::new("prepared", format!("p{i}")).with_property("i", i.to_string()));
+    let mut batch = producer.prepare(messages.collect()).unwrap();
+    assert_eq!(batch.len(), 3);
+    let first = producer.send_prepared(&mut batch).await.unwrap();
+    let again = producer.send_prepared(&mut batch).await.unwrap();
+    let ids = |r: &[rill_client::SendReceipt]| r.iter().map(|r| r.message_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again), "a resend keeps each message's id");
+    assert_eq!(ids(&first).into_iter().collect::<BTreeSet<_>>().len(), 3, "each message has an id of its own");
+
+    let consumer = SimpleConsumer::connect(
+        ClientConfig::new(&s.endpoint),
+        "prepared-readers",
+        subscription("prepared", FilterExpression::all()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut bodies = Vec::new();
+    while bodies.len() < 6 {
+        let got = consumer.receive(16, Duration::from_secs(10)).await.unwrap();
+        assert!(!got.is_empty(), "only {} of 6 stored messages arrived", bodies.len());
+        for m in got {
+            assert_eq!(
+                String::from_utf8_lossy(&m.body),
+                format!("p{}", m.properties["i"]),
+                "body and properties travel"
+            );
+            bodies.push(String::from_utf8(m.body.to_vec()).unwrap());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["p0", "p0", "p1", "p1", "p2", "p2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extending_invisibility_retires_the_old_handle() {
     let s = server().await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();

@@ -163,7 +163,7 @@ async fn lane(producer: Producer, mut inbox: mpsc::UnboundedReceiver<Batch>) {
     while let Some(batch) = inbox.recv().await {
         let result = match &failed {
             Some(e) => Err(e.clone()),
-            None => send_batch(&producer, &batch.topic, &batch.messages).await,
+            None => send_batch(&producer, &batch.topic, batch.messages).await,
         };
         if let Err(e) = &result {
             failed.get_or_insert_with(|| e.clone());
@@ -172,13 +172,15 @@ async fn lane(producer: Producer, mut inbox: mpsc::UnboundedReceiver<Batch>) {
     }
 }
 
-/// One batch, retried with backoff (the client retries quick failures
-/// itself; this rides out a broker that restarts).
-async fn send_batch(producer: &Producer, topic: &str, messages: &[Message]) -> Result<(), String> {
+/// One batch, put in its wire form once and retried with backoff under
+/// the same message ids (the client retries quick failures itself; this
+/// rides out a broker that restarts).
+async fn send_batch(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
+    let mut batch = producer.prepare(messages).map_err(|e| format!("sending to topic {topic}: {e}"))?;
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match producer.send_batch(messages).await {
+        match producer.send_prepared(&mut batch).await {
             Ok(_) => return Ok(()),
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(topic, error = %e, "send failed; retrying");

@@ -9,6 +9,7 @@
 //! It owns the source side of the runtime; the registry of record sources
 //! is [`Sources`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -217,17 +218,21 @@ pub(crate) async fn run(
             match outcome {
                 Ok(Outcome::Dropped) => {}
                 Ok(Outcome::Keep(routed)) => {
-                    let topic = match routed {
-                        Some(t) => t,
-                        None if r.vars.is_empty() => template.clone(),
-                        None => topic_of(&template, &r.vars),
+                    let topic: Cow<'_, str> = match routed {
+                        Some(t) => Cow::Owned(t),
+                        None if r.vars.is_empty() => Cow::Borrowed(&template),
+                        None => Cow::Owned(topic_of(&template, &r.vars)),
                     };
-                    let mut m = Message::new(&topic, r.body);
+                    let mut m = Message::new(topic.as_ref(), r.body);
                     m.tag = r.tag;
                     m.keys = r.key.into_iter().collect();
                     m.message_group = r.group;
                     m.properties.extend(r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)));
-                    batches.entry(topic).or_default().push(m);
+                    if let Some(batch) = batches.get_mut(topic.as_ref()) {
+                        batch.push(m);
+                    } else {
+                        batches.insert(topic.into_owned(), vec![m]);
+                    }
                     flight.sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
