@@ -33,8 +33,7 @@ struct Batch {
 /// batches already handed over are sent.
 pub(crate) struct Lanes {
     lanes: Vec<mpsc::UnboundedSender<Batch>>,
-    /// Where the next message without a group goes.
-    next: usize,
+    dealer: Dealer,
 }
 
 impl Lanes {
@@ -48,21 +47,43 @@ impl Lanes {
                 tx
             })
             .collect();
-        Self { lanes, next: 0 }
+        Self { lanes, dealer: Dealer::default() }
     }
 
     /// Hands `messages` (all of `topic`) to the lanes; the flight lands
     /// once every one of them is acknowledged.
     pub(crate) fn submit(&mut self, topic: &str, messages: Vec<Message>, flight: &mut Flight) -> Result<(), String> {
-        for (lane, batch) in deal(&mut self.next, messages) {
+        self.begin(messages.len());
+        for m in messages {
+            self.push(topic, m, flight)?;
+        }
+        self.end(flight)
+    }
+
+    /// A poll of about `expected` messages begins.
+    pub(crate) fn begin(&mut self, expected: usize) {
+        self.dealer.begin(expected);
+    }
+
+    /// Adds a message of `topic`; a batch it fills goes out at once.
+    pub(crate) fn push(&mut self, topic: &str, m: Message, flight: &mut Flight) -> Result<(), String> {
+        match self.dealer.add(topic, m) {
+            Some((lane, topic, batch)) => self.hand(lane, topic, batch, flight),
+            None => Ok(()),
+        }
+    }
+
+    /// The poll ended: what its batches hold goes out.
+    pub(crate) fn end(&mut self, flight: &mut Flight) -> Result<(), String> {
+        for (lane, topic, batch) in self.dealer.finish() {
             self.hand(lane, topic, batch, flight)?;
         }
         Ok(())
     }
 
-    fn hand(&self, lane: usize, topic: &str, messages: Vec<Message>, flight: &mut Flight) -> Result<(), String> {
+    fn hand(&self, lane: usize, topic: String, messages: Vec<Message>, flight: &mut Flight) -> Result<(), String> {
         let (done, landed) = oneshot::channel();
-        let batch = Batch { topic: topic.to_owned(), messages, done };
+        let batch = Batch { topic: topic.clone(), messages, done };
         self.lanes[lane].send(batch).map_err(|_| format!("sending to topic {topic}: the lane stopped"))?;
         flight.pending.push(landed);
         Ok(())
@@ -119,32 +140,69 @@ pub(crate) async fn send(producer: &Producer, topic: &str, messages: Vec<Message
     flight.land().await
 }
 
-/// Cuts `messages` into batches by lane, in the order they are to be
-/// handed over: a group's messages all take its lane, in their order;
-/// others go round-robin from `next` over as many lanes as they fill.
-fn deal(next: &mut usize, messages: Vec<Message>) -> Vec<(usize, Vec<Message>)> {
-    // Few messages fill fewer lanes: a batch is worth a request.
-    let spread = messages.len().div_ceil(BATCH).clamp(1, LANES);
-    let mut filling: Vec<Vec<Message>> = (0..LANES).map(|_| Vec::new()).collect();
-    let mut out = Vec::new();
-    for m in messages {
+/// Cuts a poll's messages into batches by lane as they come: a group's
+/// messages all take its lane, in their order; others go round-robin over
+/// as many lanes as the poll fills.
+#[derive(Debug, Default)]
+struct Dealer {
+    /// Lanes that messages without a group are spread over.
+    spread: usize,
+    /// Where the last message without a group went.
+    next: usize,
+    /// Batches being filled: by topic, then by lane.
+    filling: Vec<(String, Vec<Vec<Message>>)>,
+}
+
+impl Dealer {
+    /// A poll of about `expected` messages begins (few messages fill fewer
+    /// lanes: a batch is worth a request).
+    fn begin(&mut self, expected: usize) {
+        self.spread = expected.div_ceil(BATCH).clamp(1, LANES);
+    }
+
+    /// Adds `m`; the batch it fills, with its lane and topic.
+    fn add(&mut self, topic: &str, m: Message) -> Option<(usize, String, Vec<Message>)> {
         let lane = match m.message_group.as_deref() {
             Some(group) => lane_of(group),
             None => {
-                *next = (*next + 1) % spread;
-                *next
+                self.next = (self.next + 1) % self.spread.max(1);
+                self.next
             }
         };
-        let batch = &mut filling[lane];
+        let at = match self.filling.iter().position(|(t, _)| t == topic) {
+            Some(at) => at,
+            None => {
+                self.filling.push((topic.to_owned(), (0..LANES).map(|_| Vec::new()).collect()));
+                self.filling.len() - 1
+            }
+        };
+        let batch = &mut self.filling[at].1[lane];
         if batch.capacity() == 0 {
             batch.reserve_exact(BATCH);
         }
         batch.push(m);
-        if batch.len() == BATCH {
-            out.push((lane, std::mem::take(batch)));
-        }
+        (batch.len() == BATCH).then(|| (lane, topic.to_owned(), std::mem::take(batch)))
     }
-    out.extend(filling.into_iter().enumerate().filter(|(_, b)| !b.is_empty()));
+
+    /// The batches begun and not full, in lane order within each topic.
+    fn finish(&mut self) -> Vec<(usize, String, Vec<Message>)> {
+        let mut out = Vec::new();
+        for (topic, lanes) in self.filling.drain(..) {
+            for (lane, batch) in lanes.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+                out.push((lane, topic.clone(), batch));
+            }
+        }
+        out
+    }
+}
+
+/// Every batch of `messages` (one topic), as [`Lanes::submit`] cuts them.
+#[cfg(test)]
+fn deal(dealer: &mut Dealer, messages: Vec<Message>) -> Vec<(usize, Vec<Message>)> {
+    dealer.begin(messages.len());
+    let mut out: Vec<(usize, Vec<Message>)> =
+        messages.into_iter().filter_map(|m| dealer.add("t", m)).map(|(l, _, b)| (l, b)).collect();
+    out.extend(dealer.finish().into_iter().map(|(l, _, b)| (l, b)));
     out
 }
 
@@ -209,7 +267,7 @@ mod tests {
 
     #[test]
     fn a_groups_messages_keep_their_order_in_one_lane_across_polls() {
-        let mut next = 0;
+        let mut next = Dealer::default();
         let mut lanes: Vec<Vec<String>> = vec![Vec::new(); LANES];
         let mut group_lane = std::collections::HashMap::new();
         for poll in 0..3 {
@@ -239,7 +297,7 @@ mod tests {
 
     #[test]
     fn messages_without_a_group_fill_as_few_lanes_as_their_batches_need() {
-        let mut next = 0;
+        let mut next = Dealer::default();
         let few: Vec<Message> = (0..100).map(|i| Message::new("t", vec![i])).collect();
         let dealt = deal(&mut next, few);
         assert_eq!(dealt.len(), 1, "a hundred messages are one request");

@@ -205,8 +205,9 @@ pub(crate) async fn run(
             s.position = Some(position);
             continue;
         }
-        let mut batches: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        // Batches go out as they fill, while the rest of the poll is turned into messages.
         let mut flight = Flight::new(source.position());
+        lanes.begin(records.len());
         for mut r in records {
             flight.origin = r.origin_ms.or(flight.origin);
             // A dead letter carries the record as read, before any transform.
@@ -228,11 +229,7 @@ pub(crate) async fn run(
                     m.keys = r.key.into_iter().collect();
                     m.message_group = r.group;
                     m.properties.extend(r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)));
-                    if let Some(batch) = batches.get_mut(topic.as_ref()) {
-                        batch.push(m);
-                    } else {
-                        batches.insert(topic.into_owned(), vec![m]);
-                    }
+                    lanes.push(&topic, m, &mut flight)?;
                     flight.sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
@@ -243,7 +240,7 @@ pub(crate) async fn run(
                     let body = original.unwrap_or(r.body);
                     let mut m = crate::sink::dead_letter(&dlq, &config.name, body, reason, origin);
                     m.keys = r.key.into_iter().collect();
-                    batches.entry(dlq.clone()).or_default().push(m);
+                    lanes.push(&dlq, m, &mut flight)?;
                     flight.dead += 1;
                 }
                 Err(reason) => {
@@ -255,9 +252,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        for (topic, messages) in batches {
-            lanes.submit(&topic, messages, &mut flight)?;
-        }
+        lanes.end(&mut flight)?;
         flights.push_back(flight);
         while flights.len() > IN_FLIGHT {
             if let Some(mut f) = flights.pop_front() {
