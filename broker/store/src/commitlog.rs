@@ -27,6 +27,9 @@ use crate::mapped::{self, MappedFile, WriteWindow};
 
 /// Size of the writable window appends copy into (async flush).
 const WINDOW: usize = 4 << 20;
+/// Single appends in a row, with none staged, after which they copy into
+/// a mapped window again (see `Writer::unstaged_run`).
+const REMAP_AFTER: u32 = 64;
 use crate::record::{self, BLANK_MIN_LEN, DecodeError, Placement, Prepared, RECORD_MAGIC, RecordView, Slot};
 
 /// Appends of at least this many bytes in one call go through `pwrite`
@@ -74,6 +77,11 @@ struct Writer {
     staged: Vec<u8>,
     /// Log offset of `staged[0]`.
     staged_from: u64,
+    /// Single appends since the last staged one. While appends are mostly
+    /// staged (written with `pwrite`), a single one past the window is
+    /// written with `pwrite` too: mapping and faulting in a new window for
+    /// it would zero pages the next staged writes overwrite anyway.
+    unstaged_run: u32,
     pos: u64,
     last_store_ts: i64,
     queue_offsets: HashMap<(TopicName, u32), u64>,
@@ -359,6 +367,7 @@ impl CommitLog {
             window: None,
             staged: Vec::new(),
             staged_from: pos,
+            unstaged_run: REMAP_AFTER,
             pos,
             last_store_ts,
             queue_offsets: HashMap::new(),
@@ -444,13 +453,16 @@ impl CommitLog {
             if w.staged.is_empty() {
                 w.staged_from = w.pos;
             }
+            w.unstaged_run = 0;
             let at = w.staged.len();
             w.staged.resize(at + p.size, 0);
             record::encode_into(&mut w.staged[at..], p, place);
         } else {
             // Move on to the next window once the write position has left
-            // the current one.
-            if !w.window.as_ref().is_some_and(|win| win.covers(w.pos, 0) && w.pos < win.end()) {
+            // the current one (unless staged appends are the rule now).
+            let inside = w.window.as_ref().is_some_and(|win| win.covers(w.pos, 0) && w.pos < win.end());
+            w.unstaged_run = w.unstaged_run.saturating_add(1);
+            if !inside && w.unstaged_run >= REMAP_AFTER {
                 self.advance_window(w)?;
             }
             match w.window.as_ref().filter(|win| win.covers(w.pos, p.size)) {
@@ -460,7 +472,8 @@ impl CommitLog {
                     let dst = unsafe { win.region_mut(w.pos, p.size) };
                     record::encode_into(dst, p, place);
                 }
-                // A record straddling two windows.
+                // A record straddling two windows, or past the window while
+                // staged appends are the rule.
                 None => {
                     let mut buf = vec![0u8; p.size];
                     record::encode_into(&mut buf, p, place);

@@ -201,3 +201,51 @@ async fn large_batches_written_through_the_file_mix_with_mapped_appends() {
     let store = Store::open(cfg).unwrap();
     check(&store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_and_single_appends_mixed_across_write_windows_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    // Two 4 MiB write windows a segment, and rolls.
+    cfg.segment_size = 8 << 20;
+    let store = Store::open(cfg.clone()).unwrap();
+    let mut seq = 0u64;
+    let mut bodies = Vec::new();
+    let mut next = |bodies: &mut Vec<Vec<u8>>| {
+        let b = body(3, 0, seq);
+        bodies.push(b.clone());
+        seq += 1;
+        message("mixed", 0, b, "T", &format!("k{seq}"))
+    };
+    for round in 0..120u64 {
+        // A batch large enough to be written with one `pwrite` …
+        let batch: Vec<_> = (0..40).map(|_| next(&mut bodies)).collect();
+        store.append_batch(batch).await.unwrap();
+        // … then single appends: a few (past the window, written through
+        // the file) or a long run (mapped windows again).
+        let singles = if round % 3 == 0 { 80 } else { 5 };
+        for _ in 0..singles {
+            store.append(next(&mut bodies)).await.unwrap();
+        }
+    }
+    let total = bodies.len() as u64;
+    assert!(store.state().segments >= 2, "the log rolled: {:?}", store.state().segments);
+    let check = |store: &Store| {
+        let mut offset = 0;
+        while offset < total {
+            let r = store.read_queue("mixed", 0, offset, 500).unwrap();
+            assert_eq!(r.status, ReadStatus::Found, "at queue offset {offset}");
+            for m in &r.messages {
+                assert_eq!(&m.body[..], &bodies[m.queue_offset as usize][..], "message {}", m.queue_offset);
+            }
+            offset = r.next_offset;
+        }
+        assert_eq!(offset, total);
+    };
+    store.wait_dispatched(store.state().committed).await.unwrap();
+    check(&store);
+    store.close().unwrap();
+    let store = Store::open(cfg).unwrap();
+    check(&store);
+    store.close().unwrap();
+}
