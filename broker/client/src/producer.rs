@@ -236,15 +236,7 @@ impl Producer {
     /// when the route has one.
     pub async fn send_batch(&self, messages: impl AsRef<[Message]>) -> Result<Vec<SendReceipt>> {
         let messages = messages.as_ref();
-        let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
-            return Err(Error::Config("a send needs at least one message".into()));
-        };
-        if let Some(other) = messages.iter().find(|m| m.topic != topic) {
-            return Err(Error::Config(format!(
-                "a batch goes to one topic; '{}' and '{}' are mixed",
-                topic, other.topic
-            )));
-        }
+        let topic = one_topic(messages)?;
         let config = &self.core.conn.config;
         let mut wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(config, new_message_id())).collect();
         self.core.request(&topic, &mut wire).await?.into_iter().collect()
@@ -254,15 +246,7 @@ impl Producer {
     /// once, taking their fields: [`Producer::send_prepared`] sends them,
     /// as often as it takes, under the same message ids.
     pub fn prepare(&self, messages: Vec<Message>) -> Result<Prepared> {
-        let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
-            return Err(Error::Config("a send needs at least one message".into()));
-        };
-        if let Some(other) = messages.iter().find(|m| m.topic != topic) {
-            return Err(Error::Config(format!(
-                "a batch goes to one topic; '{}' and '{}' are mixed",
-                topic, other.topic
-            )));
-        }
+        let topic = one_topic(&messages)?;
         let config = &self.core.conn.config;
         let wire = messages.into_iter().map(|m| m.into_wire_as(config, new_message_id(), false)).collect();
         Ok(Prepared { topic, wire })
@@ -273,6 +257,17 @@ impl Producer {
     pub async fn send_prepared(&self, batch: &mut Prepared) -> Result<Vec<SendReceipt>> {
         self.core.request(&batch.topic, &mut batch.wire).await?.into_iter().collect()
     }
+}
+
+/// The topic every one of `messages` goes to; an error if there are none or they differ.
+fn one_topic(messages: &[Message]) -> Result<String> {
+    let Some(topic) = messages.first().map(|m| m.topic.clone()) else {
+        return Err(Error::Config("a send needs at least one message".into()));
+    };
+    if let Some(other) = messages.iter().find(|m| m.topic != topic) {
+        return Err(Error::Config(format!("a batch goes to one topic; '{}' and '{}' are mixed", topic, other.topic)));
+    }
+    Ok(topic)
 }
 
 /// Messages of one topic in the form they travel in ([`Producer::prepare`]).
