@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rill_client::{Message, Producer};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 /// Lanes side by side (requests in flight at once).
 pub(crate) const LANES: usize = 8;
@@ -29,10 +30,13 @@ struct Batch {
     done: oneshot::Sender<Result<(), String>>,
 }
 
-/// The lanes of one producer; dropping them ends their tasks once the
-/// batches already handed over are sent.
+/// The lanes of a source; dropping them stops their tasks, sent or not
+/// (a source that failed sends nothing more; one that stops lands its
+/// flights first).
 pub(crate) struct Lanes {
     lanes: Vec<mpsc::UnboundedSender<Batch>>,
+    /// Held so that dropping the lanes aborts their tasks.
+    _tasks: JoinSet<()>,
     dealer: Dealer,
 }
 
@@ -40,14 +44,15 @@ impl Lanes {
     /// Starts [`LANES`] lanes sending through `producers` (taken in turn:
     /// each producer is a connection of its own).
     pub(crate) fn start(producers: &[Producer]) -> Self {
+        let mut tasks = JoinSet::new();
         let lanes = (0..LANES)
             .map(|i| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(lane(producers[i % producers.len()].clone(), rx));
+                tasks.spawn(lane(producers[i % producers.len()].clone(), rx));
                 tx
             })
             .collect();
-        Self { lanes, dealer: Dealer::default() }
+        Self { lanes, _tasks: tasks, dealer: Dealer::default() }
     }
 
     /// Hands `messages` (all of `topic`) to the lanes; the flight lands
@@ -83,8 +88,8 @@ impl Lanes {
 
     fn hand(&self, lane: usize, topic: String, messages: Vec<Message>, flight: &mut Flight) -> Result<(), String> {
         let (done, landed) = oneshot::channel();
-        let batch = Batch { topic: topic.clone(), messages, done };
-        self.lanes[lane].send(batch).map_err(|_| format!("sending to topic {topic}: the lane stopped"))?;
+        let batch = Batch { topic, messages, done };
+        self.lanes[lane].send(batch).map_err(|e| format!("sending to topic {}: the lane stopped", e.0.topic))?;
         flight.pending.push(landed);
         Ok(())
     }
@@ -136,7 +141,8 @@ impl Flight {
 /// Sends `messages` of `topic` over fresh lanes; Ok once all are acknowledged.
 pub(crate) async fn send(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
     let mut flight = Flight::default();
-    Lanes::start(std::slice::from_ref(producer)).submit(topic, messages, &mut flight)?;
+    let mut lanes = Lanes::start(std::slice::from_ref(producer));
+    lanes.submit(topic, messages, &mut flight)?;
     flight.land().await
 }
 

@@ -218,9 +218,8 @@ impl Tailer {
             self.scan()?;
         }
         let now = Instant::now();
-        // Sized for short lines, so a full poll seldom grows them.
-        let mut events = Vec::with_capacity(budget.min(64 << 20) / 128);
-        let mut pieces = Vec::with_capacity(CHUNK / 128);
+        let mut events = Vec::new();
+        let mut pieces = Vec::new();
         let mut left = budget;
         let mut buf = vec![0u8; CHUNK.min(budget.max(1))];
         let mut i = 0;
