@@ -24,9 +24,8 @@ use rill_common::{Clock, TopicName};
 use crate::StoredMessage;
 use crate::error::{Error, Result};
 use crate::mapped::{self, MappedFile, WriteWindow};
+use crate::window::{WINDOW, WindowsAhead};
 
-/// Size of the writable window appends copy into (async flush).
-const WINDOW: usize = 4 << 20;
 /// Single appends in a row, with none staged, after which they copy into
 /// a mapped window again (see `Writer::unstaged_run`).
 const REMAP_AFTER: u32 = 64;
@@ -96,11 +95,9 @@ pub(crate) struct CommitLog {
     writer: Mutex<Option<Writer>>,
     committed: AtomicU64,
     flushed: AtomicU64,
-    /// The next write window, mapped and faulted in by a background thread.
-    spare_window: Mutex<Option<WriteWindow>>,
-    /// Start of the window the writer will need next (`u64::MAX`: none).
-    window_wanted: AtomicU64,
-    /// Set when the writer took the spare window; cleared by [`CommitLog::take_window_request`].
+    /// The next write windows, mapped and faulted in by a background thread.
+    ahead: WindowsAhead,
+    /// Set when the writer moved to another window; cleared by [`CommitLog::take_window_request`].
     window_request: AtomicBool,
     clock: Arc<dyn Clock>,
     verify_crc: bool,
@@ -164,8 +161,7 @@ impl CommitLog {
             writer: Mutex::new(None),
             committed: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
-            spare_window: Mutex::new(None),
-            window_wanted: AtomicU64::new(u64::MAX),
+            ahead: WindowsAhead::default(),
             window_request: AtomicBool::new(false),
             clock,
             verify_crc,
@@ -184,56 +180,38 @@ impl CommitLog {
         self.flushed.load(Ordering::Acquire)
     }
 
-    /// Maps and faults in the window the writer will need next, off the
-    /// append path (called by a background thread).
-    pub fn prepare_window(&self) {
-        let want = self.window_wanted.load(Ordering::Acquire);
-        if want == u64::MAX || self.spare_window.lock().as_ref().is_some_and(|w| w.start() == want) {
-            return;
-        }
-        let Some(seg) = self.segments.read().last().cloned() else { return };
-        if want < seg.base() || want >= seg.end() {
-            return;
-        }
-        match seg.write_window((want - seg.base()) as usize, WINDOW) {
-            Ok(win) => *self.spare_window.lock() = Some(win),
-            Err(e) => tracing::debug!(error = %e, "cannot prepare a CommitLog window; appends will map it"),
-        }
+    /// Maps and faults in the windows the writer will need next, and
+    /// unmaps the ones it left, off the append path (background thread).
+    pub fn prepare_windows(&self) {
+        self.ahead.prepare();
     }
 
-    /// Whether a spare window should be prepared now (clears the request).
+    /// Whether [`CommitLog::prepare_windows`] has work to do.
+    pub fn windows_pending(&self) -> bool {
+        self.ahead.work_pending()
+    }
+
+    /// Whether the window preparer should be woken now (clears the request).
     pub fn take_window_request(&self) -> bool {
         self.window_request.load(Ordering::Relaxed) && self.window_request.swap(false, Ordering::AcqRel)
     }
 
-    /// Moves the writer's window to the one holding `w.pos`, and asks for
-    /// the one after it to be prepared.
+    /// Moves the writer's window to the one holding `w.pos` (prepared in
+    /// the background if the preparer kept up), and asks for the ones after
+    /// it to be prepared.
     fn advance_window(&self, w: &mut Writer) -> Result<()> {
         let in_seg = (w.pos - w.active.base()) as usize;
         let start = w.active.base() + (in_seg - in_seg % WINDOW) as u64;
-        w.window = None;
-        let spare = {
-            let mut slot = self.spare_window.lock();
-            if slot.as_ref().is_some_and(|win| win.start() == start && win.segment() == w.active.base()) {
-                slot.take()
-            } else {
-                None
-            }
-        };
-        let window = match spare {
+        let window = match self.ahead.take(&w.active, start, w.window.take()) {
             Some(win) => win,
             None => w
                 .active
                 .write_window((start - w.active.base()) as usize, WINDOW)
                 .map_err(Error::io("map", w.active.path()))?,
         };
-        let next = window.end();
+        self.ahead.follow(&w.active, window.end());
         w.window = Some(window);
-        let wanted = if next < w.active.end() { next } else { u64::MAX };
-        self.window_wanted.store(wanted, Ordering::Release);
-        if wanted != u64::MAX {
-            self.window_request.store(true, Ordering::Release);
-        }
+        self.window_request.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -532,7 +510,7 @@ impl CommitLog {
             let _ = std::fs::remove_file(next.path());
             return Err(Error::Io { op: "write", path: w.active.path().to_path_buf(), source: e });
         }
-        w.window = None;
+        self.ahead.retire(w.window.take());
         self.last_times.lock().insert(w.active.base(), w.last_store_ts);
         self.segments.write().push(Arc::clone(&next));
         w.active = next;

@@ -64,6 +64,7 @@ mod retention;
 mod services;
 mod store;
 pub mod timer;
+mod window;
 
 pub use checkpoint::Checkpoint;
 pub use commitlog::{Appended, ScanReport};

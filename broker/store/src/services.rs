@@ -1,7 +1,7 @@
 //! The store's background threads: the flusher (group commit), the
 //! dispatcher (CommitLog → ConsumeQueues and index), the window preparer
-//! (maps the CommitLog write window the writer needs next) and the
-//! housekeeper (checkpoints and retention).
+//! (maps the CommitLog write windows the writer needs next and unmaps the
+//! ones it left) and the housekeeper (checkpoints and retention).
 //!
 //! They are plain OS threads rather than async tasks: their work is
 //! blocking file I/O (`fdatasync`, page faults on mapped files), and the
@@ -274,8 +274,12 @@ fn publish(inner: &Inner, next: u64) {
 /// an append is a plain `memcpy` instead of a page fault every few messages.
 fn prefaulter(inner: Arc<Inner>) {
     while !inner.shutdown.load(Ordering::Acquire) {
-        inner.log.prepare_window();
-        inner.prefault_signal.sleep_while(Duration::from_millis(100), || !inner.shutdown.load(Ordering::Acquire));
+        inner.log.prepare_windows();
+        // The condition is checked after the thread announced its sleep, so
+        // a request made meanwhile is not lost.
+        inner.prefault_signal.sleep_while(Duration::from_millis(100), || {
+            !inner.shutdown.load(Ordering::Acquire) && !inner.log.windows_pending()
+        });
     }
 }
 
