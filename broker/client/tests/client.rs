@@ -21,6 +21,11 @@ fn subscription(topic: &str, filter: FilterExpression) -> HashMap<String, Filter
     [(topic.to_owned(), filter)].into_iter().collect()
 }
 
+/// A simple consumer of `group` on one topic, long-polling up to `wait`.
+async fn reader(endpoint: &str, group: &str, topic: &str, filter: FilterExpression, wait: Duration) -> SimpleConsumer {
+    SimpleConsumer::connect(ClientConfig::new(endpoint), group, subscription(topic, filter), wait).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_then_consume_with_a_tag_filter_and_ack() {
     let s = server().await;
@@ -39,14 +44,8 @@ async fn produce_then_consume_with_a_tag_filter_and_ack() {
     let late = producer.send_async(Message::new("numbers", "async").with_tag("odd")).await.unwrap().unwrap();
     assert!(!late.message_id.is_empty());
 
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "evens",
-        subscription("numbers", FilterExpression::Tag("even".into())),
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let consumer =
+        reader(&s.endpoint, "evens", "numbers", FilterExpression::Tag("even".into()), Duration::from_millis(500)).await;
     let mut seen = BTreeSet::new();
     loop {
         let got = consumer.receive(16, Duration::from_secs(30)).await.unwrap();
@@ -82,14 +81,8 @@ async fn a_prepared_batch_is_sent_again_under_the_same_message_ids() {
     assert_eq!(ids(&first), ids(&again), "a resend keeps each message's id");
     assert_eq!(ids(&first).into_iter().collect::<BTreeSet<_>>().len(), 3, "each message has an id of its own");
 
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "prepared-readers",
-        subscription("prepared", FilterExpression::all()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let consumer =
+        reader(&s.endpoint, "prepared-readers", "prepared", FilterExpression::all(), Duration::from_secs(5)).await;
     let mut bodies = Vec::new();
     while bodies.len() < 6 {
         let got = consumer.receive(16, Duration::from_secs(10)).await.unwrap();
@@ -113,14 +106,7 @@ async fn extending_invisibility_retires_the_old_handle() {
     let s = server().await;
     let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
     producer.send(Message::new("t", "x")).await.unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "g",
-        subscription("t", FilterExpression::all()),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let consumer = reader(&s.endpoint, "g", "t", FilterExpression::all(), Duration::from_secs(1)).await;
     let mut m = consumer.receive(1, Duration::from_secs(30)).await.unwrap().pop().unwrap();
     let old = m.clone();
     consumer.change_invisible_duration(&mut m, Duration::from_secs(60)).await.unwrap();
@@ -223,14 +209,7 @@ async fn clients_reconnect_and_announce_themselves_again_after_a_broker_restart(
     };
     let (_broker, stop, task) = serve_at(addr, &dir.path().join("a")).await;
     let producer = Producer::connect(ClientConfig::new(addr.to_string())).await.unwrap();
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(addr.to_string()),
-        "g",
-        subscription("t", FilterExpression::all()),
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let consumer = reader(&addr.to_string(), "g", "t", FilterExpression::all(), Duration::from_millis(200)).await;
     producer.send(Message::new("t", "before")).await.unwrap();
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -269,14 +248,8 @@ async fn concurrent_sends_share_requests_but_succeed_or_fail_one_by_one() {
     let err = too_big.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Some(rill_proto::v2::Code::MessageBodyTooLarge), "{err}");
 
-    let consumer = SimpleConsumer::connect(
-        ClientConfig::new(&s.endpoint),
-        "bulk-readers",
-        subscription("bulk", FilterExpression::all()),
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let consumer =
+        reader(&s.endpoint, "bulk-readers", "bulk", FilterExpression::all(), Duration::from_millis(300)).await;
     let mut bodies = BTreeSet::new();
     loop {
         let got = consumer.receive(64, Duration::from_secs(30)).await.unwrap();
