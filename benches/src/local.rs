@@ -46,6 +46,11 @@ impl LocalBroker {
         Ok(Self { server, store, stop, served, addr })
     }
 
+    /// Messages the queues of `topic` hold.
+    pub fn stored(&self, topic: &str) -> u64 {
+        self.store.state().queues.iter().filter(|q| q.topic == topic).map(|q| q.max_offset - q.min_offset).sum()
+    }
+
     /// Stops serving and closes the store cleanly.
     pub fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(());

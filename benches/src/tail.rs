@@ -190,9 +190,14 @@ pub fn run(opts: &TailBenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Ta
         connect.shutdown().await;
         Ok(secs)
     });
+    let stored = broker.stored("bench-tail");
     broker.shutdown()?;
     let _ = std::fs::remove_dir_all(&opts.dir);
-    cases.push(case("file-tail → broker, acknowledged", lines, measured?));
+    let measured = measured?;
+    if stored != lines {
+        return Err(work(format!("the broker holds {stored} messages for {lines} lines")));
+    }
+    cases.push(case("file-tail → broker, acknowledged", lines, measured));
     let (plain, sent) = (cases[0].mib_per_sec, cases[2].mib_per_sec);
     Ok(TailBenchReport {
         bench: "tail",

@@ -95,21 +95,11 @@ pub fn to_store(
     let sys = msg.system_properties.as_ref().unwrap_or(&none);
     let mut props = Properties::new();
     if let Some(tag) = &sys.tag {
-        if tag.trim().is_empty() || tag.contains('|') {
-            return Err(Rejection::new(
-                Code::IllegalMessageTag,
-                format!("tag {tag:?} must be non-blank and may not contain '|'"),
-            ));
-        }
+        check_tag(tag)?;
         props.insert(keys::TAGS, tag.clone());
     }
     if !sys.keys.is_empty() {
-        if let Some(bad) = sys.keys.iter().find(|k| k.trim().is_empty() || k.contains(char::is_whitespace)) {
-            return Err(Rejection::new(
-                Code::IllegalMessageKey,
-                format!("key {bad:?} must be non-blank and may not contain white space"),
-            ));
-        }
+        check_keys(sys.keys.iter().map(String::as_str))?;
         props.insert(keys::KEYS, sys.keys.join(" "));
     }
     let id = if sys.message_id.is_empty() { fallback_message_id() } else { sys.message_id.clone() };
@@ -130,8 +120,12 @@ pub fn to_store(
     if born_ip.is_none() && !sys.born_host.is_empty() {
         props.insert(BORN_HOST, sys.born_host.clone());
     }
+    if let Some(n) = msg.user_properties.get(keys::INNER_NUM) {
+        check_packed(msg, sys, n)?;
+        props.insert(keys::INNER_NUM, n.clone());
+    }
     let mut user_size = 0usize;
-    let mut user: Vec<_> = msg.user_properties.iter().collect();
+    let mut user: Vec<_> = msg.user_properties.iter().filter(|(k, _)| *k != keys::INNER_NUM).collect();
     user.sort();
     for (k, v) in user {
         if k.is_empty()
@@ -168,6 +162,84 @@ pub fn to_store(
     out.born_host = SocketAddr::new(born_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
     out.store_host = store_host;
     Ok(out)
+}
+
+fn check_tag(tag: &str) -> Result<(), Rejection> {
+    if tag.trim().is_empty() || tag.contains('|') {
+        return Err(Rejection::new(
+            v2::Code::IllegalMessageTag,
+            format!("tag {tag:?} must be non-blank and may not contain '|'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_keys<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<(), Rejection> {
+    match keys.find(|k| k.trim().is_empty() || k.contains(char::is_whitespace)) {
+        Some(bad) => Err(Rejection::new(
+            v2::Code::IllegalMessageKey,
+            format!("key {bad:?} must be non-blank and may not contain white space"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a packed batch (a body of `n` messages, see
+/// [`rill_common::packed`]): the carrier holds nothing of a message's own
+/// (tag, keys, properties), is neither delayed nor transactional nor
+/// compressed, and each packed message passes the checks a message sent
+/// alone passes.
+fn check_packed(msg: &v2::Message, sys: &v2::SystemProperties, n: &str) -> Result<(), Rejection> {
+    use v2::Code;
+    let bad = |message: String| Rejection::new(Code::BadRequest, message);
+    let n: u32 = n.parse().map_err(|_| bad(format!("{} {n:?} is not a count of messages", keys::INNER_NUM)))?;
+    if sys.tag.is_some() || !sys.keys.is_empty() || msg.user_properties.len() > 1 {
+        return Err(bad("a packed batch carries tags, keys and properties on its messages, not on itself".into()));
+    }
+    let plain = [v2::MessageType::Normal as i32, v2::MessageType::Fifo as i32, v2::MessageType::Unspecified as i32];
+    if sys.delivery_timestamp.is_some() || !plain.contains(&sys.message_type) {
+        return Err(bad("a packed batch holds normal or FIFO messages only (not delayed or transactional)".into()));
+    }
+    if sys.body_encoding == v2::Encoding::Gzip as i32 {
+        return Err(bad("a packed batch's body is not compressed".into()));
+    }
+    let mut found = 0u32;
+    for (i, entry) in rill_common::packed::entries(&msg.body).enumerate() {
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        found += 1;
+        if found > n {
+            break;
+        }
+        let at = |r: Rejection| Rejection::new(r.code, format!("packed message {i}: {}", r.message));
+        if entry.body.is_empty() {
+            return Err(at(Rejection::new(Code::MessageBodyEmpty, "message body is empty")));
+        }
+        let mut user_size = 0;
+        for (k, v) in entry.pairs() {
+            match k {
+                keys::TAGS => check_tag(v).map_err(at)?,
+                keys::KEYS => check_keys(v.split(keys::KEY_SEPARATOR)).map_err(at)?,
+                keys::UNIQ_KEY if !v.is_empty() => {}
+                _ if k.is_empty() || k == keys::INNER_NUM || SYSTEM_KEYS.contains(&k) => {
+                    return Err(at(Rejection::new(
+                        Code::IllegalMessagePropertyKey,
+                        format!("property {k:?} is reserved or empty"),
+                    )));
+                }
+                _ => user_size += k.len() + v.len(),
+            }
+        }
+        if user_size > MAX_PROPERTIES_SIZE {
+            return Err(at(Rejection::new(
+                Code::MessagePropertiesTooLarge,
+                format!("user properties take {user_size} bytes; the limit is {MAX_PROPERTIES_SIZE}"),
+            )));
+        }
+    }
+    if found != n || n > rill_common::packed::MAX_ENTRIES {
+        return Err(bad(rill_common::packed::PackError::Count { announced: n, found }.to_string()));
+    }
+    Ok(())
 }
 
 /// A message id for clients that send none: time and a counter, upper-case hex.

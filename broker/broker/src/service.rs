@@ -547,7 +547,11 @@ impl MessagingService for Service {
             broker.producer_gone(&client_id);
             tracing::debug!(client = %client_id, "telemetry stream closed");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::TelemetryStream);
+        response
+            .metadata_mut()
+            .insert(rill_proto::PACKED_BATCHES_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        Ok(response)
     }
 
     async fn notify_client_termination(

@@ -46,6 +46,11 @@ pub struct ClientConfig {
     /// Ask brokers to trace every message this client sends
     /// (`rill admin trace <id>` shows its life).
     pub trace: bool,
+    /// Send a batch of plain messages (one topic, no delay, one message
+    /// group or none) as one packed message, when the broker says it
+    /// stores them (a Rill broker does; a RocketMQ proxy does not): it
+    /// keeps one record and hands consumers the messages one by one.
+    pub pack_batches: bool,
 }
 
 /// TLS settings of a client.
@@ -70,7 +75,14 @@ impl ClientConfig {
             client_id: format!("{host}@{}@{nanos:x}", std::process::id()),
             tls: None,
             trace: false,
+            pack_batches: true,
         }
+    }
+
+    /// Sends every batch message by message, never packed.
+    pub fn without_packing(mut self) -> Self {
+        self.pack_batches = false;
+        self
     }
 
     /// Turns message tracing on for what this client sends.
@@ -232,6 +244,8 @@ pub(crate) struct Connection {
     /// Ends the Telemetry streams (one per broker announced to) when the
     /// last clone of the client goes.
     telemetry: Arc<telemetry_task::AbortOnDrop>,
+    /// Whether a broker announced to said it stores packed batches.
+    packs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 mod telemetry_task {
@@ -308,6 +322,7 @@ impl Connection {
             brokers: Arc::new(Mutex::new(brokers)),
             routes: Arc::default(),
             telemetry: Arc::default(),
+            packs: Arc::default(),
         })
     }
 
@@ -490,8 +505,11 @@ impl Connection {
         let mut request = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
         // The stream lives as long as the client; only the first reply is timed.
         request.set_timeout(Duration::from_secs(365 * 24 * 3600));
-        let mut replies =
-            rpc.telemetry(request).await.map_err(|source| Error::Rpc { rpc: "Telemetry", source })?.into_inner();
+        let response = rpc.telemetry(request).await.map_err(|source| Error::Rpc { rpc: "Telemetry", source })?;
+        if response.metadata().get(rill_proto::PACKED_BATCHES_HEADER).is_some() {
+            self.packs.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut replies = response.into_inner();
         let first = tokio::time::timeout(self.config.request_timeout, replies.message())
             .await
             .map_err(|_| Error::Rpc {
@@ -511,6 +529,12 @@ impl Connection {
             Some(v2::telemetry_command::Command::Settings(s)) => Ok((tx, replies, s)),
             _ => Err(Error::Broker { rpc: "Telemetry", code: 0, message: "the first reply held no settings".into() }),
         }
+    }
+
+    /// Whether batches may go packed: the settings allow it and a broker
+    /// announced to said it stores them.
+    pub fn packs(&self) -> bool {
+        self.config.pack_batches && !self.config.trace && self.packs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The user agent announced in settings.

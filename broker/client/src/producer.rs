@@ -234,12 +234,14 @@ impl Producer {
     /// next writable queue of the topic's route (round robin over every
     /// broker); a failed attempt is retried on a queue of another broker
     /// when the route has one.
+    ///
+    /// Plain messages (no delay, one message group or none) go packed into
+    /// one message when the broker stores packed batches and
+    /// [`ClientConfig::pack_batches`] is on: one record on the broker,
+    /// delivered to consumers one by one, each with its own id and offset.
     pub async fn send_batch(&self, messages: impl AsRef<[Message]>) -> Result<Vec<SendReceipt>> {
-        let messages = messages.as_ref();
-        let topic = one_topic(messages)?;
-        let config = &self.core.conn.config;
-        let mut wire: Vec<v2::Message> = messages.iter().map(|m| m.to_wire(config, new_message_id())).collect();
-        self.core.request(&topic, &mut wire).await?.into_iter().collect()
+        let mut batch = self.prepare(messages.as_ref().to_vec())?;
+        self.send_prepared(&mut batch).await
     }
 
     /// Turns `messages` (all of one topic) into the form they travel in,
@@ -248,14 +250,28 @@ impl Producer {
     pub fn prepare(&self, messages: Vec<Message>) -> Result<Prepared> {
         let topic = one_topic(&messages)?;
         let config = &self.core.conn.config;
+        if self.core.conn.packs()
+            && let Some((wire, ids)) = crate::message::pack(&messages, config)
+        {
+            return Ok(Prepared { topic, wire: vec![wire], packed: Some(ids) });
+        }
         let wire = messages.into_iter().map(|m| m.into_wire_as(config, new_message_id(), false)).collect();
-        Ok(Prepared { topic, wire })
+        Ok(Prepared { topic, wire, packed: None })
     }
 
     /// Sends prepared messages in one request, as [`Producer::send_batch`]
     /// does; after a failure they can be sent again.
     pub async fn send_prepared(&self, batch: &mut Prepared) -> Result<Vec<SendReceipt>> {
-        self.core.request(&batch.topic, &mut batch.wire).await?.into_iter().collect()
+        let results = self.core.request(&batch.topic, &mut batch.wire).await?;
+        let Some(ids) = &batch.packed else { return results.into_iter().collect() };
+        // One answer for the packed message: its messages took the offsets from there on.
+        let first =
+            results.into_iter().next().unwrap_or_else(|| Err(Error::Config("no result for the batch".into())))?;
+        Ok(ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| SendReceipt { message_id: id.clone(), offset: first.offset + i as i64, ..first.clone() })
+            .collect())
     }
 }
 
@@ -275,17 +291,24 @@ fn one_topic(messages: &[Message]) -> Result<String> {
 pub struct Prepared {
     topic: String,
     wire: Vec<v2::Message>,
+    /// When packed (`wire` is one message): the packed messages' ids.
+    packed: Option<Vec<String>>,
 }
 
 impl Prepared {
     /// How many messages it holds.
     pub fn len(&self) -> usize {
-        self.wire.len()
+        self.packed.as_ref().map_or(self.wire.len(), Vec::len)
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.wire.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether it goes as one packed message.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 }
 

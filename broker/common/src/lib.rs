@@ -1,10 +1,11 @@
 //! Identifiers, names and clocks shared by every broker crate.
 //!
 //! This crate owns the small value types that cross crate boundaries inside
-//! the broker (topic and group names, queue ids, the Java-compatible tag hash)
-//! and the [`Clock`] abstraction that lets time-dependent logic run under a
-//! test's control. It performs no I/O and must stay free of async runtimes,
-//! networking and storage concerns.
+//! the broker (topic and group names, queue ids, the Java-compatible tag
+//! hash), the [`Clock`] abstraction that lets time-dependent logic run under
+//! a test's control, and the [`packed`] layout in which a producer and the
+//! store carry many messages as one. It performs no I/O and must stay free
+//! of async runtimes, networking and storage concerns.
 //!
 //! ```
 //! use rill_common::{TopicName, java_string_hash};
@@ -14,6 +15,8 @@
 //! // Same value as Java's "TagA".hashCode().
 //! assert_eq!(java_string_hash("TagA"), 2_598_919);
 //! ```
+
+pub mod packed;
 
 use std::fmt;
 use std::sync::Arc;

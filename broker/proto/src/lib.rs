@@ -46,6 +46,11 @@ pub mod time;
 /// The gRPC service name the official clients call.
 pub const SERVICE_NAME: &str = "apache.rocketmq.v2.MessagingService";
 
+/// Response header of `Telemetry` by which a Rill broker says it stores
+/// packed batches (`rill_common::packed`); a RocketMQ proxy never sends it,
+/// so a client packs only for a broker that does.
+pub const PACKED_BATCHES_HEADER: &str = "x-rill-packed-batches";
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

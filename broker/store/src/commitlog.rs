@@ -461,7 +461,7 @@ impl CommitLog {
             }
         }
         let slot = w.queue_offsets.entry((p.msg.topic.clone(), p.msg.queue_id)).or_insert(0);
-        *slot += 1;
+        *slot += u64::from(p.count);
         w.pos += size;
         w.last_store_ts = store_timestamp;
         if !stage {

@@ -67,6 +67,9 @@ pub enum Error {
     /// A topic or group name broke the naming rules.
     #[error(transparent)]
     Name(#[from] rill_common::Error),
+    /// A packed batch's body does not match its layout or its count.
+    #[error(transparent)]
+    Packed(#[from] rill_common::packed::PackError),
     /// A physical offset lies below the oldest retained data.
     #[error("offset {requested} was deleted by retention; the oldest retained offset is {min}")]
     OffsetMoved {

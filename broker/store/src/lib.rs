@@ -55,6 +55,7 @@ mod checkpoint;
 mod commitlog;
 mod config;
 mod consume_queue;
+mod dispatch;
 mod error;
 mod index;
 mod mapped;
@@ -64,6 +65,7 @@ mod retention;
 mod services;
 mod store;
 pub mod timer;
+mod unpack;
 mod window;
 
 pub use checkpoint::Checkpoint;

@@ -63,6 +63,8 @@ pub mod keys {
     pub const UNIQ_KEY: &str = "UNIQ_KEY";
     /// Separator between several keys in [`KEYS`].
     pub const KEY_SEPARATOR: char = ' ';
+    /// How many messages a packed record holds (see [`rill_common::packed`]).
+    pub const INNER_NUM: &str = rill_common::packed::INNER_NUM;
 }
 
 /// Message properties in insertion order (RocketMQ's user and system properties).
@@ -266,6 +268,8 @@ pub(crate) struct Prepared {
     pub properties: Vec<u8>,
     pub body_crc: u32,
     pub size: usize,
+    /// Messages it holds: queue offsets it takes (more than one when packed).
+    pub count: u32,
 }
 
 impl Prepared {
@@ -276,8 +280,17 @@ impl Prepared {
         if size > max_message_size {
             return Err(Error::MessageTooLarge { size, limit: max_message_size });
         }
+        let count = match msg.properties.get(keys::INNER_NUM) {
+            None => 1,
+            Some(n) => {
+                let announced =
+                    n.parse().map_err(|_| rill_common::packed::PackError::Count { announced: 0, found: 0 })?;
+                rill_common::packed::check(&msg.body, announced)?;
+                announced
+            }
+        };
         let body_crc = crc32fast::hash(&msg.body);
-        Ok(Self { msg, properties, body_crc, size })
+        Ok(Self { msg, properties, body_crc, size, count })
     }
 }
 

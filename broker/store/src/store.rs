@@ -13,19 +13,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
-use rill_common::{Clock, SystemClock, TopicName};
+use rill_common::{Clock, SystemClock};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::commitlog::{Appended, CommitLog, ScanReport};
 use crate::config::StoreConfig;
-use crate::consume_queue::{ConsumeQueue, ConsumeQueues, CqEntry};
+use crate::consume_queue::{ConsumeQueues, CqEntry};
 use crate::error::{Error, Result};
 use crate::index::{self, KeyIndex};
-use crate::record::{self, MessageToStore, Prepared, RecordView, StoredMessage};
+use crate::record::{MessageToStore, Prepared, StoredMessage};
 use crate::retention::{DiskUsage, RetentionReport, StatvfsDisk};
 use crate::services::{self, Signal};
+use crate::unpack;
 
 /// Outcome of a read from a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -203,61 +204,6 @@ impl Inner {
         self.flush_done.notify_one();
     }
 
-    /// Writes one record's entries into its queue and the index.
-    ///
-    /// `last` remembers the previous record's queue: consecutive records of
-    /// one queue (the common case under load) skip the name check and the
-    /// map lookup.
-    pub(crate) fn dispatch_record(&self, v: &RecordView<'_>, last: &mut Option<LastQueue>) -> Result<()> {
-        let queue = match last {
-            Some(l) if l.queue_id == v.queue_id() && l.topic.as_str() == v.topic => Arc::clone(&l.queue),
-            _ => {
-                let topic = TopicName::new(v.topic)?;
-                let queue = self.queues.get_or_create(&topic, v.queue_id())?;
-                *last = Some(LastQueue { topic, queue_id: v.queue_id(), queue: Arc::clone(&queue) });
-                queue
-            }
-        };
-        let tag = raw_property(v.properties, record::keys::TAGS);
-        queue.put(v.queue_offset(), v.physical_offset(), v.size() as u32, record::tag_hash(tag))?;
-        let keys = raw_property(v.properties, record::keys::KEYS);
-        let id = raw_property(v.properties, record::keys::UNIQ_KEY);
-        if keys.is_some() || id.is_some() {
-            // The dispatcher is one thread: its key strings are reused from
-            // record to record instead of allocated for each.
-            thread_local! {
-                static SCRATCH: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            return SCRATCH.with_borrow_mut(|scratch| {
-                let mut used = 0;
-                let mut next = |scratch: &mut Vec<String>| {
-                    if scratch.len() == used {
-                        scratch.push(String::new());
-                    }
-                    used += 1;
-                    let s = &mut scratch[used - 1];
-                    s.clear();
-                    used - 1
-                };
-                for k in keys.into_iter().flat_map(|k| k.split(record::keys::KEY_SEPARATOR)).filter(|k| !k.is_empty()) {
-                    let i = next(scratch);
-                    index::write_topic_key(&mut scratch[i], v.topic, k);
-                }
-                if let Some(id) = id {
-                    let i = next(scratch);
-                    index::write_id_key(&mut scratch[i], id);
-                }
-                let n = used;
-                self.index.add_message(
-                    v.physical_offset(),
-                    v.store_timestamp(),
-                    scratch[..n].iter().map(String::as_str),
-                )
-            });
-        }
-        Ok(())
-    }
-
     /// Flushes queues and index, then records progress in the checkpoint.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
         let dispatched = self.dispatched.load(Ordering::Acquire);
@@ -270,22 +216,6 @@ impl Inner {
             Checkpoint { log_flushed, dispatched: dispatched.min(log_flushed), written_at: self.clock.now_millis() };
         self.checkpoint.store(&cp)
     }
-}
-
-/// The queue the dispatcher wrote to last.
-#[derive(Debug)]
-pub(crate) struct LastQueue {
-    topic: TopicName,
-    queue_id: u32,
-    queue: Arc<ConsumeQueue>,
-}
-
-/// Finds `key`'s value in raw `k\u1v\u2` properties without allocating.
-fn raw_property<'a>(props: &'a [u8], key: &str) -> Option<&'a str> {
-    props.split(|&b| b == 2).find_map(|pair| {
-        let sep = pair.iter().position(|&b| b == 1)?;
-        (&pair[..sep] == key.as_bytes()).then(|| std::str::from_utf8(&pair[sep + 1..]).ok()).flatten()
-    })
 }
 
 impl Store {
@@ -460,7 +390,8 @@ impl Store {
         self.handle.inner.dispatch_tx.subscribe()
     }
 
-    /// Reads the message at a CommitLog offset.
+    /// Reads the record at a CommitLog offset (a packed record as it is
+    /// stored: its body packs the messages, see [`rill_common::packed`]).
     pub fn read(&self, physical_offset: u64) -> Result<StoredMessage> {
         self.handle.inner.log.read(physical_offset)
     }
@@ -518,7 +449,7 @@ impl Store {
             let Some(entry) = q.get(next) else { break };
             if keep(&entry) {
                 match inner.log.read(entry.physical_offset) {
-                    Ok(m) => out.messages.push(m),
+                    Ok(m) => out.messages.push(unpack::message_at(m, next)?),
                     Err(Error::OffsetMoved { .. }) => {
                         // Retention ran between the bounds check and the read.
                         out.status = ReadStatus::OffsetMoved;
@@ -555,17 +486,14 @@ impl Store {
         let mut out = Vec::new();
         for offset in candidates {
             match inner.log.read(offset) {
-                Ok(m)
-                    if m.topic.as_str() == topic
-                        && m.properties.keys().any(|k| k == key)
-                        && (begin..=end).contains(&m.store_timestamp) =>
-                {
-                    out.push(m)
+                Ok(m) if m.topic.as_str() == topic && (begin..=end).contains(&m.store_timestamp) => {
+                    out.extend(unpack::messages(m)?.into_iter().filter(|m| m.properties.keys().any(|k| k == key)));
                 }
                 Ok(_) | Err(Error::OffsetMoved { .. }) => {}
                 Err(e) => return Err(e),
             }
             if out.len() >= max {
+                out.truncate(max);
                 break;
             }
         }
@@ -577,6 +505,11 @@ impl Store {
         let inner = &self.handle.inner;
         for offset in inner.index.lookup(&index::id_key(id), i64::MIN, i64::MAX, 16) {
             match inner.log.read(offset) {
+                Ok(m) if unpack::is_packed(&m) => {
+                    if let Some(m) = unpack::messages(m)?.into_iter().find(|m| m.properties.unique_id() == Some(id)) {
+                        return Ok(Some(m));
+                    }
+                }
                 Ok(m) if m.properties.unique_id() == Some(id) => return Ok(Some(m)),
                 Ok(_) | Err(Error::OffsetMoved { .. }) => {}
                 Err(e) => return Err(e),
@@ -655,18 +588,4 @@ fn recover(inner: &Inner, cp: Checkpoint) -> Result<ScanReport> {
     inner.index.drop_below(log_min)?;
     inner.log.set_queue_offsets(next_offsets);
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::raw_property;
-
-    #[test]
-    fn raw_property_finds_exact_keys() {
-        let props = b"TAGSX\x01no\x02TAGS\x01TagA\x02KEYS\x01a b\x02";
-        assert_eq!(raw_property(props, "TAGS"), Some("TagA"));
-        assert_eq!(raw_property(props, "KEYS"), Some("a b"));
-        assert_eq!(raw_property(props, "UNIQ_KEY"), None);
-        assert_eq!(raw_property(b"", "TAGS"), None);
-    }
 }

@@ -154,3 +154,77 @@ async fn queues_rebuilt_from_the_log_when_queue_files_are_lost() {
     assert_eq!(hits[0].physical_offset, written[77].physical_offset);
     store.close().unwrap();
 }
+
+#[tokio::test]
+async fn packed_records_are_rebuilt_message_by_message_after_a_crash() {
+    use rill_common::packed::Packer;
+    use rill_store::{MessageToStore, Properties};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let store = Store::open(cfg.clone()).unwrap();
+    let topic = rill_common::TopicName::new("t").unwrap();
+    let plain = store.append(message("t", 0, b"alone".to_vec(), "T", "solo")).await.unwrap();
+    let mut packer = Packer::default();
+    for i in 0..50 {
+        let (tag, key, id) = (if i % 5 == 0 { "five" } else { "other" }, format!("k{i}"), format!("id-{i}"));
+        packer.push(0, format!("packed {i}").as_bytes(), [("TAGS", tag), ("KEYS", &*key), ("UNIQ_KEY", &*id)]).unwrap();
+    }
+    let (body, n) = packer.finish();
+    let carrier = MessageToStore::new(topic.clone(), 0, body)
+        .with_properties(Properties::new().with("INNER_NUM", n.to_string()).with("UNIQ_KEY", "outer"));
+    let packed = store.append(carrier).await.unwrap();
+    assert_eq!(packed.queue_offset, 1, "the packed record starts after the plain one");
+    let after = store.append(message("t", 0, b"after".to_vec(), "T", "late")).await.unwrap();
+    assert_eq!(after.queue_offset, 51, "the packed record took fifty offsets");
+    store.wait_dispatched(after.end()).await.unwrap();
+    drop(store);
+
+    // Lose the queues, index and checkpoint: all of it comes back from the log.
+    std::fs::remove_dir_all(cfg.data_dir.join("consumequeue")).unwrap();
+    std::fs::remove_dir_all(cfg.data_dir.join("index")).unwrap();
+    std::fs::remove_file(cfg.data_dir.join("checkpoint")).unwrap();
+    let store = Store::open(cfg).unwrap();
+    assert_eq!(store.state().recovery.records_replayed, 3);
+    assert_eq!(store.queue_bounds("t", 0), Some((0, 52)));
+    let r = store.read_queue("t", 0, 0, 100).unwrap();
+    let bodies: Vec<String> = r.messages.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect();
+    let mut want = vec!["alone".to_owned()];
+    want.extend((0..50).map(|i| format!("packed {i}")));
+    want.push("after".into());
+    assert_eq!(bodies, want);
+    assert!(r.messages.iter().enumerate().all(|(i, m)| m.queue_offset == i as u64));
+    assert_eq!(r.messages[0].physical_offset, plain.physical_offset);
+
+    // Tag hashes are the packed messages' own: a filter on the queue entries sees them.
+    let five = rill_store::record::tag_hash(Some("five"));
+    let f = store.read_queue_filtered("t", 0, 0, 100, 100, |e| e.tag_hash == five).unwrap();
+    let got: Vec<u64> = f.messages.iter().map(|m| m.queue_offset).collect();
+    assert_eq!(got, (0..50).step_by(5).map(|i| i + 1).collect::<Vec<_>>());
+    // Starting inside the packed record reads from that message on.
+    let mid = store.read_queue("t", 0, 30, 2).unwrap();
+    assert_eq!(mid.messages.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [&b"packed 29"[..], b"packed 30"]);
+
+    let hit = store.query_by_key("t", "k33", 0, i64::MAX, 10).unwrap();
+    assert_eq!(hit.iter().map(|m| (&m.body[..], m.queue_offset)).collect::<Vec<_>>(), [(&b"packed 33"[..], 34)]);
+    let by_id = store.message_by_id("id-49").unwrap().unwrap();
+    assert_eq!((&by_id.body[..], by_id.queue_offset), (&b"packed 49"[..], 50));
+    assert!(store.message_by_id("outer").unwrap().is_none(), "the carrier's own id names no message");
+    store.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_packed_record_whose_count_is_wrong_is_refused_before_writing() {
+    use rill_store::{MessageToStore, Properties};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    let mut packer = rill_common::packed::Packer::default();
+    packer.push(0, b"one", []).unwrap();
+    let (body, _) = packer.finish();
+    let topic = rill_common::TopicName::new("t").unwrap();
+    let carrier = MessageToStore::new(topic, 0, body).with_properties(Properties::new().with("INNER_NUM", "2"));
+    let err = store.append(carrier).await.unwrap_err();
+    assert!(matches!(err, Error::Packed(_)), "{err}");
+    assert!(err.to_string().contains("holds 1 messages"), "{err}");
+    assert_eq!(store.state().committed, 0, "nothing was written");
+    store.close().unwrap();
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use rill_client::{Message, Producer};
+use rill_client::{Message, Prepared, Producer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -23,10 +23,10 @@ pub(crate) const BATCH: usize = 256;
 /// Sends of a failed batch before the lane gives up.
 const ATTEMPTS: u32 = 6;
 
-/// A batch for a lane, and where to say how it went.
+/// A batch for a lane, in wire form, and where to say how it went.
 struct Batch {
     topic: String,
-    messages: Vec<Message>,
+    prepared: Prepared,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -35,6 +35,8 @@ struct Batch {
 /// flights first).
 pub(crate) struct Lanes {
     lanes: Vec<mpsc::UnboundedSender<Batch>>,
+    /// Each lane's producer, which puts its batches in wire form.
+    producers: Vec<Producer>,
     /// Held so that dropping the lanes aborts their tasks.
     _tasks: JoinSet<()>,
     dealer: Dealer,
@@ -45,14 +47,16 @@ impl Lanes {
     /// each producer is a connection of its own).
     pub(crate) fn start(producers: &[Producer]) -> Self {
         let mut tasks = JoinSet::new();
-        let lanes = (0..LANES)
-            .map(|i| {
+        let producers: Vec<Producer> = (0..LANES).map(|i| producers[i % producers.len()].clone()).collect();
+        let lanes = producers
+            .iter()
+            .map(|p| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tasks.spawn(lane(producers[i % producers.len()].clone(), rx));
+                tasks.spawn(lane(p.clone(), rx));
                 tx
             })
             .collect();
-        Self { lanes, _tasks: tasks, dealer: Dealer::default() }
+        Self { lanes, producers, _tasks: tasks, dealer: Dealer::default() }
     }
 
     /// Hands `messages` (all of `topic`) to the lanes; the flight lands
@@ -86,9 +90,13 @@ impl Lanes {
         Ok(())
     }
 
+    /// Puts a batch in wire form now, while its messages are fresh in the
+    /// CPU's caches (a poll's later messages would push them out before
+    /// the lane's turn), and hands it to its lane.
     fn hand(&self, lane: usize, topic: String, messages: Vec<Message>, flight: &mut Flight) -> Result<(), String> {
+        let prepared = self.producers[lane].prepare(messages).map_err(|e| format!("sending to topic {topic}: {e}"))?;
         let (done, landed) = oneshot::channel();
-        let batch = Batch { topic, messages, done };
+        let batch = Batch { topic, prepared, done };
         self.lanes[lane].send(batch).map_err(|e| format!("sending to topic {}: the lane stopped", e.0.topic))?;
         flight.pending.push(landed);
         Ok(())
@@ -227,7 +235,7 @@ async fn lane(producer: Producer, mut inbox: mpsc::UnboundedReceiver<Batch>) {
     while let Some(batch) = inbox.recv().await {
         let result = match &failed {
             Some(e) => Err(e.clone()),
-            None => send_batch(&producer, &batch.topic, batch.messages).await,
+            None => send_batch(&producer, &batch.topic, batch.prepared).await,
         };
         if let Err(e) = &result {
             failed.get_or_insert_with(|| e.clone());
@@ -236,11 +244,10 @@ async fn lane(producer: Producer, mut inbox: mpsc::UnboundedReceiver<Batch>) {
     }
 }
 
-/// One batch, put in its wire form once and retried with backoff under
-/// the same message ids (the client retries quick failures itself; this
-/// rides out a broker that restarts).
-async fn send_batch(producer: &Producer, topic: &str, messages: Vec<Message>) -> Result<(), String> {
-    let mut batch = producer.prepare(messages).map_err(|e| format!("sending to topic {topic}: {e}"))?;
+/// One batch in its wire form, retried with backoff under the same
+/// message ids (the client retries quick failures itself; this rides out
+/// a broker that restarts).
+async fn send_batch(producer: &Producer, topic: &str, mut batch: Prepared) -> Result<(), String> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {

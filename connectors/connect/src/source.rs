@@ -59,6 +59,12 @@ pub trait RecordSource: Send {
     fn poll(&mut self) -> Pending<'_, Vec<Record>>;
     /// Where the records returned so far end.
     fn position(&self) -> String;
+    /// Where `record` came from, named in dead letters and errors; its
+    /// `location` unless the source spells it only when asked (it is
+    /// rarely needed, and building it for every record costs).
+    fn locate(&self, record: &Record) -> Option<String> {
+        record.location.clone()
+    }
     /// Every record returned so far is acknowledged by the broker (and
     /// the position stored): a source whose callers wait may answer them.
     fn acknowledged(&mut self) {}
@@ -233,7 +239,7 @@ pub(crate) async fn run(
                     flight.sent += 1;
                 }
                 Err(reason) if config.errors.tolerance == Tolerance::All => {
-                    let origin = match &r.location {
+                    let origin = match &source.locate(&r) {
                         Some(at) => format!("{at}, source {}", config.name),
                         None => format!("record of source {}", config.name),
                     };
@@ -244,7 +250,7 @@ pub(crate) async fn run(
                     flight.dead += 1;
                 }
                 Err(reason) => {
-                    let what = match (&r.location, &r.key) {
+                    let what = match (&source.locate(&r), &r.key) {
                         (Some(at), _) => at.clone(),
                         (None, key) => format!("record with key {key:?}"),
                     };

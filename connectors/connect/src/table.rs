@@ -106,8 +106,9 @@ impl RecordTable {
         // Records are taken apart as they are; their locations stay for a decoding error.
         let mut locations = Vec::with_capacity(records.len());
         for r in records {
+            let location = self.inner.locate(&r);
             if let Some(reason) = &r.error {
-                return Err(self.fail(format!("{}: {reason}", r.location.as_deref().unwrap_or("a record"))));
+                return Err(self.fail(format!("{}: {reason}", location.as_deref().unwrap_or("a record"))));
             }
             rows.push(SourceRecord {
                 topic: self.name.clone(),
@@ -118,7 +119,7 @@ impl RecordTable {
                 properties: r.properties.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
                 body: bytes::Bytes::from(r.body),
             });
-            locations.push(r.location);
+            locations.push(location);
             self.handed += 1;
         }
         let decoded = self.decoder.decode(&rows)?;

@@ -84,7 +84,8 @@ impl RecordSource for TailRecords {
                         group: None,
                         vars: Vec::new(),
                         origin_ms: None,
-                        location: Some(format!("file {file} at byte {}", e.offset)),
+                        // Spelled when asked ([`RecordSource::locate`]), or now for a bad line.
+                        location: e.error.is_some().then(|| format!("file {file} at byte {}", e.offset)),
                         properties: vec![("file", file), ("host", host.clone()), ("offset", e.offset.to_string())],
                         error: e.error,
                         body: e.body,
@@ -96,5 +97,14 @@ impl RecordSource for TailRecords {
 
     fn position(&self) -> String {
         self.tailer.as_ref().map(Tailer::position).unwrap_or_default()
+    }
+
+    fn locate(&self, record: &Record) -> Option<String> {
+        let property = |name| record.properties.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
+        match (&record.location, property("file"), property("offset")) {
+            (Some(at), _, _) => Some(at.clone()),
+            (None, Some(file), Some(offset)) => Some(format!("file {file} at byte {offset}")),
+            _ => None,
+        }
     }
 }
