@@ -21,6 +21,7 @@ mod acker;
 mod connection;
 mod consumer;
 mod message;
+mod pack;
 mod producer;
 mod reader;
 mod request;

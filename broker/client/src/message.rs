@@ -52,7 +52,7 @@ pub fn delay_level(level: u8) -> Option<Duration> {
     DELAY_LEVELS.get(usize::from(level).checked_sub(1)?).copied()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -156,80 +156,6 @@ impl Message {
             body: self.body,
         }
     }
-}
-
-/// Most body bytes packed into one message.
-const MAX_PACKED_BYTES: usize = 1 << 20;
-
-/// Property names a packed message sets itself.
-const PACKED_OWN: [&str; 4] = ["TAGS", "KEYS", "UNIQ_KEY", rill_common::packed::INNER_NUM];
-
-/// `messages` (one topic) packed into one wire message (layout in
-/// `rill_common::packed`), with each one's message id. `None` when they
-/// cannot go as one: fewer than two, delayed ones, several message groups,
-/// too many bytes, or a message the broker would refuse on its own (which
-/// then gets its own answer, unpacked).
-pub(crate) fn pack(messages: &[Message], config: &crate::ClientConfig) -> Option<(v2::Message, Vec<String>)> {
-    let first = messages.first().filter(|_| messages.len() >= 2)?;
-    let bodies: usize = messages.iter().map(|m| m.body.len()).sum();
-    if bodies > MAX_PACKED_BYTES {
-        return None;
-    }
-    // Room for the bodies and typical properties; it grows if need be.
-    let mut packer = rill_common::packed::Packer::with_capacity(bodies + messages.len() * 160);
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut keys = String::new();
-    for m in messages {
-        let refused = m.deliver_at_ms.is_some()
-            || m.message_group != first.message_group
-            || m.topic != first.topic
-            || m.body.is_empty()
-            || m.tag.as_deref().is_some_and(|t| t.trim().is_empty() || t.contains('|'))
-            || m.keys.iter().any(|k| k.trim().is_empty() || k.contains(char::is_whitespace));
-        if refused || packer.bytes() > MAX_PACKED_BYTES {
-            return None;
-        }
-        let id = new_message_id();
-        keys.clear();
-        for (i, k) in m.keys.iter().enumerate() {
-            if i > 0 {
-                keys.push(' ');
-            }
-            keys.push_str(k);
-        }
-        let own = [
-            ("TAGS", m.tag.as_deref()),
-            ("KEYS", (!keys.is_empty()).then_some(keys.as_str())),
-            ("UNIQ_KEY", Some(&id)),
-        ];
-        // A user property of a name the packing sets itself: the batch goes unpacked.
-        let mut clash = false;
-        let user = m.properties.iter().map(|(k, v)| {
-            clash |= PACKED_OWN.contains(&k.as_str());
-            (k.as_str(), v.as_str())
-        });
-        packer.push(0, &m.body, own.into_iter().filter_map(|(k, v)| Some((k, v?))).chain(user)).ok()?;
-        if clash {
-            return None;
-        }
-        ids.push(id);
-    }
-    let (body, n) = packer.finish();
-    let message_type = if first.message_group.is_some() { v2::MessageType::Fifo } else { v2::MessageType::Normal };
-    let wire = v2::Message {
-        topic: Some(v2::Resource { resource_namespace: config.namespace.clone(), name: first.topic.clone() }),
-        user_properties: HashMap::from([(rill_common::packed::INNER_NUM.to_owned(), n.to_string())]),
-        system_properties: Some(v2::SystemProperties {
-            message_id: new_message_id(),
-            body_encoding: v2::Encoding::Identity as i32,
-            message_type: message_type as i32,
-            born_timestamp: Some(rill_proto::time::timestamp_from_millis(now_ms())),
-            message_group: first.message_group.clone(),
-            ..Default::default()
-        }),
-        body: body.into(),
-    };
-    Some((wire, ids))
 }
 
 /// What the broker answered to a send.

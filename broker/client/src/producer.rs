@@ -251,7 +251,7 @@ impl Producer {
         let topic = one_topic(&messages)?;
         let config = &self.core.conn.config;
         if self.core.conn.packs()
-            && let Some((wire, ids)) = crate::message::pack(&messages, config)
+            && let Some((wire, ids)) = crate::pack::pack(&messages, config)
         {
             return Ok(Prepared { topic, wire: vec![wire], packed: Some(ids) });
         }
@@ -263,16 +263,22 @@ impl Producer {
     /// does; after a failure they can be sent again.
     pub async fn send_prepared(&self, batch: &mut Prepared) -> Result<Vec<SendReceipt>> {
         let results = self.core.request(&batch.topic, &mut batch.wire).await?;
-        let Some(ids) = &batch.packed else { return results.into_iter().collect() };
-        // One answer for the packed message: its messages took the offsets from there on.
-        let first =
-            results.into_iter().next().unwrap_or_else(|| Err(Error::Config("no result for the batch".into())))?;
-        Ok(ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| SendReceipt { message_id: id.clone(), offset: first.offset + i as i64, ..first.clone() })
-            .collect())
+        match &batch.packed {
+            Some(ids) => unpacked_receipts(results, ids),
+            None => results.into_iter().collect(),
+        }
     }
+}
+
+/// The receipts of packed messages from the one answer to the message
+/// that carried them: each took the next offset from there on.
+fn unpacked_receipts(results: Vec<Result<SendReceipt>>, ids: &[String]) -> Result<Vec<SendReceipt>> {
+    let first = results.into_iter().next().unwrap_or_else(|| Err(Error::Config("no result for the batch".into())))?;
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| SendReceipt { message_id: id.clone(), offset: first.offset + i as i64, ..first.clone() })
+        .collect())
 }
 
 /// The topic every one of `messages` goes to; an error if there are none or they differ.
@@ -367,7 +373,21 @@ async fn coalesce(core: Core, mut pending: mpsc::UnboundedReceiver<Pending>) {
             tokio::spawn(async move {
                 let _slot = slot;
                 let (mut wire, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.wire, p.reply)).unzip();
-                crate::answer_each(replies, core.request(&topic, &mut wire).await);
+                // Plain messages go packed when the broker stores packed batches.
+                let packed = if core.conn.packs() { crate::pack::pack(&wire, &core.conn.config) } else { None };
+                let outcome = match packed {
+                    Some((packed, ids)) => {
+                        match core.request(&topic, &mut vec![packed]).await.and_then(|r| unpacked_receipts(r, &ids)) {
+                            Ok(receipts) => Ok(receipts.into_iter().map(Ok).collect()),
+                            // The broker refused the batch for what a message holds: sent
+                            // one by one, only that message fails.
+                            Err(e) if e.code().is_some() && !e.is_retryable() => core.request(&topic, &mut wire).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => core.request(&topic, &mut wire).await,
+                };
+                crate::answer_each(replies, outcome);
             });
         }
     }

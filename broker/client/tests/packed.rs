@@ -178,3 +178,32 @@ async fn a_broken_packed_body_is_refused_with_what_is_wrong() {
     assert_eq!(bodies, [&b"first"[..], b"second"]);
     assert_eq!(got[1].tag.as_deref(), Some("b"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_sends_go_packed_and_a_refused_one_fails_alone() {
+    let s = server().await;
+    let producer = Producer::connect(ClientConfig::new(&s.endpoint)).await.unwrap();
+    let sends: Vec<_> = (0..500).map(|i| producer.send_async(line("singles", i))).collect();
+    // A property the broker reserves, in the middle of the stream: refused on its own.
+    let reserved = producer.send_async(line("singles", 999).with_property("__SHARDINGKEY", "sneaky"));
+    let more: Vec<_> = (500..600).map(|i| producer.send_async(line("singles", i))).collect();
+    let mut receipts = BTreeMap::new();
+    for (i, s) in sends.into_iter().chain(more).enumerate() {
+        let r = s.await.unwrap().unwrap();
+        receipts.insert(r.message_id.clone(), i);
+    }
+    assert_eq!(receipts.len(), 600, "every send has its own receipt and id");
+    let err = reserved.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(v2::Code::IllegalMessagePropertyKey), "{err}");
+    assert_eq!(stored(&s, "singles"), 600, "each stored once, the refused one not at all");
+    let got = drain(&reader(&s.endpoint, "singles-readers", "singles", FilterExpression::all()).await).await;
+    assert_eq!(got.len(), 600);
+    for m in &got {
+        let i = receipts[&m.message_id];
+        assert_eq!(m.properties["i"], i.to_string(), "the id the sender was given names its message");
+    }
+    // Coalesced sends went packed: fewer records than messages.
+    let records: std::collections::BTreeSet<u64> =
+        got.iter().map(|m| s.broker.store().message_by_id(&m.message_id).unwrap().unwrap().physical_offset).collect();
+    assert!(records.len() < 600, "{} records for 600 messages", records.len());
+}

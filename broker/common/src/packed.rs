@@ -165,8 +165,29 @@ impl<'a> Entry<'a> {
     }
 
     /// Every `(key, value)` of its properties, in order.
-    pub fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
-        self.properties.split(char::from(PROP_SEP)).filter_map(|pair| pair.split_once(char::from(NAME_SEP)))
+    pub fn pairs(&self) -> Pairs<'a> {
+        Pairs { rest: self.properties }
+    }
+}
+
+/// Iterator returned by [`Entry::pairs`]: a byte scan (the pairs are
+/// short; a searcher per pair would cost more than the scan).
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.rest.as_bytes();
+        let name_end = bytes.iter().position(|&b| b == NAME_SEP)?;
+        let value_end = bytes[name_end..].iter().position(|&b| b == PROP_SEP).map_or(bytes.len(), |i| name_end + i);
+        // Both separators are ASCII, so every cut falls between characters.
+        let (name, value) = (self.rest.get(..name_end)?, self.rest.get(name_end + 1..value_end)?);
+        self.rest = self.rest.get(value_end + 1..).unwrap_or_default();
+        Some((name, value))
     }
 }
 
@@ -218,10 +239,7 @@ impl<'a> Iterator for Entries<'a> {
             let Ok(properties) = std::str::from_utf8(&rest[props_at + 2..size]) else {
                 return Err(bad("the properties are not UTF-8"));
             };
-            let (name_sep, prop_sep) = (char::from(NAME_SEP), char::from(PROP_SEP));
-            if !properties.is_empty() && !properties.ends_with(prop_sep)
-                || properties.split(prop_sep).any(|p| !p.is_empty() && !p.contains(name_sep))
-            {
+            if !well_formed(properties.as_bytes()) {
                 return Err(bad("a property lacks its name/value or pair separator"));
             }
             let entry = Entry { flags: be_u32(&rest[4..]), body: at + 12..at + props_at, properties };
@@ -239,6 +257,26 @@ impl<'a> Iterator for Entries<'a> {
             }
         }
     }
+}
+
+/// Whether raw properties are pairs each ending in its separator, with
+/// exactly one name/value separator in each (one pass over the bytes).
+fn well_formed(raw: &[u8]) -> bool {
+    let mut named = false;
+    for &b in raw {
+        if b == NAME_SEP {
+            if named {
+                return false;
+            }
+            named = true;
+        } else if b == PROP_SEP {
+            if !named {
+                return false;
+            }
+            named = false;
+        }
+    }
+    !named && raw.last().is_none_or(|&b| b == PROP_SEP)
 }
 
 /// Checks a whole packed body against the count its carrier announced.
@@ -357,6 +395,10 @@ mod tests {
         unpaired[tags_sep] = b'x'; // "TAGSxapp\u{2}": a name without a value
         let err = check(&unpaired, 2).unwrap_err().to_string();
         assert!(err.contains("packed message 0") && err.contains("separator"), "{err}");
+        let mut doubled = packed.clone();
+        let tags_end = doubled.iter().position(|&b| b == 2).unwrap();
+        doubled[tags_end - 1] = 1; // "TAGS\u{1}ap\u{1}\u{2}": two name separators in one pair
+        assert!(check(&doubled, 2).is_err());
         assert_eq!(nth(&packed, 0).unwrap().property("TAGS"), Some("app"));
     }
 

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 pub(crate) const LANES: usize = 8;
 
 /// Messages per batch (one `SendMessage` request).
-pub(crate) const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 1024;
 
 /// Sends of a failed batch before the lane gives up.
 const ATTEMPTS: u32 = 6;
