@@ -295,17 +295,24 @@ pub fn check(packed: &[u8], announced: u32) -> Result<(), PackError> {
     if found == announced { Ok(()) } else { Err(PackError::Count { announced, found }) }
 }
 
-/// Entry `n` (from 0) of a packed body.
+/// Entry `n` (from 0) of a packed body. The entries before it are only
+/// stepped over by their sizes (a body is checked whole when it is stored;
+/// reading message n of a record must not cost n full checks); entry `n`
+/// itself is checked.
 pub fn nth(packed: &[u8], n: usize) -> Result<Entry<'_>, PackError> {
-    let mut found = 0;
-    for (i, e) in entries(packed).enumerate() {
-        let e = e?;
-        if i == n {
-            return Ok(e);
+    let mut at = 0;
+    for i in 0..n {
+        let size = packed.get(at..at + 4).map_or(0, |b| be_u32(b) as usize);
+        if size < ENTRY_OVERHEAD || packed.len() - at < size {
+            return Err(PackError::Count { announced: n as u32 + 1, found: i as u32 });
         }
-        found = i + 1;
+        at += size;
     }
-    Err(PackError::Count { announced: n as u32 + 1, found: found as u32 })
+    let mut rest = Entries { packed, at, index: n, failed: false };
+    match rest.next() {
+        Some(entry) => entry,
+        None => Err(PackError::Count { announced: n as u32 + 1, found: n as u32 }),
+    }
 }
 
 /// Finds `key`'s value in raw `key U+0001 value U+0002` properties without allocating.

@@ -445,11 +445,23 @@ impl Store {
             return Ok(out);
         }
         let mut next = offset;
+        // The packed record read last: its next messages come from it
+        // without reading and checking the whole record again.
+        let mut packed: Option<StoredMessage> = None;
         while next < max_off && out.messages.len() < max && ((next - offset) as usize) < max_scan {
             let Some(entry) = q.get(next) else { break };
             if keep(&entry) {
+                if let Some(record) = packed.as_ref().filter(|r| r.physical_offset == entry.physical_offset) {
+                    out.messages.push(unpack::packed_at(record, next)?);
+                    next += 1;
+                    continue;
+                }
                 match inner.log.read(entry.physical_offset) {
-                    Ok(m) => out.messages.push(unpack::message_at(m, next)?),
+                    Ok(m) if unpack::is_packed(&m) => {
+                        out.messages.push(unpack::packed_at(&m, next)?);
+                        packed = Some(m);
+                    }
+                    Ok(m) => out.messages.push(m),
                     Err(Error::OffsetMoved { .. }) => {
                         // Retention ran between the bounds check and the read.
                         out.status = ReadStatus::OffsetMoved;

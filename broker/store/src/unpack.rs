@@ -19,14 +19,11 @@ pub(crate) fn is_packed(m: &StoredMessage) -> bool {
     m.properties.get(keys::INNER_NUM).is_some()
 }
 
-/// The message at `queue_offset` of `m`: `m` itself unless it is packed.
-pub(crate) fn message_at(m: StoredMessage, queue_offset: u64) -> Result<StoredMessage, PackError> {
-    if !is_packed(&m) {
-        return Ok(m);
-    }
+/// The message at `queue_offset` of packed record `m`.
+pub(crate) fn packed_at(m: &StoredMessage, queue_offset: u64) -> Result<StoredMessage, PackError> {
     let i = queue_offset.checked_sub(m.queue_offset).ok_or(PackError::Count { announced: 0, found: 0 })?;
     let entry = packed::nth(&m.body, i as usize)?;
-    Ok(unpacked(&m, queue_offset, &entry))
+    Ok(unpacked(m, queue_offset, &entry))
 }
 
 /// Every message `m` holds (just `m` unless it is packed).
@@ -105,7 +102,7 @@ mod tests {
             .with(keys::UNIQ_KEY, "outer")
             .with("__SHARDINGKEY", "device-7");
         let m = stored(body, carrier, 10);
-        let second = message_at(m.clone(), 11).unwrap();
+        let second = packed_at(&m, 11).unwrap();
         assert_eq!((second.queue_offset, second.flags, &second.body[..]), (11, 2, &b"second"[..]));
         assert_eq!(second.properties.tag(), Some("b"));
         assert_eq!(second.properties.unique_id(), Some("id-2"));
@@ -118,9 +115,10 @@ mod tests {
         assert_eq!(all.iter().map(|m| m.queue_offset).collect::<Vec<_>>(), [10, 11]);
         assert_eq!(all[0].properties.get("file"), Some("app.log"));
         assert_eq!(all[1], second);
-        assert!(message_at(m.clone(), 12).is_err(), "past the last packed message");
-        assert!(message_at(m, 9).is_err(), "before the first");
+        assert!(packed_at(&m, 12).is_err(), "past the last packed message");
+        assert!(packed_at(&m, 9).is_err(), "before the first");
         let plain = stored(b"plain".to_vec(), Properties::new(), 3);
-        assert_eq!(message_at(plain.clone(), 3).unwrap(), plain);
+        assert!(!is_packed(&plain));
+        assert_eq!(messages(plain.clone()).unwrap(), [plain]);
     }
 }
