@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use md5::{Digest as _, Md5};
 use rill_common::TopicName;
+use rill_common::packed::PackError;
 use rill_proto::v2;
 use rill_store::record::keys;
 use rill_store::{MessageToStore, Properties, StoredMessage};
@@ -192,7 +193,10 @@ fn check_keys<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<(), Rejecti
 fn check_packed(msg: &v2::Message, sys: &v2::SystemProperties, n: &str) -> Result<(), Rejection> {
     use v2::Code;
     let bad = |message: String| Rejection::new(Code::BadRequest, message);
-    let n: u32 = n.parse().map_err(|_| bad(format!("{} {n:?} is not a count of messages", keys::INNER_NUM)))?;
+    let n: u32 = n.parse().map_err(|_| bad(PackError::NotACount { value: n.to_owned() }.to_string()))?;
+    if n == 0 || n > rill_common::packed::MAX_ENTRIES {
+        return Err(bad(PackError::Count { announced: n, found: 0 }.to_string()));
+    }
     if sys.tag.is_some() || !sys.keys.is_empty() || msg.user_properties.len() > 1 {
         return Err(bad("a packed batch carries tags, keys and properties on its messages, not on itself".into()));
     }
@@ -207,9 +211,6 @@ fn check_packed(msg: &v2::Message, sys: &v2::SystemProperties, n: &str) -> Resul
     for (i, entry) in rill_common::packed::entries(&msg.body).enumerate() {
         let entry = entry.map_err(|e| bad(e.to_string()))?;
         found += 1;
-        if found > n {
-            break;
-        }
         let at = |r: Rejection| Rejection::new(r.code, format!("packed message {i}: {}", r.message));
         if entry.body.is_empty() {
             return Err(at(Rejection::new(Code::MessageBodyEmpty, "message body is empty")));
@@ -236,8 +237,8 @@ fn check_packed(msg: &v2::Message, sys: &v2::SystemProperties, n: &str) -> Resul
             )));
         }
     }
-    if found != n || n > rill_common::packed::MAX_ENTRIES {
-        return Err(bad(rill_common::packed::PackError::Count { announced: n, found }.to_string()));
+    if found != n {
+        return Err(bad(PackError::Count { announced: n, found }.to_string()));
     }
     Ok(())
 }

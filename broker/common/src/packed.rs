@@ -66,6 +66,12 @@ pub enum PackError {
         /// Their encoded size.
         size: usize,
     },
+    /// The announced count is not a number.
+    #[error("{INNER_NUM} {value:?} is not a count of messages")]
+    NotACount {
+        /// What the carrier says.
+        value: String,
+    },
     /// Too many entries.
     #[error("a packed body holds at most {MAX_ENTRIES} messages")]
     TooMany,

@@ -284,7 +284,7 @@ impl Prepared {
             None => 1,
             Some(n) => {
                 let announced =
-                    n.parse().map_err(|_| rill_common::packed::PackError::Count { announced: 0, found: 0 })?;
+                    n.parse().map_err(|_| rill_common::packed::PackError::NotACount { value: n.to_owned() })?;
                 rill_common::packed::check(&msg.body, announced)?;
                 announced
             }

@@ -23,7 +23,7 @@ use crate::config::StoreConfig;
 use crate::consume_queue::{ConsumeQueues, CqEntry};
 use crate::error::{Error, Result};
 use crate::index::{self, KeyIndex};
-use crate::record::{MessageToStore, Prepared, StoredMessage};
+use crate::record::{self, MessageToStore, Prepared, StoredMessage};
 use crate::retention::{DiskUsage, RetentionReport, StatvfsDisk};
 use crate::services::{self, Signal};
 use crate::unpack;
@@ -498,9 +498,14 @@ impl Store {
         let mut out = Vec::new();
         for offset in candidates {
             match inner.log.read(offset) {
-                Ok(m) if m.topic.as_str() == topic && (begin..=end).contains(&m.store_timestamp) => {
-                    out.extend(unpack::messages(m)?.into_iter().filter(|m| m.properties.keys().any(|k| k == key)));
+                Ok(m) if m.topic.as_str() != topic || !(begin..=end).contains(&m.store_timestamp) => {}
+                Ok(m) if unpack::is_packed(&m) => {
+                    let has_key = |keys: Option<&str>| {
+                        keys.is_some_and(|ks| ks.split(record::keys::KEY_SEPARATOR).any(|k| k == key))
+                    };
+                    out.extend(unpack::messages_where(&m, |e| has_key(e.property(record::keys::KEYS)))?);
                 }
+                Ok(m) if m.properties.keys().any(|k| k == key) => out.push(m),
                 Ok(_) | Err(Error::OffsetMoved { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -518,7 +523,8 @@ impl Store {
         for offset in inner.index.lookup(&index::id_key(id), i64::MIN, i64::MAX, 16) {
             match inner.log.read(offset) {
                 Ok(m) if unpack::is_packed(&m) => {
-                    if let Some(m) = unpack::messages(m)?.into_iter().find(|m| m.properties.unique_id() == Some(id)) {
+                    let found = unpack::messages_where(&m, |e| e.property(record::keys::UNIQ_KEY) == Some(id))?;
+                    if let Some(m) = found.into_iter().next() {
                         return Ok(Some(m));
                     }
                 }

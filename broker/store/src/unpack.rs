@@ -26,12 +26,20 @@ pub(crate) fn packed_at(m: &StoredMessage, queue_offset: u64) -> Result<StoredMe
     Ok(unpacked(m, queue_offset, &entry))
 }
 
-/// Every message `m` holds (just `m` unless it is packed).
-pub(crate) fn messages(m: StoredMessage) -> Result<Vec<StoredMessage>, PackError> {
-    if !is_packed(&m) {
-        return Ok(vec![m]);
+/// The messages of packed record `m` that `keep` accepts (only those are
+/// taken apart: a key or id lookup wants one of a thousand).
+pub(crate) fn messages_where(
+    m: &StoredMessage,
+    keep: impl Fn(&packed::Entry<'_>) -> bool,
+) -> Result<Vec<StoredMessage>, PackError> {
+    let mut out = Vec::new();
+    for (i, e) in packed::entries(&m.body).enumerate() {
+        let e = e?;
+        if keep(&e) {
+            out.push(unpacked(m, m.queue_offset + i as u64, &e));
+        }
     }
-    packed::entries(&m.body).enumerate().map(|(i, e)| e.map(|e| unpacked(&m, m.queue_offset + i as u64, &e))).collect()
+    Ok(out)
 }
 
 fn unpacked(outer: &StoredMessage, queue_offset: u64, entry: &packed::Entry<'_>) -> StoredMessage {
@@ -111,14 +119,15 @@ mod tests {
         assert_eq!(second.properties.get(keys::INNER_NUM), None);
         assert_eq!((second.physical_offset, second.store_timestamp, second.born_timestamp), (4096, 9, 7));
         assert_eq!(second.body_crc, crc32fast::hash(b"second"));
-        let all = messages(m.clone()).unwrap();
+        let all = messages_where(&m, |_| true).unwrap();
         assert_eq!(all.iter().map(|m| m.queue_offset).collect::<Vec<_>>(), [10, 11]);
         assert_eq!(all[0].properties.get("file"), Some("app.log"));
         assert_eq!(all[1], second);
+        let tagged_b = messages_where(&m, |e| e.property("TAGS") == Some("b")).unwrap();
+        assert_eq!(tagged_b, std::slice::from_ref(&second));
         assert!(packed_at(&m, 12).is_err(), "past the last packed message");
         assert!(packed_at(&m, 9).is_err(), "before the first");
         let plain = stored(b"plain".to_vec(), Properties::new(), 3);
         assert!(!is_packed(&plain));
-        assert_eq!(messages(plain.clone()).unwrap(), [plain]);
     }
 }

@@ -20,6 +20,11 @@ pub(crate) const LANES: usize = 8;
 /// Messages per batch (one `SendMessage` request).
 pub(crate) const BATCH: usize = 1024;
 
+/// Body bytes at which a batch closes (whatever its count): with the
+/// message that reached it, a batch stays within what one packed message
+/// carries, however large its messages are.
+const BATCH_BYTES: usize = 768 << 10;
+
 /// Sends of a failed batch before the lane gives up.
 const ATTEMPTS: u32 = 6;
 
@@ -164,8 +169,11 @@ struct Dealer {
     /// Where the last message without a group went.
     next: usize,
     /// Batches being filled: by topic, then by lane.
-    filling: Vec<(String, Vec<Vec<Message>>)>,
+    filling: Vec<(String, Vec<Filling>)>,
 }
+
+/// A lane's batch being filled, and its body bytes so far.
+type Filling = (Vec<Message>, usize);
 
 impl Dealer {
     /// A poll of about `expected` messages begins (few messages fill fewer
@@ -186,23 +194,28 @@ impl Dealer {
         let at = match self.filling.iter().position(|(t, _)| t == topic) {
             Some(at) => at,
             None => {
-                self.filling.push((topic.to_owned(), (0..LANES).map(|_| Vec::new()).collect()));
+                self.filling.push((topic.to_owned(), (0..LANES).map(|_| (Vec::new(), 0)).collect()));
                 self.filling.len() - 1
             }
         };
-        let batch = &mut self.filling[at].1[lane];
+        let (batch, bytes) = &mut self.filling[at].1[lane];
         if batch.capacity() == 0 {
             batch.reserve_exact(BATCH);
         }
+        *bytes += m.body.len();
         batch.push(m);
-        (batch.len() == BATCH).then(|| (lane, topic.to_owned(), std::mem::take(batch)))
+        let full = batch.len() == BATCH || *bytes >= BATCH_BYTES;
+        full.then(|| {
+            *bytes = 0;
+            (lane, topic.to_owned(), std::mem::take(batch))
+        })
     }
 
     /// The batches begun and not full, in lane order within each topic.
     fn finish(&mut self) -> Vec<(usize, String, Vec<Message>)> {
         let mut out = Vec::new();
         for (topic, lanes) in self.filling.drain(..) {
-            for (lane, batch) in lanes.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+            for (lane, (batch, _)) in lanes.into_iter().enumerate().filter(|(_, (b, _))| !b.is_empty()) {
                 out.push((lane, topic.clone(), batch));
             }
         }
@@ -319,6 +332,19 @@ mod tests {
         let used: std::collections::BTreeSet<usize> = dealt.iter().map(|(l, _)| *l).collect();
         assert_eq!(used.len(), LANES, "every lane works: {used:?}");
         assert_eq!(dealt.iter().map(|(_, b)| b.len()).sum::<usize>(), 10_000);
+    }
+
+    #[test]
+    fn big_messages_fill_a_batch_by_bytes_before_its_count() {
+        let mut next = Dealer::default();
+        let big: Vec<Message> = (0..1_000).map(|_| Message::new("t", vec![b'x'; 5_000])).collect();
+        let dealt = deal(&mut next, big);
+        assert_eq!(dealt.iter().map(|(_, b)| b.len()).sum::<usize>(), 1_000);
+        for (_, batch) in &dealt {
+            let bytes: usize = batch.iter().map(|m| m.body.len()).sum();
+            assert!(bytes < BATCH_BYTES + 5_000, "a batch of {bytes} body bytes");
+            assert!(batch.len() < BATCH, "closed by bytes, not by count");
+        }
     }
 
     #[test]

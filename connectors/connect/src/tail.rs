@@ -84,8 +84,8 @@ impl RecordSource for TailRecords {
                         group: None,
                         vars: Vec::new(),
                         origin_ms: None,
-                        // Spelled when asked ([`RecordSource::locate`]), or now for a bad line.
-                        location: e.error.is_some().then(|| format!("file {file} at byte {}", e.offset)),
+                        // Spelled from the properties when asked ([`RecordSource::locate`]).
+                        location: None,
                         properties: vec![("file", file), ("host", host.clone()), ("offset", e.offset.to_string())],
                         error: e.error,
                         body: e.body,
@@ -101,10 +101,6 @@ impl RecordSource for TailRecords {
 
     fn locate(&self, record: &Record) -> Option<String> {
         let property = |name| record.properties.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
-        match (&record.location, property("file"), property("offset")) {
-            (Some(at), _, _) => Some(at.clone()),
-            (None, Some(file), Some(offset)) => Some(format!("file {file} at byte {offset}")),
-            _ => None,
-        }
+        Some(format!("file {} at byte {}", property("file")?, property("offset")?))
     }
 }
